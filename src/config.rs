@@ -1,0 +1,746 @@
+//! Configuration: the TOML file plus command-line overrides, turned into a validated [`Config`].
+//!
+//! Every error names the file, the key and what to write instead; nothing here touches the
+//! network or Docker. The file format is documented key by key in the README ("Configuration
+//! reference"); `dockns check-config FILE` prints the effective result of this module.
+
+use crate::model::{BuildSettings, Catalog, Container, Endpoint, Health, Network};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem, with a message meant for the person who wrote the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// The file, as written.
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[server]`
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[upstream]`
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+    /// `[docker]`: present means Docker is watched.
+    pub docker: Option<DockerSection>,
+    /// `[admin]`
+    pub admin: Option<AdminSection>,
+    /// `[[network]]` static tables.
+    #[serde(default)]
+    pub network: Vec<NetworkSection>,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Fixed listeners ("ADDR:PORT"), UDP and TCP on each.
+    pub listen: Option<Vec<String>>,
+    /// Networks whose names a non-container client sees (default: all static networks).
+    pub host_view: Option<Vec<String>>,
+    /// TTL of local answers, seconds.
+    pub ttl: u32,
+    /// Optional zone answered authoritatively (`name.docker`, `name.network.docker`).
+    pub domain: Option<String>,
+    /// UDP worker threads per listener (default: number of CPUs).
+    pub workers: Option<usize>,
+    /// Bind on every served Docker network's gateway address.
+    pub gateways: bool,
+    /// Port for gateway and sidecar listeners.
+    pub gateway_port: u16,
+    /// Bind this container's own address on each network it is attached to.
+    pub sidecar: bool,
+    /// Close idle TCP connections after this many milliseconds.
+    pub tcp_idle_timeout_ms: u64,
+    /// Most concurrent TCP connections.
+    pub max_tcp_connections: usize,
+    /// Most forwarded questions in flight at once; beyond, clients get REFUSED.
+    pub max_inflight: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: None,
+            host_view: None,
+            ttl: 5,
+            domain: None,
+            workers: None,
+            gateways: false,
+            gateway_port: 53,
+            sidecar: false,
+            tcp_idle_timeout_ms: 10_000,
+            max_tcp_connections: 512,
+            max_inflight: 1024,
+        }
+    }
+}
+
+/// `[upstream]`
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    /// "ADDR[:PORT]" list; default: the nameservers in /etc/resolv.conf.
+    pub servers: Option<Vec<String>>,
+    /// Per-try timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// Total time one client question may spend upstream before it gets SERVFAIL.
+    pub budget_ms: u64,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection {
+            servers: None,
+            timeout_ms: 1500,
+            budget_ms: 4000,
+        }
+    }
+}
+
+/// `[docker]`
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerSection {
+    /// `unix:///var/run/docker.sock` (default, or `DOCKER_HOST`), or `tcp://host:port`.
+    pub endpoint: Option<String>,
+    /// Serve the default `bridge` network too.
+    pub default_bridge: bool,
+    /// Leave unhealthy replicas out while a healthy one shares the name.
+    pub health_aware: bool,
+    /// Seconds between consistency sweeps against a fresh listing (0 = never).
+    pub sweep_interval_s: u64,
+}
+
+impl Default for DockerSection {
+    fn default() -> Self {
+        DockerSection {
+            endpoint: None,
+            default_bridge: false,
+            health_aware: true,
+            sweep_interval_s: 300,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize, Serialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// HTTP listen address for /metrics, /healthz, /readyz, /v1/records.
+    pub listen: Option<String>,
+}
+
+/// `[[network]]`
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Network name (answers `name.<network>`).
+    pub name: String,
+    /// Internal: clients that only see internal networks get no forwarding.
+    #[serde(default)]
+    pub internal: bool,
+    /// Optional subnet; container addresses must lie inside it.
+    pub subnet: Option<String>,
+    /// `[[network.container]]`
+    #[serde(default)]
+    pub container: Vec<ContainerSection>,
+}
+
+/// `[[network.container]]`
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSection {
+    /// Container name.
+    pub name: String,
+    /// IPv4 addresses.
+    #[serde(default)]
+    pub ipv4: Vec<String>,
+    /// IPv6 addresses.
+    #[serde(default)]
+    pub ipv6: Vec<String>,
+    /// Extra names on this network.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Health, for testing health-aware answers: none, healthy, starting, unhealthy.
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line overrides for the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen` (replaces `[server] listen`).
+    pub listen: Vec<String>,
+    /// `--upstream` (replaces `[upstream] servers`).
+    pub upstream: Vec<String>,
+    /// `--docker URI` (enables Docker).
+    pub docker: Option<String>,
+}
+
+/// Docker settings after validation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DockerConfig {
+    /// Endpoint URI, or `None` for bollard's defaults (DOCKER_HOST, then the local socket).
+    pub endpoint: Option<String>,
+    /// Serve the default bridge network.
+    pub default_bridge: bool,
+    /// Health-aware answers.
+    pub health_aware: bool,
+    /// Consistency sweep period.
+    pub sweep_interval: Option<Duration>,
+}
+
+/// Where the upstream list came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum UpstreamSource {
+    /// `[upstream] servers` or `--upstream`.
+    Config,
+    /// /etc/resolv.conf.
+    ResolvConf,
+}
+
+/// The validated, effective configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub path: Option<PathBuf>,
+    /// Fixed listeners.
+    pub listen: Vec<SocketAddr>,
+    /// UDP worker threads per listener.
+    pub workers: usize,
+    /// Snapshot settings.
+    #[serde(skip)]
+    pub build: BuildSettings,
+    /// TTL of local answers.
+    pub ttl: u32,
+    /// Zone name, if any.
+    pub domain: Option<String>,
+    /// Networks a non-container client sees (None = all).
+    pub host_view: Option<Vec<String>>,
+    /// Gateway listeners.
+    pub gateways: bool,
+    /// Port for gateway/sidecar listeners.
+    pub gateway_port: u16,
+    /// Sidecar listeners.
+    pub sidecar: bool,
+    /// TCP idle timeout.
+    pub tcp_idle_timeout: Duration,
+    /// TCP connection limit.
+    pub max_tcp_connections: usize,
+    /// Forwarded questions in flight.
+    pub max_inflight: usize,
+    /// Upstream servers, own listeners removed.
+    pub upstreams: Vec<SocketAddr>,
+    /// Where they came from.
+    pub upstream_source: UpstreamSource,
+    /// Per-try timeout.
+    pub upstream_timeout: Duration,
+    /// Total upstream budget per question.
+    pub upstream_budget: Duration,
+    /// Docker, when watched.
+    pub docker: Option<DockerConfig>,
+    /// Admin HTTP listener.
+    pub admin: Option<SocketAddr>,
+    /// Static tables.
+    #[serde(skip)]
+    pub static_catalog: Catalog,
+    /// Number of static networks and containers (for the printout).
+    pub static_networks: Vec<String>,
+}
+
+/// Parses "ADDR:PORT" for listeners.
+fn parse_listen(s: &str, key: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse::<SocketAddr>().or_else(|_| {
+        err(format!(
+            "{key} = \"{s}\" is not an ADDRESS:PORT; write e.g. \"127.0.0.1:5353\" or \"[::1]:5353\""
+        ))
+    })
+}
+
+/// Parses "ADDR[:PORT]" for upstreams (port 53 when absent).
+pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa);
+    }
+    let ip = s.trim_start_matches('[').trim_end_matches(']');
+    // Drop an IPv6 zone ("fe80::1%eth0") the way resolv.conf may write it.
+    let ip = ip.split('%').next().unwrap_or(ip);
+    ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+}
+
+/// The nameservers listed in a resolv.conf text.
+pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next() == Some("nameserver"))
+                .then(|| it.next())
+                .flatten()
+                .and_then(parse_upstream)
+        })
+        .collect()
+}
+
+/// Whether `upstream` is one of our own listeners (forwarding there would loop).
+fn is_own(upstream: SocketAddr, listen: &[SocketAddr]) -> bool {
+    listen.iter().any(|l| {
+        l.port() == upstream.port()
+            && (l.ip() == upstream.ip()
+                || (l.ip().is_unspecified()
+                    && (upstream.ip().is_loopback() || upstream.ip().is_unspecified())))
+    })
+}
+
+impl Config {
+    /// Reads and validates a file, applying overrides.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read config file {}: {e}; check the path (try config/demo.toml)",
+                path.display()
+            ))
+        })?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| {
+            let msg = e.message().to_string();
+            let loc = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigError(format!(
+                "{}{loc}: {msg}; see the configuration reference in README.md",
+                path.display()
+            ))
+        })?;
+        let mut cfg = Config::from_file(file, overrides)
+            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?;
+        cfg.path = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// The configuration of a bare `dockns serve` with no file: Docker at the default endpoint,
+    /// gateway listeners, upstreams from /etc/resolv.conf.
+    pub fn docker_default(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = FileConfig {
+            server: ServerSection {
+                gateways: true,
+                ..Default::default()
+            },
+            docker: Some(DockerSection::default()),
+            ..Default::default()
+        };
+        Config::from_file(file, overrides)
+    }
+
+    /// Validates a parsed file.
+    pub fn from_file(file: FileConfig, ov: &Overrides) -> Result<Config, ConfigError> {
+        let s = &file.server;
+        // Docker.
+        let docker_section = match (&file.docker, &ov.docker) {
+            (_, Some(uri)) => Some(DockerSection {
+                endpoint: Some(uri.clone()),
+                ..file.docker.clone().unwrap_or_default()
+            }),
+            (Some(d), None) => Some(d.clone()),
+            (None, None) => None,
+        };
+        let docker = match docker_section {
+            None => None,
+            Some(d) => {
+                if let Some(ep) = &d.endpoint {
+                    if !(ep.starts_with("unix://")
+                        || ep.starts_with("tcp://")
+                        || ep.starts_with("http://")
+                        || ep.starts_with('/'))
+                    {
+                        return err(format!(
+                            "[docker] endpoint = \"{ep}\" is not a Docker endpoint; write \"unix:///var/run/docker.sock\" or \"tcp://HOST:2375\""
+                        ));
+                    }
+                }
+                Some(DockerConfig {
+                    endpoint: d.endpoint.clone(),
+                    default_bridge: d.default_bridge,
+                    health_aware: d.health_aware,
+                    sweep_interval: (d.sweep_interval_s > 0)
+                        .then(|| Duration::from_secs(d.sweep_interval_s)),
+                })
+            }
+        };
+
+        // Listeners.
+        let listen_src: Vec<String> = if !ov.listen.is_empty() {
+            ov.listen.clone()
+        } else if let Some(l) = &s.listen {
+            l.clone()
+        } else if s.gateways || s.sidecar {
+            Vec::new()
+        } else {
+            vec!["127.0.0.1:53".to_string()]
+        };
+        let mut listen = Vec::new();
+        for (i, l) in listen_src.iter().enumerate() {
+            let sa = parse_listen(l, &format!("[server] listen[{i}]"))?;
+            if sa.port() != 0 && listen.contains(&sa) {
+                return err(format!(
+                    "[server] listen lists {sa} twice; remove the duplicate"
+                ));
+            }
+            listen.push(sa);
+        }
+        if listen.is_empty() && !s.gateways && !s.sidecar {
+            return err(
+                "nothing to listen on: set [server] listen = [\"127.0.0.1:53\"], or gateways = true / sidecar = true with [docker]",
+            );
+        }
+        if (s.gateways || s.sidecar) && docker.is_none() {
+            return err(
+                "[server] gateways/sidecar need Docker: add a [docker] section or pass --docker unix:///var/run/docker.sock",
+            );
+        }
+        if s.ttl > 86_400 {
+            return err(format!(
+                "[server] ttl = {} is over one day; use a small value such as 5",
+                s.ttl
+            ));
+        }
+        let workers = match s.workers {
+            Some(0) => {
+                return err("[server] workers = 0: use at least 1, or leave it out for one per CPU")
+            }
+            Some(n) if n > 256 => {
+                return err(format!(
+                    "[server] workers = {n} is too many; use at most 256"
+                ))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if s.max_tcp_connections == 0 || s.max_inflight == 0 {
+            return err("[server] max_tcp_connections and max_inflight must be at least 1");
+        }
+        if s.tcp_idle_timeout_ms == 0 {
+            return err("[server] tcp_idle_timeout_ms must be at least 1");
+        }
+        let domain = match &s.domain {
+            None => None,
+            Some(d) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                if crate::model::normalize_name(&d).is_none() {
+                    return err(format!(
+                        "[server] domain = \"{d}\" is not a valid DNS name; write e.g. \"docker\""
+                    ));
+                }
+                Some(d)
+            }
+        };
+
+        // Static networks.
+        let mut catalog = Catalog::default();
+        let mut static_networks = Vec::new();
+        for (ni, net) in file.network.iter().enumerate() {
+            let at = format!("[[network]] #{} (name = \"{}\")", ni + 1, net.name);
+            if net.name.is_empty()
+                || net.name.contains('.')
+                || crate::model::normalize_name(&net.name).is_none()
+            {
+                return err(format!(
+                    "{at}: name must be a non-empty DNS label without dots, e.g. \"demo\""
+                ));
+            }
+            if catalog.networks.contains_key(&net.name) {
+                return err(format!(
+                    "{at}: a network named \"{}\" is defined twice",
+                    net.name
+                ));
+            }
+            let subnet = match &net.subnet {
+                None => None,
+                Some(sn) => Some(sn.parse::<ipnet::IpNet>().map_err(|_| {
+                    ConfigError(format!(
+                        "{at}: subnet = \"{sn}\" is not a CIDR; write e.g. \"10.89.0.0/24\""
+                    ))
+                })?),
+            };
+            let mut seen_ips = BTreeSet::new();
+            let mut seen_names = BTreeSet::new();
+            for (ci, c) in net.container.iter().enumerate() {
+                let cat = format!("{at}, container #{} (name = \"{}\")", ci + 1, c.name);
+                if crate::model::normalize_name(&c.name).is_none() {
+                    return err(format!(
+                        "{cat}: name must be a DNS name (labels of 1-63 characters), e.g. \"db\""
+                    ));
+                }
+                if !seen_names.insert(c.name.to_ascii_lowercase()) {
+                    return err(format!(
+                        "{cat}: two containers named \"{}\" on one network; give them distinct names and a shared alias",
+                        c.name
+                    ));
+                }
+                for a in &c.aliases {
+                    if crate::model::normalize_name(a).is_none() {
+                        return err(format!("{cat}: alias \"{a}\" is not a DNS name"));
+                    }
+                }
+                let mut ipv4 = Vec::new();
+                for a in &c.ipv4 {
+                    let ip: Ipv4Addr = a.parse().map_err(|_| {
+                        ConfigError(format!(
+                            "{cat}: ipv4 entry \"{a}\" is not an IPv4 address; write e.g. \"10.89.0.2\""
+                        ))
+                    })?;
+                    ipv4.push(ip);
+                }
+                let mut ipv6 = Vec::new();
+                for a in &c.ipv6 {
+                    let ip: Ipv6Addr = a.parse().map_err(|_| {
+                        ConfigError(format!(
+                            "{cat}: ipv6 entry \"{a}\" is not an IPv6 address; write e.g. \"fd00::2\""
+                        ))
+                    })?;
+                    ipv6.push(ip);
+                }
+                if ipv4.is_empty() && ipv6.is_empty() {
+                    return err(format!(
+                        "{cat}: give it at least one address in ipv4 or ipv6"
+                    ));
+                }
+                for ip in ipv4
+                    .iter()
+                    .map(|a| IpAddr::V4(*a))
+                    .chain(ipv6.iter().map(|a| IpAddr::V6(*a)))
+                {
+                    if let Some(sn) = subnet {
+                        let same_family = matches!(
+                            (sn, ip),
+                            (ipnet::IpNet::V4(_), IpAddr::V4(_))
+                                | (ipnet::IpNet::V6(_), IpAddr::V6(_))
+                        );
+                        if same_family && !sn.contains(&ip) {
+                            return err(format!(
+                                "{cat}: address {ip} is outside the network's subnet {sn}"
+                            ));
+                        }
+                    }
+                    if !seen_ips.insert(ip) {
+                        return err(format!(
+                            "{cat}: address {ip} is already used by another container on this network"
+                        ));
+                    }
+                }
+                catalog.containers.insert(
+                    format!("{}/{}", net.name, c.name),
+                    Container {
+                        id: String::new(),
+                        name: c.name.clone(),
+                        hostname: None,
+                        health: c.health,
+                        extra_names: Vec::new(),
+                        endpoints: vec![Endpoint {
+                            network: net.name.clone(),
+                            ipv4,
+                            ipv6,
+                            aliases: c.aliases.clone(),
+                        }],
+                    },
+                );
+            }
+            catalog.networks.insert(
+                net.name.clone(),
+                Network {
+                    name: net.name.clone(),
+                    id: String::new(),
+                    internal: net.internal,
+                    listen_addrs: Vec::new(),
+                    subnets: subnet.into_iter().collect(),
+                },
+            );
+            static_networks.push(net.name.clone());
+        }
+        if let Some(hv) = &s.host_view {
+            for n in hv {
+                if docker.is_none() && !catalog.networks.contains_key(n) {
+                    return err(format!(
+                        "[server] host_view names network \"{n}\", which no [[network]] defines; known: {:?}",
+                        static_networks
+                    ));
+                }
+            }
+        }
+
+        // Upstreams.
+        let (servers, upstream_source) = if !ov.upstream.is_empty() {
+            (ov.upstream.clone(), UpstreamSource::Config)
+        } else if let Some(list) = &file.upstream.servers {
+            (list.clone(), UpstreamSource::Config)
+        } else {
+            (Vec::new(), UpstreamSource::ResolvConf)
+        };
+        let mut upstreams = Vec::new();
+        for (i, u) in servers.iter().enumerate() {
+            let sa = parse_upstream(u).ok_or_else(|| {
+                ConfigError(format!(
+                    "[upstream] servers[{i}] = \"{u}\" is not ADDRESS[:PORT]; write e.g. \"192.0.2.53\" or \"127.0.0.1:5399\""
+                ))
+            })?;
+            upstreams.push(sa);
+        }
+        if upstream_source == UpstreamSource::ResolvConf {
+            upstreams = std::fs::read_to_string("/etc/resolv.conf")
+                .map(|t| resolv_conf_servers(&t))
+                .unwrap_or_default();
+        }
+        upstreams.retain(|u| !is_own(*u, &listen));
+        upstreams.dedup();
+        let u = &file.upstream;
+        if u.timeout_ms == 0 || u.budget_ms == 0 {
+            return err("[upstream] timeout_ms and budget_ms must be at least 1");
+        }
+        if u.budget_ms < u.timeout_ms {
+            return err(format!(
+                "[upstream] budget_ms = {} is below timeout_ms = {}; the budget covers all tries, make it at least the per-try timeout",
+                u.budget_ms, u.timeout_ms
+            ));
+        }
+
+        let admin = match file.admin.as_ref().and_then(|a| a.listen.as_deref()) {
+            None => None,
+            Some(a) => Some(parse_listen(a, "[admin] listen")?),
+        };
+
+        let health_aware = docker.as_ref().is_none_or(|d| d.health_aware);
+        let build = BuildSettings {
+            ttl: s.ttl,
+            domain: domain.clone(),
+            host_view: s.host_view.clone(),
+            host_sees_all_qualified: docker.is_some(),
+            health_aware,
+        };
+        Ok(Config {
+            path: None,
+            listen,
+            workers,
+            build,
+            ttl: s.ttl,
+            domain,
+            host_view: s.host_view.clone(),
+            gateways: s.gateways,
+            gateway_port: s.gateway_port,
+            sidecar: s.sidecar,
+            tcp_idle_timeout: Duration::from_millis(s.tcp_idle_timeout_ms),
+            max_tcp_connections: s.max_tcp_connections,
+            max_inflight: s.max_inflight,
+            upstreams,
+            upstream_source,
+            upstream_timeout: Duration::from_millis(u.timeout_ms),
+            upstream_budget: Duration::from_millis(u.budget_ms),
+            docker,
+            admin,
+            static_catalog: catalog,
+            static_networks,
+        })
+    }
+
+    /// Parses a config from TOML text (tests and tools).
+    pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError(e.message().to_string()))?;
+        Config::from_file(file, overrides)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, &Overrides::default())
+    }
+
+    #[test]
+    fn demo_config_is_valid() {
+        let cfg = Config::load(
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml")),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert!(cfg.static_catalog.networks.contains_key("demo"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load("[server]\nlisten = [\"127.0.0.1:99999\"]")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("[server] listen[0]"), "{e}");
+        let e = load("[server]\nlsten = []").unwrap_err().0;
+        assert!(e.contains("lsten"), "{e}");
+        let e = load("[server]\nlisten = [\"127.0.0.1:53\", \"127.0.0.1:53\"]")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("twice"), "{e}");
+        let e = load("[upstream]\nservers = [\"nope\"]").unwrap_err().0;
+        assert!(e.contains("servers[0]"), "{e}");
+        let e = load(
+            "[[network]]\nname = \"n\"\nsubnet = \"10.0.0.0/24\"\n[[network.container]]\nname = \"a\"\nipv4 = [\"10.1.0.1\"]",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("outside"), "{e}");
+        let e =
+            load("[[network]]\nname = \"n\"\n[[network.container]]\nname = \"a\"\nipv4 = [\"x\"]")
+                .unwrap_err()
+                .0;
+        assert!(e.contains("ipv4 entry \"x\""), "{e}");
+    }
+
+    #[test]
+    fn own_listeners_are_not_upstreams() {
+        let cfg = load(
+            "[server]\nlisten = [\"127.0.0.1:5353\"]\n[upstream]\nservers = [\"127.0.0.1:5353\", \"127.0.0.1:5399\"]",
+        )
+        .unwrap();
+        assert_eq!(cfg.upstreams, vec!["127.0.0.1:5399".parse().unwrap()]);
+        let cfg =
+            load("[server]\nlisten = [\"0.0.0.0:53\"]\n[upstream]\nservers = [\"127.0.0.1\"]")
+                .unwrap();
+        assert!(cfg.upstreams.is_empty());
+    }
+
+    #[test]
+    fn resolv_conf_parsing() {
+        let s = resolv_conf_servers(
+            "# c\nnameserver 192.0.2.1\nsearch x\nnameserver fe80::1%eth0\nnameserver bogus\n",
+        );
+        assert_eq!(
+            s,
+            vec![
+                "192.0.2.1:53".parse().unwrap(),
+                "[fe80::1]:53".parse().unwrap()
+            ]
+        );
+    }
+}

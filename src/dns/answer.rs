@@ -1,0 +1,230 @@
+//! Answering one query from a snapshot: the fast path, with the slow path as its fallback.
+//!
+//! [`handle`] takes the raw packet and writes the response into the caller's buffer. It decides
+//! local answer, NODATA, NXDOMAIN, error, forward or drop; it never allocates on the fast path
+//! (an ordinary query for a local name) and never blocks. Forwarding itself is the caller's job.
+
+use super::slow::{parse_slow, SlowParse};
+use super::wire::{self, rcode, Body, EdnsInfo, Parse};
+use crate::model::{Resolution, Snapshot, MAX_KEY_LEN};
+use std::net::IpAddr;
+
+/// What to do with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send `out[..n]` back.
+    Reply(usize, Outcome),
+    /// Ask upstream (the packet is a valid query).
+    Forward,
+    /// Say nothing.
+    Drop,
+}
+
+/// How a reply was produced, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered from the tables (records, NODATA or NXDOMAIN).
+    Local,
+    /// An error response (FORMERR, NOTIMP, BADVERS, REFUSED, SERVFAIL).
+    Error,
+}
+
+/// Answers one packet. `local` is the address the query arrived on, when known.
+#[inline]
+pub fn handle(
+    snap: &Snapshot,
+    client: IpAddr,
+    local: Option<IpAddr>,
+    pkt: &[u8],
+    out: &mut [u8],
+    tcp: bool,
+) -> Action {
+    let mut key = [0u8; MAX_KEY_LEN];
+    match wire::parse_query(pkt, &mut key) {
+        Parse::Query(q) => respond(
+            snap,
+            client,
+            local,
+            Query {
+                id: q.id,
+                flags: q.flags,
+                question: &pkt[wire::HEADER_LEN..q.qend],
+                key: &key[..q.key_len],
+                qtype: q.qtype,
+                qclass: q.qclass,
+                edns: q.edns,
+            },
+            out,
+            tcp,
+        ),
+        Parse::Drop => Action::Drop,
+        Parse::Slow => handle_slow(snap, client, local, pkt, out, tcp),
+    }
+}
+
+/// The slow path on its own (also used by tests to compare with the fast path).
+pub fn handle_slow(
+    snap: &Snapshot,
+    client: IpAddr,
+    local: Option<IpAddr>,
+    pkt: &[u8],
+    out: &mut [u8],
+    tcp: bool,
+) -> Action {
+    match parse_slow(pkt) {
+        SlowParse::Drop => Action::Drop,
+        SlowParse::Error {
+            id,
+            flags,
+            rcode,
+            question,
+            edns,
+        } => {
+            let n = wire::write_response(
+                out,
+                id,
+                flags,
+                &question,
+                edns,
+                Body {
+                    rcode,
+                    ..Default::default()
+                },
+                wire::response_limit(edns, tcp),
+            );
+            Action::Reply(n, Outcome::Error)
+        }
+        SlowParse::Query(n) => respond(
+            snap,
+            client,
+            local,
+            Query {
+                id: n.id,
+                flags: n.flags,
+                question: &n.question,
+                key: &n.key,
+                qtype: n.qtype,
+                qclass: n.qclass,
+                edns: n.edns,
+            },
+            out,
+            tcp,
+        ),
+    }
+}
+
+/// A parsed query, whichever parser produced it.
+struct Query<'a> {
+    id: u16,
+    flags: u16,
+    question: &'a [u8],
+    key: &'a [u8],
+    qtype: u16,
+    qclass: u16,
+    edns: Option<EdnsInfo>,
+}
+
+#[inline]
+fn respond(
+    snap: &Snapshot,
+    client: IpAddr,
+    local: Option<IpAddr>,
+    q: Query<'_>,
+    out: &mut [u8],
+    tcp: bool,
+) -> Action {
+    let limit = wire::response_limit(q.edns, tcp);
+    if q.edns.is_some_and(|e| e.version != 0) {
+        let n = wire::write_response(
+            out,
+            q.id,
+            q.flags,
+            q.question,
+            q.edns,
+            Body {
+                rcode: rcode::BADVERS,
+                ..Default::default()
+            },
+            limit,
+        );
+        return Action::Reply(n, Outcome::Error);
+    }
+    let view = snap.view_for(client, local);
+    let body = match snap.resolve(view, q.key, q.qtype, q.qclass) {
+        Resolution::Forward => return Action::Forward,
+        Resolution::Answer { set, entry } => Body {
+            rcode: rcode::NOERROR,
+            authoritative: true,
+            answers: Some((set, entry.map_or(0, |e| e.next_rotation(set.count())))),
+            authority: &[],
+        },
+        Resolution::NoData { soa } => Body {
+            rcode: rcode::NOERROR,
+            authoritative: true,
+            answers: None,
+            authority: if soa { snap.soa_authority() } else { &[] },
+        },
+        Resolution::NxDomain { soa } => Body {
+            rcode: rcode::NXDOMAIN,
+            authoritative: soa,
+            answers: None,
+            authority: if soa { snap.soa_authority() } else { &[] },
+        },
+    };
+    let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
+    Action::Reply(n, Outcome::Local)
+}
+
+/// Writes an error response (SERVFAIL, REFUSED) for a query packet, echoing its question.
+/// Returns 0 when the packet is not a query worth answering.
+pub fn error_response(pkt: &[u8], code: u16, out: &mut [u8], tcp: bool) -> usize {
+    let mut key = [0u8; MAX_KEY_LEN];
+    match wire::parse_query(pkt, &mut key) {
+        Parse::Query(q) => wire::write_response(
+            out,
+            q.id,
+            q.flags,
+            &pkt[wire::HEADER_LEN..q.qend],
+            q.edns,
+            Body {
+                rcode: code,
+                ..Default::default()
+            },
+            wire::response_limit(q.edns, tcp),
+        ),
+        Parse::Drop => 0,
+        Parse::Slow => match parse_slow(pkt) {
+            SlowParse::Query(n) => wire::write_response(
+                out,
+                n.id,
+                n.flags,
+                &n.question,
+                n.edns,
+                Body {
+                    rcode: code,
+                    ..Default::default()
+                },
+                wire::response_limit(n.edns, tcp),
+            ),
+            SlowParse::Error {
+                id,
+                flags,
+                question,
+                edns,
+                ..
+            } => wire::write_response(
+                out,
+                id,
+                flags,
+                &question,
+                edns,
+                Body {
+                    rcode: code,
+                    ..Default::default()
+                },
+                wire::response_limit(edns, tcp),
+            ),
+            SlowParse::Drop => 0,
+        },
+    }
+}

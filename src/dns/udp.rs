@@ -1,0 +1,105 @@
+//! UDP workers: one OS thread and one SO_REUSEPORT socket each, so the kernel spreads queries
+//! over the workers with no shared queue.
+//!
+//! A worker receives a datagram, loads the current snapshot (a lock-free `arc-swap` guard),
+//! answers local names in place and sends the reply: no allocation, no lock, no `.await`, no log
+//! line. Questions that must go upstream are handed to the tokio runtime as a task, bounded by the
+//! forwarder's in-flight limit (REFUSED beyond it). The thread polls a stop flag between
+//! datagrams (the socket has a short read timeout), which is how listeners are removed.
+
+use super::answer::{self, Action};
+use super::stats::WorkerStats;
+use super::wire::{rcode, MAX_MESSAGE};
+use crate::forward::Forwarder;
+use crate::model::SnapshotHandle;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What a UDP worker needs.
+pub struct UdpWorker {
+    /// The socket (shared with forward tasks that send the late replies).
+    pub socket: Arc<UdpSocket>,
+    /// Address the socket is bound to; `None` for a wildcard bind.
+    pub local: Option<IpAddr>,
+    /// Current tables.
+    pub snapshot: SnapshotHandle,
+    /// Upstream pool.
+    pub forwarder: Arc<Forwarder>,
+    /// Runtime that runs forward tasks.
+    pub runtime: tokio::runtime::Handle,
+    /// Set to stop the worker.
+    pub stop: Arc<AtomicBool>,
+    /// Counters.
+    pub stats: Arc<WorkerStats>,
+}
+
+/// Clients may reach us over an IPv4-mapped IPv6 address: scope by the IPv4 address.
+#[inline]
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl UdpWorker {
+    /// Runs until the stop flag is set.
+    pub fn run(self) {
+        let mut buf = vec![0u8; MAX_MESSAGE + 1];
+        let mut out = vec![0u8; MAX_MESSAGE];
+        while !self.stop.load(Ordering::Relaxed) {
+            let (n, src) = match self.socket.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                // ICMP errors from earlier sends (ECONNREFUSED) and the like: not fatal.
+                Err(_) => continue,
+            };
+            let pkt = &buf[..n];
+            let client = canonical(src.ip());
+            let action = {
+                let snap = self.snapshot.load();
+                answer::handle(&snap, client, self.local, pkt, &mut out, false)
+            };
+            match action {
+                Action::Reply(len, outcome) => {
+                    self.stats.record(outcome, false);
+                    let _ = self.socket.send_to(&out[..len], src);
+                }
+                Action::Forward => self.forward(pkt, src, &mut out),
+                Action::Drop => self.stats.dropped(),
+            }
+        }
+    }
+
+    fn forward(&self, pkt: &[u8], src: SocketAddr, out: &mut [u8]) {
+        let Some(permit) = self.forwarder.try_acquire() else {
+            self.stats.refused();
+            let n = answer::error_response(pkt, rcode::REFUSED, out, false);
+            if n > 0 {
+                let _ = self.socket.send_to(&out[..n], src);
+            }
+            return;
+        };
+        self.stats.forwarded();
+        let pkt = pkt.to_vec();
+        let socket = self.socket.clone();
+        let forwarder = self.forwarder.clone();
+        self.runtime.spawn(async move {
+            let resp = forwarder.resolve(&pkt, false).await;
+            if !resp.is_empty() {
+                let _ = socket.send_to(&resp, src);
+            }
+            drop(permit);
+        });
+    }
+}

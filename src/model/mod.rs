@@ -1,0 +1,120 @@
+//! The container model: networks, containers, their endpoints, and the name rules that decide
+//! which names an endpoint answers to.
+//!
+//! A [`Catalog`] is the plain, owned description of everything one source (the static config or
+//! the Docker daemon) knows. Sources build catalogs; [`Publisher`] merges them and compiles the
+//! result into an immutable [`Snapshot`] that the DNS listeners read without locks. Nothing on the
+//! query path ever touches a `Catalog`: the model flows one way, sources → catalog → snapshot.
+
+mod names;
+mod publish;
+mod snapshot;
+
+pub use names::{endpoint_names, normalize_name, reverse_name};
+pub use publish::{Publisher, SnapshotHandle};
+pub use snapshot::{
+    BuildSettings, NameEntry, RecordSet, Resolution, Snapshot, View, ViewId, MAX_KEY_LEN,
+};
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Health of a container as far as answers are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No health check configured: counts as healthy.
+    #[default]
+    None,
+    /// Health check passing.
+    Healthy,
+    /// Health check not yet decided.
+    Starting,
+    /// Health check failing.
+    Unhealthy,
+}
+
+impl Health {
+    /// Whether a container with this health is preferred in answers.
+    pub fn is_serving(self) -> bool {
+        matches!(self, Health::None | Health::Healthy)
+    }
+}
+
+/// A network whose names dockns serves.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Network {
+    /// The network's exact name (used for `name.network`).
+    pub name: String,
+    /// Docker network ID (empty for static networks).
+    pub id: String,
+    /// Internal networks never forward questions upstream.
+    pub internal: bool,
+    /// Addresses that belong to the network itself (gateways, or the sidecar's own address):
+    /// a query arriving on one of them is scoped to this network.
+    pub listen_addrs: Vec<std::net::IpAddr>,
+    /// Subnets, informational.
+    pub subnets: Vec<ipnet::IpNet>,
+}
+
+/// One container's attachment to one network.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Endpoint {
+    /// Name of the network (key into [`Catalog::networks`]).
+    pub network: String,
+    /// IPv4 addresses on that network.
+    pub ipv4: Vec<Ipv4Addr>,
+    /// IPv6 addresses on that network.
+    pub ipv6: Vec<Ipv6Addr>,
+    /// Extra names valid on this network only (network aliases, compose service names,
+    /// and on old daemons the short ID and hostname, which are deduplicated later).
+    pub aliases: Vec<String>,
+}
+
+/// A container (or a static host entry) and its endpoints, in the container's network order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Container {
+    /// Full container ID (empty for static entries).
+    pub id: String,
+    /// Container name without the leading `/`.
+    pub name: String,
+    /// Hostname, answered as given (may contain dots). `None` for static entries.
+    pub hostname: Option<String>,
+    /// Health as last reported.
+    pub health: Health,
+    /// Names added on every network (from the `dockns.alias` label).
+    pub extra_names: Vec<String>,
+    /// Endpoints in the container's network order (first wins when two networks share a name).
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Container {
+    /// The first 12 hex characters of the ID, as Docker answers it.
+    pub fn short_id(&self) -> Option<&str> {
+        (self.id.len() >= 12).then(|| &self.id[..12])
+    }
+}
+
+/// A swarm service's presence on one network.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceRecord {
+    /// Service name.
+    pub name: String,
+    /// Network name.
+    pub network: String,
+    /// Virtual IPs (VIP mode); empty for dnsrr services.
+    pub vips: Vec<std::net::IpAddr>,
+    /// Addresses of the running tasks on this network.
+    pub tasks: Vec<std::net::IpAddr>,
+}
+
+/// Everything one source knows, keyed for deterministic iteration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Catalog {
+    /// Networks by name.
+    pub networks: BTreeMap<String, Network>,
+    /// Containers by ID (static entries: by name).
+    pub containers: BTreeMap<String, Container>,
+    /// Swarm services.
+    pub services: Vec<ServiceRecord>,
+}

@@ -1,0 +1,118 @@
+//! Publishing: merges the catalogs of all sources and swaps in a freshly compiled snapshot.
+//!
+//! Sources (the static config, the Docker watcher) call [`Publisher::set_source`] with their
+//! whole catalog; the publisher merges, compiles and atomically replaces the snapshot that the
+//! listeners read through a [`SnapshotHandle`]. Compilation happens on the caller's thread, never
+//! on the query path, and readers keep the old snapshot until they load the next one.
+
+use super::{BuildSettings, Catalog, Snapshot};
+use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Shared, lock-free handle to the current snapshot.
+pub type SnapshotHandle = Arc<ArcSwap<Snapshot>>;
+
+struct State {
+    sources: BTreeMap<&'static str, Catalog>,
+    settings: BuildSettings,
+}
+
+/// Owns the sources' catalogs and the current snapshot. See the module docs.
+pub struct Publisher {
+    handle: SnapshotHandle,
+    state: Mutex<State>,
+    generation: AtomicU64,
+}
+
+impl Publisher {
+    /// A publisher with no source yet (an empty snapshot that forwards everything).
+    pub fn new(settings: BuildSettings) -> Arc<Publisher> {
+        let snapshot = Snapshot::empty(settings.clone());
+        Arc::new(Publisher {
+            handle: Arc::new(ArcSwap::from_pointee(snapshot)),
+            state: Mutex::new(State {
+                sources: BTreeMap::new(),
+                settings,
+            }),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// The handle listeners read from.
+    pub fn handle(&self) -> SnapshotHandle {
+        self.handle.clone()
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.handle.load_full()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-written in a way that
+        // matters (every write replaces a whole value), so recover from poisoning.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces one source's catalog and publishes the result.
+    pub fn set_source(&self, source: &'static str, catalog: Catalog) {
+        let mut st = self.lock();
+        st.sources.insert(source, catalog);
+        self.publish(&st);
+    }
+
+    /// Removes a source entirely and publishes the result.
+    pub fn remove_source(&self, source: &'static str) {
+        let mut st = self.lock();
+        if st.sources.remove(source).is_some() {
+            self.publish(&st);
+        }
+    }
+
+    /// Changes the build settings (e.g. on reload) and publishes the result.
+    pub fn set_settings(&self, settings: BuildSettings) {
+        let mut st = self.lock();
+        st.settings = settings;
+        self.publish(&st);
+    }
+
+    /// The merged catalog of every source, as the current snapshot was built from.
+    pub fn catalog(&self) -> Catalog {
+        merge(&self.lock().sources)
+    }
+
+    /// One source's catalog, if it has published one.
+    pub fn source(&self, source: &'static str) -> Option<Catalog> {
+        self.lock().sources.get(source).cloned()
+    }
+
+    fn publish(&self, st: &State) {
+        let merged = merge(&st.sources);
+        let mut snapshot = Snapshot::build(&merged, st.settings.clone());
+        snapshot.generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.handle.store(Arc::new(snapshot));
+    }
+}
+
+/// Merges catalogs: the first source (in name order) that defines a network wins; containers
+/// are kept apart by prefixing their keys with the source name.
+fn merge(sources: &BTreeMap<&'static str, Catalog>) -> Catalog {
+    if sources.len() == 1 {
+        if let Some(c) = sources.values().next() {
+            return c.clone();
+        }
+    }
+    let mut out = Catalog::default();
+    for (name, cat) in sources {
+        for (k, n) in &cat.networks {
+            out.networks.entry(k.clone()).or_insert_with(|| n.clone());
+        }
+        for (k, c) in &cat.containers {
+            out.containers.insert(format!("{name}/{k}"), c.clone());
+        }
+        out.services.extend(cat.services.iter().cloned());
+    }
+    out
+}

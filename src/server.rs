@@ -1,0 +1,139 @@
+//! Wiring: builds the publisher, the forwarder and the listeners from a [`Config`], applies
+//! reloads, and shuts everything down in order.
+//!
+//! `main.rs` owns signals and exit codes; tests start a [`Server`] in-process on ephemeral
+//! loopback ports. Sources of names (the static config here, Docker in `docker`) feed the
+//! [`Publisher`]; the listeners only read what it publishes.
+
+use crate::config::Config;
+use crate::dns::listen::{BindError, ListenerDeps, ListenerSet};
+use crate::dns::stats::Stats;
+use crate::forward::{ForwardSettings, Forwarder};
+use crate::model::Publisher;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// Name of the static-config source in the publisher.
+pub const STATIC_SOURCE: &str = "static";
+
+/// A running dockns.
+pub struct Server {
+    /// Snapshot publisher (sources write here).
+    pub publisher: Arc<Publisher>,
+    /// Upstream pool.
+    pub forwarder: Arc<Forwarder>,
+    /// Listeners (fixed ones from the config, plus any a source adds).
+    pub listeners: Arc<ListenerSet>,
+    /// Query counters.
+    pub stats: Arc<Stats>,
+    config: Mutex<Config>,
+    fixed: Mutex<Vec<SocketAddr>>,
+}
+
+impl Server {
+    /// Builds everything and binds the configured listeners. Must be called within a tokio
+    /// runtime.
+    pub fn start(config: Config) -> Result<Server, BindError> {
+        let publisher = Publisher::new(config.build.clone());
+        publisher.set_source(STATIC_SOURCE, config.static_catalog.clone());
+        let forwarder = Forwarder::new(&ForwardSettings {
+            servers: config.upstreams.clone(),
+            timeout: config.upstream_timeout,
+            budget: config.upstream_budget,
+            max_inflight: config.max_inflight,
+        });
+        let stats = Arc::new(Stats::default());
+        let listeners = Arc::new(ListenerSet::new(ListenerDeps {
+            snapshot: publisher.handle(),
+            forwarder: forwarder.clone(),
+            stats: stats.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            tcp_idle_timeout: config.tcp_idle_timeout,
+            tcp_connections: Arc::new(Semaphore::new(config.max_tcp_connections)),
+            workers: config.workers,
+        }));
+        let mut fixed = Vec::new();
+        for addr in &config.listen {
+            match listeners.add(*addr) {
+                Ok(bound) => fixed.push(bound),
+                Err(e) => {
+                    // Do not leave half the listeners running behind an error.
+                    let l = listeners.clone();
+                    tokio::spawn(async move { l.stop_all().await });
+                    return Err(e);
+                }
+            }
+        }
+        if config.upstreams.is_empty() {
+            tracing::warn!("no upstream servers (none configured, none usable in /etc/resolv.conf): names not answered locally get SERVFAIL");
+        }
+        Ok(Server {
+            publisher,
+            forwarder,
+            listeners,
+            stats,
+            config: Mutex::new(config),
+            fixed: Mutex::new(fixed),
+        })
+    }
+
+    /// The bound addresses of the fixed listeners, in config order.
+    pub fn bound(&self) -> Vec<SocketAddr> {
+        self.fixed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies a new configuration: static tables and answer settings at once, listeners added
+    /// and removed. Upstream and Docker settings need a restart (logged).
+    pub fn reload(&self, new: Config) -> Result<(), BindError> {
+        let old = self.config();
+        // Bind new listeners first: a failure keeps the old configuration whole.
+        let mut added = Vec::new();
+        for addr in new.listen.iter().filter(|a| !old.listen.contains(a)) {
+            match self.listeners.add(*addr) {
+                Ok(_) => added.push(*addr),
+                Err(e) => {
+                    for a in added {
+                        self.listeners.remove(a);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for addr in old.listen.iter().filter(|a| !new.listen.contains(a)) {
+            self.listeners.remove(*addr);
+        }
+        if new.upstreams != old.upstreams
+            || new.upstream_timeout != old.upstream_timeout
+            || new.docker != old.docker
+        {
+            tracing::warn!("reload: upstream and docker settings take effect after a restart");
+        }
+        self.publisher.set_settings(new.build.clone());
+        self.publisher
+            .set_source(STATIC_SOURCE, new.static_catalog.clone());
+        let bound: Vec<SocketAddr> = {
+            let map = self.listeners.addresses();
+            new.listen
+                .iter()
+                .filter_map(|a| map.iter().find(|(k, _)| k == a).map(|(_, b)| *b))
+                .collect()
+        };
+        *self.fixed.lock().unwrap_or_else(|e| e.into_inner()) = bound;
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new;
+        Ok(())
+    }
+
+    /// Stops every listener and waits for them.
+    pub async fn shutdown(&self) {
+        self.listeners.stop_all().await;
+    }
+}
