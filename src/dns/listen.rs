@@ -5,6 +5,7 @@
 //! A fixed port is first probed without SO_REUSEPORT, so a port already held by another server
 //! (even another dockns) is reported instead of silently shared.
 
+use super::guard::Guard;
 use super::stats::Stats;
 use super::tcp::{accept_loop, TcpContext};
 use super::udp::UdpWorker;
@@ -143,6 +144,8 @@ pub struct ListenerDeps {
     pub tcp_connections: Arc<Semaphore>,
     /// UDP workers per listener.
     pub workers: usize,
+    /// Access control and forward rate limits.
+    pub guard: Arc<Guard>,
 }
 
 struct Running {
@@ -201,6 +204,7 @@ impl ListenerSet {
                 runtime: self.deps.runtime.clone(),
                 stop: stop_udp.clone(),
                 stats: self.deps.stats.worker(),
+                guard: self.deps.guard.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("udp-{}-{i}", bound.port()))
@@ -216,6 +220,7 @@ impl ListenerSet {
             stats: self.deps.stats.worker(),
             idle_timeout: self.deps.tcp_idle_timeout,
             connections: self.deps.tcp_connections.clone(),
+            guard: self.deps.guard.clone(),
         });
         let tcp = {
             let _guard = self.deps.runtime.enter();

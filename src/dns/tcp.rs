@@ -7,6 +7,7 @@
 //! all bounded, so a slow or hostile client costs one connection slot and nothing else.
 
 use super::answer::{self, Action};
+use super::guard::{Admission, Guard};
 use super::stats::WorkerStats;
 use super::udp::canonical;
 use super::wire::{rcode, MAX_MESSAGE};
@@ -39,6 +40,8 @@ pub struct TcpContext {
     pub idle_timeout: Duration,
     /// Connection slots (shared by every TCP listener).
     pub connections: Arc<Semaphore>,
+    /// Access control and forward rate limits.
+    pub guard: Arc<Guard>,
 }
 
 /// Accepts connections until `stop` turns true.
@@ -95,6 +98,9 @@ async fn serve_conn(
 ) {
     let _ = stream.set_nodelay(true);
     let client = canonical(peer.ip());
+    if ctx.guard.admit(&ctx.snapshot.load(), client) == Admission::Drop {
+        return; // not ours to serve, and told to stay silent: close at once
+    }
     let (rd, wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(16 * 1024, rd);
     let wr = Arc::new(Mutex::new(BufWriter::with_capacity(16 * 1024, wr)));
@@ -119,7 +125,10 @@ async fn serve_conn(
         }
         let action = {
             let snap = ctx.snapshot.load();
-            answer::handle(&snap, client, ctx.local, body, &mut out[2..], true)
+            match ctx.guard.screen(&snap, client, body, &mut out[2..], true) {
+                Some(refused) => refused,
+                None => answer::handle(&snap, client, ctx.local, body, &mut out[2..], true),
+            }
         };
         // Flush only when no further query is already waiting in the read buffer, so pipelined
         // queries get their replies in batches.
@@ -134,7 +143,12 @@ async fn serve_conn(
             }
             Action::Drop => ctx.stats.dropped(),
             Action::Forward => {
-                let Some(permit) = ctx.forwarder.try_acquire() else {
+                let permit = if ctx.guard.allow_forward(client) {
+                    ctx.forwarder.try_acquire()
+                } else {
+                    None
+                };
+                let Some(permit) = permit else {
                     ctx.stats.refused();
                     let n = answer::error_response(body, rcode::REFUSED, &mut out[2..], true);
                     out[..2].copy_from_slice(&(n as u16).to_be_bytes());

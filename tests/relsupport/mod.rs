@@ -49,6 +49,21 @@ name = "vault"
 ipv4 = ["10.90.0.2"]
 "#;
 
+/// A config text: listen on 127.0.0.1:0, one UDP worker, the given keys, [`NETWORKS`] and
+/// `extra` (more TOML tables).
+pub fn config_text(
+    server_keys: &str,
+    upstreams: &[SocketAddr],
+    upstream_keys: &str,
+    extra: &str,
+) -> String {
+    let ups: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\n{server_keys}\n\n[upstream]\nservers = [{}]\n{upstream_keys}\n{NETWORKS}\n{extra}",
+        ups.join(", ")
+    )
+}
+
 /// A dockns running in this process, with its own runtime.
 pub struct TestServer {
     /// The server.
@@ -62,12 +77,11 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server from `[server]` extra keys, an upstream list, and [`NETWORKS`].
     pub fn start(server_keys: &str, upstreams: &[SocketAddr], upstream_keys: &str) -> TestServer {
-        let ups: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\n{server_keys}\n\n[upstream]\nservers = [{}]\n{upstream_keys}\n{NETWORKS}",
-            ups.join(", ")
-        );
-        let cfg = Config::from_toml(&text, &Overrides::default()).expect("test config is valid");
+        let cfg = Config::from_toml(
+            &config_text(server_keys, upstreams, upstream_keys, ""),
+            &Overrides::default(),
+        )
+        .expect("test config is valid");
         TestServer::from_config(cfg)
     }
 
