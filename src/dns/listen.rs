@@ -171,6 +171,8 @@ impl Running {
 /// The set of running listeners, keyed by the address asked for.
 pub struct ListenerSet {
     deps: ListenerDeps,
+    /// All TCP connection slots (to wait for every connection to drain on shutdown).
+    tcp_slots: u32,
     running: Mutex<BTreeMap<SocketAddr, (SocketAddr, Running)>>,
 }
 
@@ -178,6 +180,7 @@ impl ListenerSet {
     /// An empty set.
     pub fn new(deps: ListenerDeps) -> ListenerSet {
         ListenerSet {
+            tcp_slots: deps.tcp_connections.available_permits() as u32,
             deps,
             running: Mutex::new(BTreeMap::new()),
         }
@@ -267,7 +270,9 @@ impl ListenerSet {
             .collect()
     }
 
-    /// Stops every listener and waits for the UDP threads and the accept loops to end.
+    /// Stops every listener and waits for the UDP threads and the accept loops to end, then for
+    /// open TCP connections to drain (answer what they read, wait up to `SHUTDOWN_DRAIN` for
+    /// their forwards, flush, close).
     pub async fn stop_all(&self) {
         let all: Vec<Running> =
             std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()))
@@ -284,5 +289,11 @@ impl ListenerSet {
             })
             .await;
         }
+        let drain = super::tcp::SHUTDOWN_DRAIN + Duration::from_millis(300);
+        let _ = tokio::time::timeout(
+            drain,
+            self.deps.tcp_connections.acquire_many(self.tcp_slots),
+        )
+        .await;
     }
 }

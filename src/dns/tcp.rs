@@ -23,6 +23,8 @@ use tokio::sync::{watch, Mutex, Semaphore};
 
 /// Time allowed to receive the rest of a message once its length arrived, and to write a reply.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// On shutdown, how long a connection waits for its in-flight forwards before closing.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(1500);
 /// Forwarded questions one connection may have in flight before reading pauses.
 const PER_CONN_INFLIGHT: usize = 64;
 
@@ -107,9 +109,13 @@ async fn serve_conn(
     let inflight = Arc::new(Semaphore::new(PER_CONN_INFLIGHT));
     let mut pkt = vec![0u8; MAX_MESSAGE];
     let mut out = vec![0u8; MAX_MESSAGE + 2];
+    let mut stopping = false;
     loop {
         let len = tokio::select! {
-            _ = stop.changed() => break,
+            _ = stop.changed() => {
+                stopping = true;
+                break;
+            }
             r = tokio::time::timeout(ctx.idle_timeout, rd.read_u16()) => match r {
                 Ok(Ok(len)) => usize::from(len),
                 _ => break, // idle, EOF or reset
@@ -182,9 +188,14 @@ async fn serve_conn(
             }
         }
     }
-    // Let in-flight forwards on this connection finish (each is bounded by the upstream budget),
-    // then flush and close.
-    let _ = inflight.acquire_many(PER_CONN_INFLIGHT as u32).await;
+    // Let in-flight forwards on this connection finish (each is bounded by the upstream budget,
+    // and by SHUTDOWN_DRAIN when the server stops), then flush and close.
+    let all = inflight.acquire_many(PER_CONN_INFLIGHT as u32);
+    if stopping {
+        let _ = tokio::time::timeout(SHUTDOWN_DRAIN, all).await;
+    } else {
+        let _ = all.await;
+    }
     let mut w = wr.lock().await;
     let _ = tokio::time::timeout(IO_TIMEOUT, async {
         let _ = w.flush().await;
