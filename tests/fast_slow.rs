@@ -88,7 +88,7 @@ struct Case {
     upper: Vec<bool>,
     qtype: u16,
     qclass: u16,
-    edns: Option<(u16, bool, u8)>,
+    edns: Option<(u16, bool, u8, u8)>,
     client: IpAddr,
     tcp: bool,
 }
@@ -106,6 +106,7 @@ fn case() -> impl Strategy<Value = Case> {
             any::<u16>(),
             any::<bool>(),
             prop_oneof![9 => Just(0u8), 1 => any::<u8>()],
+            0u8..5,
         )),
         proptest::sample::select(vec![
             "127.0.0.1".parse::<IpAddr>().unwrap(),
@@ -159,8 +160,17 @@ fn encode(c: &Case) -> Option<Vec<u8>> {
     p.push(0);
     p.extend_from_slice(&c.qtype.to_be_bytes());
     p.extend_from_slice(&c.qclass.to_be_bytes());
-    if let Some((size, dnssec_ok, version)) = c.edns {
+    if let Some((size, dnssec_ok, version, opt)) = c.edns {
         let s = size.to_be_bytes();
+        // Options: none, a cookie, a valid and an empty (malformed) Client Subnet, NSID.
+        let options: &[u8] = match opt {
+            1 => &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8],
+            2 => &[0, 8, 0, 7, 0, 1, 24, 0, 10, 89, 0],
+            3 => &[0, 8, 0, 0],
+            4 => &[0, 3, 0, 0],
+            _ => &[],
+        };
+        let len = (options.len() as u16).to_be_bytes();
         p.extend_from_slice(&[
             0,
             0,
@@ -171,9 +181,10 @@ fn encode(c: &Case) -> Option<Vec<u8>> {
             version,
             if dnssec_ok { 0x80 } else { 0 },
             0,
-            0,
-            0,
+            len[0],
+            len[1],
         ]);
+        p.extend_from_slice(options);
     }
     Some(p)
 }

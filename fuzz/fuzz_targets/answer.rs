@@ -41,8 +41,8 @@ ipv4 = ["10.90.0.2"]
 fn snaps() -> &'static (Snapshot, Snapshot) {
     static S: OnceLock<(Snapshot, Snapshot)> = OnceLock::new();
     S.get_or_init(|| {
-        let cfg = dockns::config::Config::from_toml(CONFIG, &Default::default())
-            .expect("fuzz config");
+        let cfg =
+            dockns::config::Config::from_toml(CONFIG, &Default::default()).expect("fuzz config");
         (
             Snapshot::build(&cfg.static_catalog, cfg.build.clone()),
             Snapshot::build(&cfg.static_catalog, cfg.build.clone()),

@@ -7,8 +7,8 @@ use dockns::forward::{upstream_reply, UpstreamReply};
 use libfuzzer_sys::fuzz_target;
 
 const QUERY: &[u8] = &[
-    0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1, 3, b'w', b'w', b'w', 7, b'e', b'x', b'a',
-    b'm', b'p', b'l', b'e', 0, 0, 1, 0, 1, 0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0,
+    0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1, 3, b'w', b'w', b'w', 7, b'e', b'x', b'a', b'm',
+    b'p', b'l', b'e', 0, 0, 1, 0, 1, 0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0,
 ];
 
 fuzz_target!(|data: &[u8]| {

@@ -153,6 +153,11 @@ pub fn parse_query(pkt: &[u8], key: &mut [u8; MAX_KEY_LEN]) -> Parse {
             if o + 4 > end {
                 return Parse::Slow;
             }
+            // Options hickory-proto decodes strictly (NSID, Client Subnet) go to the slow path,
+            // so a malformed one gets the same FORMERR on both paths.
+            if matches!(be16(pkt, o), 3 | 8) {
+                return Parse::Slow;
+            }
             o += 4 + usize::from(be16(pkt, o + 2));
         }
         if o != end {
