@@ -11,4 +11,5 @@ pub mod config;
 pub mod dns;
 pub mod forward;
 pub mod model;
+pub mod privileges;
 pub mod server;

@@ -6,6 +6,7 @@
 //! [`Publisher`]; the listeners only read what it publishes.
 
 use crate::config::Config;
+use crate::dns::guard::Guard;
 use crate::dns::listen::{BindError, ListenerDeps, ListenerSet};
 use crate::dns::stats::Stats;
 use crate::forward::{ForwardSettings, Forwarder};
@@ -27,6 +28,8 @@ pub struct Server {
     pub listeners: Arc<ListenerSet>,
     /// Query counters.
     pub stats: Arc<Stats>,
+    /// Access control and forward rate limits.
+    pub guard: Arc<Guard>,
     config: Mutex<Config>,
     fixed: Mutex<Vec<SocketAddr>>,
 }
@@ -44,6 +47,7 @@ impl Server {
             max_inflight: config.max_inflight,
         });
         let stats = Arc::new(Stats::default());
+        let guard = Guard::new(config.guard.clone());
         let listeners = Arc::new(ListenerSet::new(ListenerDeps {
             snapshot: publisher.handle(),
             forwarder: forwarder.clone(),
@@ -52,6 +56,7 @@ impl Server {
             tcp_idle_timeout: config.tcp_idle_timeout,
             tcp_connections: Arc::new(Semaphore::new(config.max_tcp_connections)),
             workers: config.workers,
+            guard: guard.clone(),
         }));
         let mut fixed = Vec::new();
         for addr in &config.listen {
@@ -73,6 +78,7 @@ impl Server {
             forwarder,
             listeners,
             stats,
+            guard,
             config: Mutex::new(config),
             fixed: Mutex::new(fixed),
         })
@@ -117,6 +123,7 @@ impl Server {
         {
             tracing::warn!("reload: upstream and docker settings take effect after a restart");
         }
+        self.guard.set(new.guard.clone());
         self.publisher.set_settings(new.build.clone());
         self.publisher
             .set_source(STATIC_SOURCE, new.static_catalog.clone());

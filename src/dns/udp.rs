@@ -8,6 +8,7 @@
 //! datagrams (the socket has a short read timeout), which is how listeners are removed.
 
 use super::answer::{self, Action};
+use super::guard::Guard;
 use super::stats::WorkerStats;
 use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
@@ -32,6 +33,8 @@ pub struct UdpWorker {
     pub stop: Arc<AtomicBool>,
     /// Counters.
     pub stats: Arc<WorkerStats>,
+    /// Access control and forward rate limits.
+    pub guard: Arc<Guard>,
 }
 
 /// Clients may reach us over an IPv4-mapped IPv6 address: scope by the IPv4 address.
@@ -68,21 +71,30 @@ impl UdpWorker {
             let client = canonical(src.ip());
             let action = {
                 let snap = self.snapshot.load();
-                answer::handle(&snap, client, self.local, pkt, &mut out, false)
+                match self.guard.screen(&snap, client, pkt, &mut out, false) {
+                    Some(refused) => refused,
+                    None => answer::handle(&snap, client, self.local, pkt, &mut out, false),
+                }
             };
             match action {
                 Action::Reply(len, outcome) => {
                     self.stats.record(outcome, false);
                     let _ = self.socket.send_to(&out[..len], src);
                 }
-                Action::Forward => self.forward(pkt, src, &mut out),
+                Action::Forward => self.forward(pkt, src, client, &mut out),
                 Action::Drop => self.stats.dropped(),
             }
         }
     }
 
-    fn forward(&self, pkt: &[u8], src: SocketAddr, out: &mut [u8]) {
-        let Some(permit) = self.forwarder.try_acquire() else {
+    fn forward(&self, pkt: &[u8], src: SocketAddr, client: IpAddr, out: &mut [u8]) {
+        // Over its forward rate or over the in-flight bound: REFUSED.
+        let permit = if self.guard.allow_forward(client) {
+            self.forwarder.try_acquire()
+        } else {
+            None
+        };
+        let Some(permit) = permit else {
             self.stats.refused();
             let n = answer::error_response(pkt, rcode::REFUSED, out, false);
             if n > 0 {
