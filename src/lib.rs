@@ -7,8 +7,10 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod config;
 pub mod dns;
 pub mod forward;
+pub mod metrics;
 pub mod model;
 pub mod server;

@@ -8,13 +8,14 @@
 //! datagrams (the socket has a short read timeout), which is how listeners are removed.
 
 use super::answer::{self, Action};
-use super::stats::WorkerStats;
+use super::stats::{log_reply, AnswerSource, WorkerStats};
 use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a UDP worker needs.
 pub struct UdpWorker {
@@ -64,6 +65,7 @@ impl UdpWorker {
                 // ICMP errors from earlier sends (ECONNREFUSED) and the like: not fatal.
                 Err(_) => continue,
             };
+            let t0 = Instant::now();
             let pkt = &buf[..n];
             let client = canonical(src.ip());
             let action = {
@@ -72,21 +74,37 @@ impl UdpWorker {
             };
             match action {
                 Action::Reply(len, outcome) => {
+                    let reply = &out[..len];
                     self.stats.record(outcome, false);
-                    let _ = self.socket.send_to(&out[..len], src);
+                    self.stats.answered(
+                        false,
+                        AnswerSource::Local,
+                        reply,
+                        t0.elapsed().as_nanos() as u64,
+                    );
+                    log_reply(src, false, AnswerSource::Local, reply);
+                    let _ = self.socket.send_to(reply, src);
                 }
-                Action::Forward => self.forward(pkt, src, &mut out),
+                Action::Forward => self.forward(pkt, src, &mut out, t0),
                 Action::Drop => self.stats.dropped(),
             }
         }
     }
 
-    fn forward(&self, pkt: &[u8], src: SocketAddr, out: &mut [u8]) {
+    fn forward(&self, pkt: &[u8], src: SocketAddr, out: &mut [u8], t0: Instant) {
         let Some(permit) = self.forwarder.try_acquire() else {
             self.stats.refused();
             let n = answer::error_response(pkt, rcode::REFUSED, out, false);
             if n > 0 {
-                let _ = self.socket.send_to(&out[..n], src);
+                let reply = &out[..n];
+                self.stats.answered(
+                    false,
+                    AnswerSource::Local,
+                    reply,
+                    t0.elapsed().as_nanos() as u64,
+                );
+                log_reply(src, false, AnswerSource::Local, reply);
+                let _ = self.socket.send_to(reply, src);
             }
             return;
         };
@@ -94,9 +112,12 @@ impl UdpWorker {
         let pkt = pkt.to_vec();
         let socket = self.socket.clone();
         let forwarder = self.forwarder.clone();
+        let stats = self.stats.clone();
         self.runtime.spawn(async move {
-            let resp = forwarder.resolve(&pkt, false).await;
+            let (resp, source) = forwarder.resolve_traced(&pkt, false).await;
             if !resp.is_empty() {
+                stats.answered(false, source, &resp, t0.elapsed().as_nanos() as u64);
+                log_reply(src, false, source, &resp);
                 let _ = socket.send_to(&resp, src);
             }
             drop(permit);

@@ -11,7 +11,9 @@
 //! semaphore; the listeners answer REFUSED when it is exhausted, so memory stays bounded.
 
 use crate::dns::answer::error_response;
+use crate::dns::stats::AnswerSource;
 use crate::dns::wire::{self, rcode, MAX_MESSAGE};
+use crate::metrics::{CacheMetrics, UpstreamTotals};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,6 +42,14 @@ struct Upstream {
     addr: SocketAddr,
     /// Milliseconds since `epoch` until which the server counts as dead (0 = alive).
     dead_until_ms: AtomicU64,
+    /// Tries sent.
+    queries: AtomicU64,
+    /// Tries that timed out.
+    timeouts: AtomicU64,
+    /// Tries that failed at the socket.
+    io_errors: AtomicU64,
+    /// Tries answered SERVFAIL/REFUSED.
+    rcode_errors: AtomicU64,
 }
 
 /// The upstream pool. See the module docs.
@@ -48,7 +58,9 @@ pub struct Forwarder {
     timeout: Duration,
     budget: Duration,
     inflight: Arc<Semaphore>,
+    max_inflight: usize,
     epoch: Instant,
+    cache_metrics: Arc<CacheMetrics>,
 }
 
 /// Why one try failed.
@@ -68,13 +80,46 @@ impl Forwarder {
                 .map(|&addr| Upstream {
                     addr,
                     dead_until_ms: AtomicU64::new(0),
+                    queries: AtomicU64::new(0),
+                    timeouts: AtomicU64::new(0),
+                    io_errors: AtomicU64::new(0),
+                    rcode_errors: AtomicU64::new(0),
                 })
                 .collect(),
             timeout: s.timeout,
             budget: s.budget,
             inflight: Arc::new(Semaphore::new(s.max_inflight)),
+            max_inflight: s.max_inflight,
             epoch: Instant::now(),
+            cache_metrics: Arc::new(CacheMetrics::default()),
         })
+    }
+
+    /// Counters for the answer cache (the cache records into them).
+    pub fn cache_metrics(&self) -> &Arc<CacheMetrics> {
+        &self.cache_metrics
+    }
+
+    /// Per-server counters, in configured order.
+    pub fn upstream_totals(&self) -> Vec<UpstreamTotals> {
+        let now = self.now_ms();
+        self.upstreams
+            .iter()
+            .map(|u| UpstreamTotals {
+                addr: u.addr,
+                queries: u.queries.load(Ordering::Relaxed),
+                timeouts: u.timeouts.load(Ordering::Relaxed),
+                io_errors: u.io_errors.load(Ordering::Relaxed),
+                rcode_errors: u.rcode_errors.load(Ordering::Relaxed),
+                up: u.dead_until_ms.load(Ordering::Relaxed) <= now,
+            })
+            .collect()
+    }
+
+    /// Forwarded questions in flight now.
+    pub fn inflight(&self) -> usize {
+        self.max_inflight
+            .saturating_sub(self.inflight.available_permits())
     }
 
     /// The configured servers.
@@ -105,6 +150,18 @@ impl Forwarder {
     /// Resolves a client's query upstream. Always returns a response for the client unless the
     /// packet is not a query at all (then the result is empty).
     pub async fn resolve(&self, pkt: &[u8], tcp: bool) -> Vec<u8> {
+        self.resolve_traced(pkt, tcp).await.0
+    }
+
+    /// [`Forwarder::resolve`], also saying where the answer came from (for metrics).
+    pub async fn resolve_traced(&self, pkt: &[u8], tcp: bool) -> (Vec<u8>, AnswerSource) {
+        (
+            self.resolve_upstream(pkt, tcp).await,
+            AnswerSource::Upstream,
+        )
+    }
+
+    async fn resolve_upstream(&self, pkt: &[u8], tcp: bool) -> Vec<u8> {
         let Some(q) = QuestionRef::read(pkt) else {
             return servfail(pkt, tcp);
         };
@@ -115,14 +172,18 @@ impl Forwarder {
                 break;
             }
             let per_try = self.timeout.min(deadline - now);
+            up.queries.fetch_add(1, Ordering::Relaxed);
             let res = if tcp {
                 tokio::time::timeout(per_try, try_tcp(up.addr, pkt, &q)).await
             } else {
                 tokio::time::timeout(per_try, try_udp(up.addr, pkt, &q)).await
             };
+            let timed_out = res.is_err();
             match res {
                 Ok(Ok(mut resp)) => {
-                    up.dead_until_ms.store(0, Ordering::Relaxed);
+                    if up.dead_until_ms.swap(0, Ordering::Relaxed) != 0 {
+                        tracing::info!(upstream = %up.addr, "upstream answering again");
+                    }
                     resp[0..2].copy_from_slice(&q.id.to_be_bytes());
                     if !tcp {
                         let limit = wire::response_limit(q.edns, false);
@@ -133,9 +194,15 @@ impl Forwarder {
                     return resp;
                 }
                 Ok(Err(TryError::Rcode)) => {
+                    up.rcode_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(upstream = %up.addr, "upstream answered SERVFAIL/REFUSED, trying next");
                 }
                 Ok(Err(TryError::Io)) | Err(_) => {
+                    if timed_out {
+                        up.timeouts.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        up.io_errors.fetch_add(1, Ordering::Relaxed);
+                    }
                     let was = up.dead_until_ms.swap(
                         self.now_ms() + DEAD_FOR.as_millis() as u64,
                         Ordering::Relaxed,
