@@ -437,6 +437,8 @@ pub fn records(publisher: &Publisher, only: Option<&str>) -> RecordsDoc {
                 addresses,
             });
         }
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        reverse.sort_by(|a, b| a.name.cmp(&b.name));
         networks.push(NetworkDoc {
             name: net.name.clone(),
             id: net.id.clone(),

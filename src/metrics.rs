@@ -482,7 +482,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     );
     o.single(
         "dockns_snapshot_generation",
-        "counter",
+        "gauge",
         "Snapshots published since start.",
         t.generation,
     );
