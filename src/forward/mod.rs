@@ -186,7 +186,11 @@ impl Forwarder {
                     }
                     resp[0..2].copy_from_slice(&q.id.to_be_bytes());
                     if !tcp {
-                        let limit = wire::response_limit(q.edns, false);
+                        // The client's own limit: what it advertised (at least 512), not the
+                        // 1232 dockns caps its own answers at.
+                        let limit = q.edns.map_or(wire::PLAIN_UDP_LIMIT, |e| {
+                            usize::from(e.udp_size).max(wire::PLAIN_UDP_LIMIT)
+                        });
                         if resp.len() > limit {
                             return truncated(&resp, &q);
                         }
