@@ -8,14 +8,14 @@
 
 use super::answer::{self, Action};
 use super::guard::{Admission, Guard};
-use super::stats::WorkerStats;
+use super::stats::{log_reply, AnswerSource, WorkerStats};
 use super::udp::canonical;
 use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -129,6 +129,7 @@ async fn serve_conn(
             Ok(Ok(_)) => {}
             _ => break, // half a message then silence, or a reset mid-message
         }
+        let t0 = Instant::now();
         let action = {
             let snap = ctx.snapshot.load();
             match ctx.guard.screen(&snap, client, body, &mut out[2..], true) {
@@ -142,6 +143,14 @@ async fn serve_conn(
         match action {
             Action::Reply(n, outcome) => {
                 ctx.stats.record(outcome, true);
+                let reply = &out[2..n + 2];
+                ctx.stats.answered(
+                    true,
+                    AnswerSource::Local,
+                    reply,
+                    t0.elapsed().as_nanos() as u64,
+                );
+                log_reply(peer, true, AnswerSource::Local, reply);
                 out[..2].copy_from_slice(&(n as u16).to_be_bytes());
                 if !write_frame(&wr, &out[..n + 2], !more).await {
                     break;
@@ -150,13 +159,27 @@ async fn serve_conn(
             Action::Drop => ctx.stats.dropped(),
             Action::Forward => {
                 let permit = if ctx.guard.allow_forward(client) {
-                    ctx.forwarder.try_acquire()
+                    let p = ctx.forwarder.try_acquire();
+                    if p.is_none() {
+                        ctx.stats.refused();
+                    }
+                    p
                 } else {
+                    ctx.stats.rate_limited();
                     None
                 };
                 let Some(permit) = permit else {
-                    ctx.stats.refused();
                     let n = answer::error_response(body, rcode::REFUSED, &mut out[2..], true);
+                    if n > 0 {
+                        let reply = &out[2..n + 2];
+                        ctx.stats.answered(
+                            true,
+                            AnswerSource::Local,
+                            reply,
+                            t0.elapsed().as_nanos() as u64,
+                        );
+                        log_reply(peer, true, AnswerSource::Local, reply);
+                    }
                     out[..2].copy_from_slice(&(n as u16).to_be_bytes());
                     if n > 0 && !write_frame(&wr, &out[..n + 2], !more).await {
                         break;
@@ -174,9 +197,12 @@ async fn serve_conn(
                 let q = body.to_vec();
                 let fwd = ctx.forwarder.clone();
                 let wr = wr.clone();
+                let stats = ctx.stats.clone();
                 tokio::spawn(async move {
-                    let resp = fwd.resolve(&q, true).await;
+                    let (resp, source) = fwd.resolve_traced(&q, true).await;
                     if !resp.is_empty() {
+                        stats.answered(true, source, &resp, t0.elapsed().as_nanos() as u64);
+                        log_reply(peer, true, source, &resp);
                         let mut frame = Vec::with_capacity(resp.len() + 2);
                         frame.extend_from_slice(&(resp.len() as u16).to_be_bytes());
                         frame.extend_from_slice(&resp);

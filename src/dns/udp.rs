@@ -9,13 +9,14 @@
 
 use super::answer::{self, Action};
 use super::guard::Guard;
-use super::stats::WorkerStats;
+use super::stats::{log_reply, AnswerSource, WorkerStats};
 use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a UDP worker needs.
 pub struct UdpWorker {
@@ -67,6 +68,7 @@ impl UdpWorker {
                 // ICMP errors from earlier sends (ECONNREFUSED) and the like: not fatal.
                 Err(_) => continue,
             };
+            let t0 = Instant::now();
             let pkt = &buf[..n];
             let client = canonical(src.ip());
             let action = {
@@ -78,27 +80,47 @@ impl UdpWorker {
             };
             match action {
                 Action::Reply(len, outcome) => {
+                    let reply = &out[..len];
                     self.stats.record(outcome, false);
-                    let _ = self.socket.send_to(&out[..len], src);
+                    self.stats.answered(
+                        false,
+                        AnswerSource::Local,
+                        reply,
+                        t0.elapsed().as_nanos() as u64,
+                    );
+                    log_reply(src, false, AnswerSource::Local, reply);
+                    let _ = self.socket.send_to(reply, src);
                 }
-                Action::Forward => self.forward(pkt, src, client, &mut out),
+                Action::Forward => self.forward(pkt, src, client, &mut out, t0),
                 Action::Drop => self.stats.dropped(),
             }
         }
     }
 
-    fn forward(&self, pkt: &[u8], src: SocketAddr, client: IpAddr, out: &mut [u8]) {
+    fn forward(&self, pkt: &[u8], src: SocketAddr, client: IpAddr, out: &mut [u8], t0: Instant) {
         // Over its forward rate or over the in-flight bound: REFUSED.
         let permit = if self.guard.allow_forward(client) {
-            self.forwarder.try_acquire()
+            let p = self.forwarder.try_acquire();
+            if p.is_none() {
+                self.stats.refused();
+            }
+            p
         } else {
+            self.stats.rate_limited();
             None
         };
         let Some(permit) = permit else {
-            self.stats.refused();
             let n = answer::error_response(pkt, rcode::REFUSED, out, false);
             if n > 0 {
-                let _ = self.socket.send_to(&out[..n], src);
+                let reply = &out[..n];
+                self.stats.answered(
+                    false,
+                    AnswerSource::Local,
+                    reply,
+                    t0.elapsed().as_nanos() as u64,
+                );
+                log_reply(src, false, AnswerSource::Local, reply);
+                let _ = self.socket.send_to(reply, src);
             }
             return;
         };
@@ -106,9 +128,12 @@ impl UdpWorker {
         let pkt = pkt.to_vec();
         let socket = self.socket.clone();
         let forwarder = self.forwarder.clone();
+        let stats = self.stats.clone();
         self.runtime.spawn(async move {
-            let resp = forwarder.resolve(&pkt, false).await;
+            let (resp, source) = forwarder.resolve_traced(&pkt, false).await;
             if !resp.is_empty() {
+                stats.answered(false, source, &resp, t0.elapsed().as_nanos() as u64);
+                log_reply(src, false, source, &resp);
                 let _ = socket.send_to(&resp, src);
             }
             drop(permit);

@@ -2,7 +2,7 @@
 //!
 //! A server is dead after [`DEAD_AFTER`] failed tries in a row (timeout, I/O error, or only
 //! garbage received); an answer of any kind resets the count. A dead server gets no client
-//! traffic. Instead one probe task per dead server sends a cheap query (`. NS`, over UDP, to that
+//! traffic while another server is alive (when all are dead, all are tried as a last resort). Instead one probe task per dead server sends a cheap query (`. NS`, over UDP, to that
 //! server only) every [`PROBE_INTERVAL`]; the first matching response of any rcode marks it alive
 //! again and ends the task. This module never touches client queries and never forwards them.
 
@@ -12,7 +12,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 /// Failed tries in a row after which a server counts as dead.
-pub const DEAD_AFTER: u32 = 2;
+pub const DEAD_AFTER: u32 = 1;
 /// Time between health probes of a dead server.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -85,13 +85,8 @@ mod tests {
     #[test]
     fn dies_after_consecutive_failures_and_reports_once() {
         let h = Health::default();
-        assert!(!h.failure());
-        h.success();
-        assert!(!h.failure(), "the count restarts after a success");
-        assert!(
-            h.failure(),
-            "second failure in a row: dead, start the probe"
-        );
+        assert_eq!(DEAD_AFTER, 1);
+        assert!(h.failure(), "one failure: dead, start the probe");
         assert!(h.is_dead());
         assert!(!h.failure(), "already dead: no second probe");
         h.success();

@@ -14,11 +14,14 @@
 //! function ([`upstream_reply`]) so it can be fuzzed.
 
 use crate::dns::answer::error_response;
+use crate::dns::stats::AnswerSource;
 use crate::dns::wire::{self, rcode, MAX_MESSAGE};
+use crate::metrics::{CacheMetrics, UpstreamTotals};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub mod health;
 
 use health::Health;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,6 +44,14 @@ pub struct ForwardSettings {
 struct Upstream {
     addr: SocketAddr,
     health: Health,
+    /// Tries sent.
+    queries: AtomicU64,
+    /// Tries that timed out.
+    timeouts: AtomicU64,
+    /// Tries that failed at the socket.
+    io_errors: AtomicU64,
+    /// Tries answered SERVFAIL/REFUSED.
+    rcode_errors: AtomicU64,
 }
 
 /// The upstream pool. See the module docs.
@@ -51,6 +62,8 @@ pub struct Forwarder {
     inflight: Arc<Semaphore>,
     /// Itself, for spawning health probes from `&self`.
     me: Weak<Forwarder>,
+    max_inflight: usize,
+    cache_metrics: Arc<CacheMetrics>,
 }
 
 /// Why one try failed.
@@ -70,13 +83,45 @@ impl Forwarder {
                 .map(|&addr| Upstream {
                     addr,
                     health: Health::default(),
+                    queries: AtomicU64::new(0),
+                    timeouts: AtomicU64::new(0),
+                    io_errors: AtomicU64::new(0),
+                    rcode_errors: AtomicU64::new(0),
                 })
                 .collect(),
             timeout: s.timeout,
             budget: s.budget,
             inflight: Arc::new(Semaphore::new(s.max_inflight)),
             me: me.clone(),
+            max_inflight: s.max_inflight,
+            cache_metrics: Arc::new(CacheMetrics::default()),
         })
+    }
+
+    /// Counters for the answer cache (the cache records into them).
+    pub fn cache_metrics(&self) -> &Arc<CacheMetrics> {
+        &self.cache_metrics
+    }
+
+    /// Per-server counters, in configured order.
+    pub fn upstream_totals(&self) -> Vec<UpstreamTotals> {
+        self.upstreams
+            .iter()
+            .map(|u| UpstreamTotals {
+                addr: u.addr,
+                queries: u.queries.load(Ordering::Relaxed),
+                timeouts: u.timeouts.load(Ordering::Relaxed),
+                io_errors: u.io_errors.load(Ordering::Relaxed),
+                rcode_errors: u.rcode_errors.load(Ordering::Relaxed),
+                up: !u.health.is_dead(),
+            })
+            .collect()
+    }
+
+    /// Forwarded questions in flight now.
+    pub fn inflight(&self) -> usize {
+        self.max_inflight
+            .saturating_sub(self.inflight.available_permits())
     }
 
     /// The configured servers.
@@ -98,11 +143,14 @@ impl Forwarder {
     }
 
     /// Upstreams to try, in configured order; dead ones are skipped until a probe revives them.
+    /// When every server is dead they are all tried anyway (within the budget): a last resort
+    /// beats a certain SERVFAIL.
     fn order(&self) -> impl Iterator<Item = (usize, &Upstream)> {
+        let all_dead = self.upstreams.iter().all(|u| u.health.is_dead());
         self.upstreams
             .iter()
             .enumerate()
-            .filter(|(_, u)| !u.health.is_dead())
+            .filter(move |(_, u)| all_dead || !u.health.is_dead())
     }
 
     /// Counts a failed try; when that makes the server dead, starts its health probe.
@@ -118,6 +166,18 @@ impl Forwarder {
     /// Resolves a client's query upstream. Always returns a response for the client unless the
     /// packet is not a query at all (then the result is empty).
     pub async fn resolve(&self, pkt: &[u8], tcp: bool) -> Vec<u8> {
+        self.resolve_traced(pkt, tcp).await.0
+    }
+
+    /// [`Forwarder::resolve`], also saying where the answer came from (for metrics).
+    pub async fn resolve_traced(&self, pkt: &[u8], tcp: bool) -> (Vec<u8>, AnswerSource) {
+        (
+            self.resolve_upstream(pkt, tcp).await,
+            AnswerSource::Upstream,
+        )
+    }
+
+    async fn resolve_upstream(&self, pkt: &[u8], tcp: bool) -> Vec<u8> {
         let Some(q) = QuestionRef::read(pkt) else {
             return servfail(pkt, tcp);
         };
@@ -128,20 +188,30 @@ impl Forwarder {
                 break;
             }
             let per_try = self.timeout.min(deadline - now);
+            up.queries.fetch_add(1, Ordering::Relaxed);
             let res = if tcp {
                 tokio::time::timeout(per_try, try_tcp(up.addr, pkt, &q)).await
             } else {
                 tokio::time::timeout(per_try, try_udp(up.addr, pkt, &q)).await
             };
+            let timed_out = res.is_err();
             match res {
                 Ok(Ok(resp)) => {
                     up.health.success();
                     return q.for_client(resp, tcp);
                 }
                 Ok(Err(TryError::Rcode)) => {
+                    up.rcode_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(upstream = %up.addr, "upstream answered SERVFAIL/REFUSED, trying next");
                 }
-                Ok(Err(TryError::Io)) | Err(_) => self.failed(idx, up),
+                Ok(Err(TryError::Io)) | Err(_) => {
+                    if timed_out {
+                        up.timeouts.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        up.io_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.failed(idx, up);
+                }
             }
         }
         servfail(pkt, tcp)
@@ -236,7 +306,12 @@ impl QuestionRef {
     /// Turns an accepted upstream answer into the client's response.
     fn for_client(&self, mut resp: Vec<u8>, tcp: bool) -> Vec<u8> {
         resp[0..2].copy_from_slice(&self.id.to_be_bytes());
-        if !tcp && resp.len() > wire::response_limit(self.edns, false) {
+        // The client's own limit: what it advertised (at least 512), not the 1232 dockns caps
+        // its own answers at.
+        let limit = self.edns.map_or(wire::PLAIN_UDP_LIMIT, |e| {
+            usize::from(e.udp_size).max(wire::PLAIN_UDP_LIMIT)
+        });
+        if !tcp && resp.len() > limit {
             return truncated(&resp, self);
         }
         resp

@@ -521,6 +521,28 @@ impl Snapshot {
         self.entries.len()
     }
 
+    /// Every compiled name entry (for the admin API and tools; not used on the query path).
+    pub fn entries(&self) -> &[NameEntry] {
+        &self.entries
+    }
+
+    /// The entry a view answers `key` from, with the zone suffix stripped as [`Snapshot::resolve`]
+    /// does (for `dockns query` explanations; not used on the query path).
+    pub fn entry_for(&self, view: &View, key: &[u8]) -> Option<&NameEntry> {
+        let mut lookup = key;
+        if let Some(dk) = self.domain_key.as_deref() {
+            if key.len() > dk.len()
+                && key.ends_with(dk)
+                && is_label_boundary(key, key.len() - dk.len())
+            {
+                lookup = &key[..key.len() - dk.len()];
+            }
+        }
+        view.names
+            .get(lookup)
+            .map(|&idx| &self.entries[idx as usize])
+    }
+
     /// Number of distinct views.
     pub fn view_count(&self) -> usize {
         self.views.len()
