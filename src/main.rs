@@ -304,6 +304,16 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: the listeners answer as soon as they are bound, and a SIGTERM or SIGHUP
+    // arriving then must not kill the process with the default action.
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("dockns: cannot install signal handlers");
+        return ExitCode::from(1);
+    };
     let server = match Server::start(config.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -333,14 +343,6 @@ async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Exi
         "dockns {} ready",
         env!("CARGO_PKG_VERSION")
     );
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        eprintln!("dockns: cannot install signal handlers");
-        return ExitCode::from(1);
-    };
     loop {
         tokio::select! {
             _ = term.recv() => break,
