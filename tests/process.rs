@@ -327,3 +327,87 @@ fn unknown_user_is_a_startup_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no such user"), "{err}");
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The resident-memory bound stated in docs/reliability.md for a forward flood.
+const FLOOD_RSS_BOUND_KB: u64 = 256 * 1024;
+
+#[test]
+fn thirty_second_flood_of_unique_forwarded_names_stays_bounded() {
+    // A slow upstream (300 ms per answer): every forward slot fills and stays full.
+    let up = FakeUpstream::start(Behavior::Late(300));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dockns.toml");
+    let port = free_port();
+    write(&file, &config(port, up.addr, "", false));
+    let p = Proc::start(&file, port);
+    let pid = p.child.id();
+    let addr = p.addr;
+    let rss_start = rss_kb(pid);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut flood = Vec::new();
+    for t in 0..2u32 {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        flood.push(std::thread::spawn(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 1500];
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let q = query(n as u16, &format!("f{t}-{n}.flood.example"), 1, false);
+                let _ = sock.send_to(&q, addr);
+                sent.fetch_add(1, Ordering::Relaxed);
+                while sock.recv_from(&mut buf).is_ok() {}
+                // About 8k queries/s per thread: a flood far beyond the forward capacity (1024 in
+                // flight, 300 ms each), yet within what one UDP worker can read on a loaded
+                // 2-core machine, so lost local queries would be dockns' fault, not the kernel's.
+                if n % 8 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    let mut rss_max = rss_start;
+    let (mut local_ok, mut local_failed) = (0u32, 0u32);
+    let quiet = udp_client("127.0.0.1");
+    while start.elapsed() < Duration::from_secs(30) {
+        let q = query(local_ok as u16, "db", 1, false);
+        // Local names answered throughout (resends allowed, as a stub resolver does).
+        let r = (0..3).find_map(|_| udp_exchange(&quiet, addr, &q, Duration::from_secs(1)));
+        match r {
+            Some(r) if rcode(&r) == 0 && ancount(&r) == 1 => local_ok += 1,
+            _ => local_failed += 1,
+        }
+        rss_max = rss_max.max(rss_kb(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in flood {
+        t.join().unwrap();
+    }
+    let rss_end = rss_kb(pid);
+    eprintln!(
+        "flood: {} unique forwarded queries in 30 s; RSS start {rss_start} kB, max {rss_max} kB, end {rss_end} kB; local {local_ok} ok, {local_failed} failed",
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(sent.load(Ordering::Relaxed) > 10_000, "the flood ran");
+    assert_eq!(local_failed, 0, "local names answered throughout the flood");
+    assert!(
+        rss_max < FLOOD_RSS_BOUND_KB,
+        "RSS {rss_max} kB over the bound"
+    );
+}

@@ -389,6 +389,18 @@ impl FakeUpstream {
                 queries.clone(),
                 names.clone(),
             );
+            // Delayed replies go through one sender thread (delays are constant per behaviour,
+            // so FIFO order is due order): a flood does not spawn a thread per query.
+            let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<Vec<u8>>, SocketAddr)>();
+            let late_sock = udp.clone();
+            std::thread::spawn(move || {
+                while let Ok((due, rs, src)) = rx.recv() {
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    for r in rs {
+                        let _ = late_sock.send_to(&r, src);
+                    }
+                }
+            });
             threads.push(std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
@@ -400,18 +412,13 @@ impl FakeUpstream {
                     names.lock().unwrap().push(qname_text(&q));
                     let b = *behavior.lock().unwrap();
                     let (delay, rs) = replies(b, &q);
-                    let udp = udp.clone();
-                    let send = move || {
-                        std::thread::sleep(delay);
+                    if delay.is_zero() {
                         for r in rs {
                             let _ = udp.send_to(&r, src);
                             std::thread::sleep(Duration::from_millis(5));
                         }
-                    };
-                    if delay.is_zero() {
-                        send();
                     } else {
-                        std::thread::spawn(send);
+                        let _ = tx.send((Instant::now() + delay, rs, src));
                     }
                 }
             }));
