@@ -8,14 +8,13 @@
 //! datagrams (the socket has a short read timeout), which is how listeners are removed.
 
 use super::answer::{self, Action};
-use super::stats::{log_reply, AnswerSource, WorkerStats};
+use super::stats::{log_reply, since, stamp, AnswerSource, Stamp, WorkerStats};
 use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// What a UDP worker needs.
 pub struct UdpWorker {
@@ -31,8 +30,10 @@ pub struct UdpWorker {
     pub runtime: tokio::runtime::Handle,
     /// Set to stop the worker.
     pub stop: Arc<AtomicBool>,
-    /// Counters.
+    /// This worker's counters, written only by its own thread (see `Stats::worker_owned`).
     pub stats: Arc<WorkerStats>,
+    /// Counters the forward tasks write (shared, atomic read-modify-write).
+    pub forward_stats: Arc<WorkerStats>,
 }
 
 /// Clients may reach us over an IPv4-mapped IPv6 address: scope by the IPv4 address.
@@ -65,7 +66,7 @@ impl UdpWorker {
                 // ICMP errors from earlier sends (ECONNREFUSED) and the like: not fatal.
                 Err(_) => continue,
             };
-            let t0 = Instant::now();
+            let t0 = stamp();
             let pkt = &buf[..n];
             let client = canonical(src.ip());
             let action = {
@@ -76,12 +77,8 @@ impl UdpWorker {
                 Action::Reply(len, outcome) => {
                     let reply = &out[..len];
                     self.stats.record(outcome, false);
-                    self.stats.answered(
-                        false,
-                        AnswerSource::Local,
-                        reply,
-                        t0.elapsed().as_nanos() as u64,
-                    );
+                    self.stats
+                        .answered(false, AnswerSource::Local, reply, since(t0));
                     log_reply(src, false, AnswerSource::Local, reply);
                     let _ = self.socket.send_to(reply, src);
                 }
@@ -91,18 +88,14 @@ impl UdpWorker {
         }
     }
 
-    fn forward(&self, pkt: &[u8], src: SocketAddr, out: &mut [u8], t0: Instant) {
+    fn forward(&self, pkt: &[u8], src: SocketAddr, out: &mut [u8], t0: Stamp) {
         let Some(permit) = self.forwarder.try_acquire() else {
             self.stats.refused();
             let n = answer::error_response(pkt, rcode::REFUSED, out, false);
             if n > 0 {
                 let reply = &out[..n];
-                self.stats.answered(
-                    false,
-                    AnswerSource::Local,
-                    reply,
-                    t0.elapsed().as_nanos() as u64,
-                );
+                self.stats
+                    .answered(false, AnswerSource::Local, reply, since(t0));
                 log_reply(src, false, AnswerSource::Local, reply);
                 let _ = self.socket.send_to(reply, src);
             }
@@ -112,11 +105,11 @@ impl UdpWorker {
         let pkt = pkt.to_vec();
         let socket = self.socket.clone();
         let forwarder = self.forwarder.clone();
-        let stats = self.stats.clone();
+        let stats = self.forward_stats.clone();
         self.runtime.spawn(async move {
             let (resp, source) = forwarder.resolve_traced(&pkt, false).await;
             if !resp.is_empty() {
-                stats.answered(false, source, &resp, t0.elapsed().as_nanos() as u64);
+                stats.answered(false, source, &resp, since(t0));
                 log_reply(src, false, source, &resp);
                 let _ = socket.send_to(&resp, src);
             }
