@@ -14,4 +14,5 @@ pub mod dns;
 pub mod forward;
 pub mod metrics;
 pub mod model;
+pub mod privileges;
 pub mod server;

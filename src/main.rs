@@ -296,7 +296,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(config, args.config, overrides))
+    let code = runtime.block_on(run(config, args.config, overrides));
+    // Tasks still running (forwards past the drain) are abandoned, not awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
 }
 
 async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
@@ -308,6 +311,21 @@ async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Exi
             return ExitCode::from(1);
         }
     };
+    if let Some(user) = &config.user {
+        if dockns::privileges::is_root() {
+            match dockns::privileges::drop_to(user) {
+                Ok(ids) => {
+                    tracing::info!(user = %user, uid = ids.uid, gid = ids.gid, "listeners bound; dropped root")
+                }
+                Err(e) => {
+                    eprintln!("dockns: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            tracing::info!(user = %user, "not running as root: [server] user has nothing to drop");
+        }
+    }
     tracing::info!(
         listen = ?server.bound(),
         upstreams = ?server.forwarder.servers(),

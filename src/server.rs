@@ -7,6 +7,7 @@
 
 use crate::admin::{AdminServer, AdminState};
 use crate::config::Config;
+use crate::dns::guard::Guard;
 use crate::dns::listen::{BindError, ListenerDeps, ListenerSet};
 use crate::dns::stats::Stats;
 use crate::forward::{ForwardSettings, Forwarder};
@@ -29,6 +30,8 @@ pub struct Server {
     pub listeners: Arc<ListenerSet>,
     /// Query counters.
     pub stats: Arc<Stats>,
+    /// Access control and forward rate limits.
+    pub guard: Arc<Guard>,
     /// Readiness and Docker counters (the Docker source records here and calls
     /// `metrics.set_synced()` after its initial sync).
     pub metrics: Arc<ServerMetrics>,
@@ -50,6 +53,7 @@ impl Server {
             max_inflight: config.max_inflight,
         });
         let stats = Arc::new(Stats::default());
+        let guard = Guard::new(config.guard.clone());
         let listeners = Arc::new(ListenerSet::new(ListenerDeps {
             snapshot: publisher.handle(),
             forwarder: forwarder.clone(),
@@ -58,6 +62,7 @@ impl Server {
             tcp_idle_timeout: config.tcp_idle_timeout,
             tcp_connections: Arc::new(Semaphore::new(config.max_tcp_connections)),
             workers: config.workers,
+            guard: guard.clone(),
         }));
         let mut fixed = Vec::new();
         for addr in &config.listen {
@@ -100,6 +105,7 @@ impl Server {
             forwarder,
             listeners,
             stats,
+            guard,
             metrics,
             admin: Mutex::new(admin),
             config: Mutex::new(config),
@@ -158,6 +164,7 @@ impl Server {
                 "reload: upstream, docker and admin settings take effect after a restart"
             );
         }
+        self.guard.set(new.guard.clone());
         self.publisher.set_settings(new.build.clone());
         self.publisher
             .set_source(STATIC_SOURCE, new.static_catalog.clone());

@@ -8,6 +8,7 @@
 //! datagrams (the socket has a short read timeout), which is how listeners are removed.
 
 use super::answer::{self, Action};
+use super::guard::Guard;
 use super::stats::{log_reply, since, stamp, AnswerSource, Stamp, WorkerStats};
 use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
@@ -34,6 +35,8 @@ pub struct UdpWorker {
     pub stats: Arc<WorkerStats>,
     /// Counters the forward tasks write (shared, atomic read-modify-write).
     pub forward_stats: Arc<WorkerStats>,
+    /// Access control and forward rate limits.
+    pub guard: Arc<Guard>,
 }
 
 /// Clients may reach us over an IPv4-mapped IPv6 address: scope by the IPv4 address.
@@ -71,7 +74,10 @@ impl UdpWorker {
             let client = canonical(src.ip());
             let action = {
                 let snap = self.snapshot.load();
-                answer::handle(&snap, client, self.local, pkt, &mut out, false)
+                match self.guard.screen(&snap, client, pkt, &mut out, false) {
+                    Some(refused) => refused,
+                    None => answer::handle(&snap, client, self.local, pkt, &mut out, false),
+                }
             };
             match action {
                 Action::Reply(len, outcome) => {
@@ -82,15 +88,25 @@ impl UdpWorker {
                     log_reply(src, false, AnswerSource::Local, reply);
                     let _ = self.socket.send_to(reply, src);
                 }
-                Action::Forward => self.forward(pkt, src, &mut out, t0),
+                Action::Forward => self.forward(pkt, src, client, &mut out, t0),
                 Action::Drop => self.stats.dropped(),
             }
         }
     }
 
-    fn forward(&self, pkt: &[u8], src: SocketAddr, out: &mut [u8], t0: Stamp) {
-        let Some(permit) = self.forwarder.try_acquire() else {
-            self.stats.refused();
+    fn forward(&self, pkt: &[u8], src: SocketAddr, client: IpAddr, out: &mut [u8], t0: Stamp) {
+        // Over its forward rate or over the in-flight bound: REFUSED.
+        let permit = if self.guard.allow_forward(client) {
+            let p = self.forwarder.try_acquire();
+            if p.is_none() {
+                self.stats.refused();
+            }
+            p
+        } else {
+            self.stats.rate_limited();
+            None
+        };
+        let Some(permit) = permit else {
             let n = answer::error_response(pkt, rcode::REFUSED, out, false);
             if n > 0 {
                 let reply = &out[..n];
