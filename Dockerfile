@@ -2,7 +2,8 @@
 # distroless base (glibc, no shell, no package manager) as the non-root `nonroot` user.
 #
 #   docker build -t dockns .
-#   docker run --rm -p 5353:53/udp -v $PWD/config/demo.toml:/etc/dockns/dockns.toml:ro dockns
+#   docker run --rm --network host -v $PWD/config/demo.toml:/etc/dockns/dockns.toml:ro dockns
+#   dig @127.0.0.1 -p 5353 api
 #
 # Without a registry (air-gapped hosts, CI here), contrib/image/build-offline.sh builds an
 # equivalent image from a locally built binary.
