@@ -399,11 +399,23 @@ pub fn log_reply(client: std::net::SocketAddr, tcp: bool, source: AnswerSource, 
             %client,
             transport = TRANSPORTS[usize::from(tcp)],
             name = %QuestionName(reply),
-            qtype = message_qtype(reply).unwrap_or(0),
-            rcode = message_rcode(reply),
+            qtype = %Mnemonic(&QTYPES, "TYPE", message_qtype(reply).unwrap_or(0)),
+            rcode = %Mnemonic(&RCODES, "RCODE", message_rcode(reply)),
             source = SOURCES[source as usize],
             "query"
         );
+    }
+}
+
+/// Displays a code by its mnemonic from a table, else as `PREFIX<n>` (`TYPE65534`).
+struct Mnemonic<'a>(&'a [(&'a str, u16)], &'a str, u16);
+
+impl std::fmt::Display for Mnemonic<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.iter().find(|(_, c)| *c == self.2) {
+            Some((name, _)) => f.write_str(name),
+            None => write!(f, "{}{}", self.1, self.2),
+        }
     }
 }
 
@@ -481,6 +493,8 @@ mod tests {
         let m = msg(b"\x03Api\x03a.b\x00", 1, 0, None);
         assert_eq!(QuestionName(&m).to_string(), "Api.a\\046b");
         assert_eq!(QuestionName(&msg(b"\x00", 1, 0, None)).to_string(), ".");
+        assert_eq!(Mnemonic(&QTYPES, "TYPE", 28).to_string(), "AAAA");
+        assert_eq!(Mnemonic(&RCODES, "RCODE", 9).to_string(), "RCODE9");
     }
 
     #[test]
