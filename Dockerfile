@@ -2,7 +2,8 @@
 # distroless base (glibc, no shell, no package manager) as the non-root `nonroot` user.
 #
 #   docker build -t dockns .
-#   docker run --rm -p 5353:53/udp -v $PWD/config/demo.toml:/etc/dockns/dockns.toml:ro dockns
+#   docker run --rm --network host -v $PWD/config/demo.toml:/etc/dockns/dockns.toml:ro dockns
+#   dig @127.0.0.1 -p 5353 api
 #
 # Without a registry (air-gapped hosts, CI here), contrib/image/build-offline.sh builds an
 # equivalent image from a locally built binary.
@@ -10,8 +11,9 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin dockns \
- && strip target/release/dockns
+# Without debug info and symbols: the image only needs to run.
+RUN CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
+    cargo build --release --locked --bin dockns
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/dockns /usr/local/bin/dockns

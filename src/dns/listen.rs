@@ -198,6 +198,7 @@ impl ListenerSet {
         let local = (!bound.ip().is_unspecified()).then(|| bound.ip());
         let stop_udp = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
+        let forward_stats = self.deps.stats.worker();
         for (i, sock) in sockets.udp.into_iter().enumerate() {
             let worker = UdpWorker {
                 socket: Arc::new(sock),
@@ -206,7 +207,8 @@ impl ListenerSet {
                 forwarder: self.deps.forwarder.clone(),
                 runtime: self.deps.runtime.clone(),
                 stop: stop_udp.clone(),
-                stats: self.deps.stats.worker(),
+                stats: self.deps.stats.worker_owned(),
+                forward_stats: forward_stats.clone(),
                 guard: self.deps.guard.clone(),
             };
             let t = std::thread::Builder::new()

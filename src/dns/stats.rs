@@ -159,16 +159,13 @@ struct Histogram {
     sum_ns: AtomicU64,
 }
 
-impl Histogram {
-    #[inline]
-    fn observe(&self, nanos: u64) {
-        let mut i = 0;
-        while i < LATENCY_BOUNDS_NS.len() && nanos > LATENCY_BOUNDS_NS[i] {
-            i += 1;
-        }
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(nanos, Ordering::Relaxed);
+#[inline]
+fn latency_bucket(nanos: u64) -> usize {
+    let mut i = 0;
+    while i < LATENCY_BOUNDS_NS.len() && nanos > LATENCY_BOUNDS_NS[i] {
+        i += 1;
     }
+    i
 }
 
 /// Summed histogram: per-bucket (not cumulative) counts and the sum of observations.
@@ -191,6 +188,9 @@ impl HistogramTotals {
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub struct WorkerStats {
+    /// Written by one thread only ([`Stats::worker_owned`]): plain load+store instead of a
+    /// locked read-modify-write.
+    owned: bool,
     udp_local: AtomicU64,
     tcp_local: AtomicU64,
     errors: AtomicU64,
@@ -240,6 +240,16 @@ pub struct Detailed {
 }
 
 impl WorkerStats {
+    #[inline]
+    fn bump(&self, c: &AtomicU64, n: u64) {
+        if self.owned {
+            // Single writer: no other thread can interleave, readers see whole values.
+            c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        } else {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Counts one reply.
     #[inline]
     pub fn record(&self, outcome: Outcome, tcp: bool) {
@@ -248,7 +258,7 @@ impl WorkerStats {
             (Outcome::Local, true) => &self.tcp_local,
             (Outcome::Error, _) => &self.errors,
         };
-        c.fetch_add(1, Ordering::Relaxed);
+        self.bump(c, 1);
     }
 
     /// Counts one reply sent to a client: by transport, the question type and response code
@@ -258,33 +268,35 @@ impl WorkerStats {
     pub fn answered(&self, tcp: bool, source: AnswerSource, reply: &[u8], nanos: u64) {
         let q = message_qtype(reply).map_or(QTYPE_BUCKETS - 1, qtype_bucket);
         let r = rcode_bucket(message_rcode(reply));
-        self.replies[usize::from(tcp)][q][r].fetch_add(1, Ordering::Relaxed);
-        self.sources[source as usize].fetch_add(1, Ordering::Relaxed);
-        self.latency[source as usize].observe(nanos);
+        self.bump(&self.replies[usize::from(tcp)][q][r], 1);
+        self.bump(&self.sources[source as usize], 1);
+        let h = &self.latency[source as usize];
+        self.bump(&h.buckets[latency_bucket(nanos)], 1);
+        self.bump(&h.sum_ns, nanos);
     }
 
     /// Counts one forwarded question.
     #[inline]
     pub fn forwarded(&self) {
-        self.forwarded.fetch_add(1, Ordering::Relaxed);
+        self.bump(&self.forwarded, 1);
     }
 
     /// Counts one REFUSED for lack of capacity.
     #[inline]
     pub fn refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.bump(&self.refused, 1);
     }
 
     /// Counts one dropped packet.
     #[inline]
     pub fn dropped(&self) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.bump(&self.dropped, 1);
     }
 
     /// Counts one query a rate limiter dropped or refused.
     #[inline]
     pub fn rate_limited(&self) {
-        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        self.bump(&self.rate_limited, 1);
     }
 }
 
@@ -295,9 +307,22 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Registers a new worker and returns its counters.
+    /// Registers a new worker and returns its counters; any number of threads may write them.
     pub fn worker(&self) -> Arc<WorkerStats> {
-        let w = Arc::new(WorkerStats::default());
+        self.register(WorkerStats::default())
+    }
+
+    /// Registers counters that exactly one thread writes (a UDP worker thread): counting is a
+    /// plain load and store. Writing them from two threads at once would lose counts.
+    pub fn worker_owned(&self) -> Arc<WorkerStats> {
+        self.register(WorkerStats {
+            owned: true,
+            ..WorkerStats::default()
+        })
+    }
+
+    fn register(&self, w: WorkerStats) -> Arc<WorkerStats> {
+        let w = Arc::new(w);
         self.workers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -345,6 +370,22 @@ impl Stats {
     }
 }
 
+/// A timestamp for latency: quanta reads the TSC where it is invariant (a few ns instead of the
+/// ~25-50 ns of a vDSO clock read) and falls back to the OS monotonic clock elsewhere.
+pub type Stamp = quanta::Instant;
+
+/// Now, for [`Stamp`]-based latency.
+#[inline]
+pub fn stamp() -> Stamp {
+    quanta::Instant::now()
+}
+
+/// Nanoseconds since `t0`.
+#[inline]
+pub fn since(t0: Stamp) -> u64 {
+    t0.elapsed().as_nanos() as u64
+}
+
 /// Target of the per-query log lines (`--log-level info,dockns::query=debug` turns them on).
 pub const QUERY_LOG_TARGET: &str = "dockns::query";
 
@@ -358,11 +399,23 @@ pub fn log_reply(client: std::net::SocketAddr, tcp: bool, source: AnswerSource, 
             %client,
             transport = TRANSPORTS[usize::from(tcp)],
             name = %QuestionName(reply),
-            qtype = message_qtype(reply).unwrap_or(0),
-            rcode = message_rcode(reply),
+            qtype = %Mnemonic(&QTYPES, "TYPE", message_qtype(reply).unwrap_or(0)),
+            rcode = %Mnemonic(&RCODES, "RCODE", message_rcode(reply)),
             source = SOURCES[source as usize],
             "query"
         );
+    }
+}
+
+/// Displays a code by its mnemonic from a table, else as `PREFIX<n>` (`TYPE65534`).
+struct Mnemonic<'a>(&'a [(&'a str, u16)], &'a str, u16);
+
+impl std::fmt::Display for Mnemonic<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.iter().find(|(_, c)| *c == self.2) {
+            Some((name, _)) => f.write_str(name),
+            None => write!(f, "{}{}", self.1, self.2),
+        }
     }
 }
 
@@ -440,12 +493,14 @@ mod tests {
         let m = msg(b"\x03Api\x03a.b\x00", 1, 0, None);
         assert_eq!(QuestionName(&m).to_string(), "Api.a\\046b");
         assert_eq!(QuestionName(&msg(b"\x00", 1, 0, None)).to_string(), ".");
+        assert_eq!(Mnemonic(&QTYPES, "TYPE", 28).to_string(), "AAAA");
+        assert_eq!(Mnemonic(&RCODES, "RCODE", 9).to_string(), "RCODE9");
     }
 
     #[test]
     fn buckets_and_aggregation() {
         let stats = Stats::default();
-        let (w1, w2) = (stats.worker(), stats.worker());
+        let (w1, w2) = (stats.worker_owned(), stats.worker());
         let a = msg(b"\x02db\x00", 1, 0, None);
         let nx = msg(b"\x02xx\x00", 99, 3, None);
         w1.answered(false, AnswerSource::Local, &a, 5_000);

@@ -8,14 +8,14 @@
 
 use super::answer::{self, Action};
 use super::guard::{Admission, Guard};
-use super::stats::{log_reply, AnswerSource, WorkerStats};
+use super::stats::{log_reply, since, stamp, AnswerSource, WorkerStats};
 use super::udp::canonical;
 use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -129,7 +129,7 @@ async fn serve_conn(
             Ok(Ok(_)) => {}
             _ => break, // half a message then silence, or a reset mid-message
         }
-        let t0 = Instant::now();
+        let t0 = stamp();
         let action = {
             let snap = ctx.snapshot.load();
             match ctx.guard.screen(&snap, client, body, &mut out[2..], true) {
@@ -144,12 +144,8 @@ async fn serve_conn(
             Action::Reply(n, outcome) => {
                 ctx.stats.record(outcome, true);
                 let reply = &out[2..n + 2];
-                ctx.stats.answered(
-                    true,
-                    AnswerSource::Local,
-                    reply,
-                    t0.elapsed().as_nanos() as u64,
-                );
+                ctx.stats
+                    .answered(true, AnswerSource::Local, reply, since(t0));
                 log_reply(peer, true, AnswerSource::Local, reply);
                 out[..2].copy_from_slice(&(n as u16).to_be_bytes());
                 if !write_frame(&wr, &out[..n + 2], !more).await {
@@ -172,12 +168,8 @@ async fn serve_conn(
                     let n = answer::error_response(body, rcode::REFUSED, &mut out[2..], true);
                     if n > 0 {
                         let reply = &out[2..n + 2];
-                        ctx.stats.answered(
-                            true,
-                            AnswerSource::Local,
-                            reply,
-                            t0.elapsed().as_nanos() as u64,
-                        );
+                        ctx.stats
+                            .answered(true, AnswerSource::Local, reply, since(t0));
                         log_reply(peer, true, AnswerSource::Local, reply);
                     }
                     out[..2].copy_from_slice(&(n as u16).to_be_bytes());
@@ -201,7 +193,7 @@ async fn serve_conn(
                 tokio::spawn(async move {
                     let (resp, source) = fwd.resolve_traced(&q, true).await;
                     if !resp.is_empty() {
-                        stats.answered(true, source, &resp, t0.elapsed().as_nanos() as u64);
+                        stats.answered(true, source, &resp, since(t0));
                         log_reply(peer, true, source, &resp);
                         let mut frame = Vec::with_capacity(resp.len() + 2);
                         frame.extend_from_slice(&(resp.len() as u16).to_be_bytes());

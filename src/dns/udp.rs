@@ -9,14 +9,13 @@
 
 use super::answer::{self, Action};
 use super::guard::Guard;
-use super::stats::{log_reply, AnswerSource, WorkerStats};
+use super::stats::{log_reply, since, stamp, AnswerSource, Stamp, WorkerStats};
 use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// What a UDP worker needs.
 pub struct UdpWorker {
@@ -32,8 +31,10 @@ pub struct UdpWorker {
     pub runtime: tokio::runtime::Handle,
     /// Set to stop the worker.
     pub stop: Arc<AtomicBool>,
-    /// Counters.
+    /// This worker's counters, written only by its own thread (see `Stats::worker_owned`).
     pub stats: Arc<WorkerStats>,
+    /// Counters the forward tasks write (shared, atomic read-modify-write).
+    pub forward_stats: Arc<WorkerStats>,
     /// Access control and forward rate limits.
     pub guard: Arc<Guard>,
 }
@@ -68,7 +69,7 @@ impl UdpWorker {
                 // ICMP errors from earlier sends (ECONNREFUSED) and the like: not fatal.
                 Err(_) => continue,
             };
-            let t0 = Instant::now();
+            let t0 = stamp();
             let pkt = &buf[..n];
             let client = canonical(src.ip());
             let action = {
@@ -82,12 +83,8 @@ impl UdpWorker {
                 Action::Reply(len, outcome) => {
                     let reply = &out[..len];
                     self.stats.record(outcome, false);
-                    self.stats.answered(
-                        false,
-                        AnswerSource::Local,
-                        reply,
-                        t0.elapsed().as_nanos() as u64,
-                    );
+                    self.stats
+                        .answered(false, AnswerSource::Local, reply, since(t0));
                     log_reply(src, false, AnswerSource::Local, reply);
                     let _ = self.socket.send_to(reply, src);
                 }
@@ -97,7 +94,7 @@ impl UdpWorker {
         }
     }
 
-    fn forward(&self, pkt: &[u8], src: SocketAddr, client: IpAddr, out: &mut [u8], t0: Instant) {
+    fn forward(&self, pkt: &[u8], src: SocketAddr, client: IpAddr, out: &mut [u8], t0: Stamp) {
         // Over its forward rate or over the in-flight bound: REFUSED.
         let permit = if self.guard.allow_forward(client) {
             let p = self.forwarder.try_acquire();
@@ -113,12 +110,8 @@ impl UdpWorker {
             let n = answer::error_response(pkt, rcode::REFUSED, out, false);
             if n > 0 {
                 let reply = &out[..n];
-                self.stats.answered(
-                    false,
-                    AnswerSource::Local,
-                    reply,
-                    t0.elapsed().as_nanos() as u64,
-                );
+                self.stats
+                    .answered(false, AnswerSource::Local, reply, since(t0));
                 log_reply(src, false, AnswerSource::Local, reply);
                 let _ = self.socket.send_to(reply, src);
             }
@@ -128,11 +121,11 @@ impl UdpWorker {
         let pkt = pkt.to_vec();
         let socket = self.socket.clone();
         let forwarder = self.forwarder.clone();
-        let stats = self.stats.clone();
+        let stats = self.forward_stats.clone();
         self.runtime.spawn(async move {
             let (resp, source) = forwarder.resolve_traced(&pkt, false).await;
             if !resp.is_empty() {
-                stats.answered(false, source, &resp, t0.elapsed().as_nanos() as u64);
+                stats.answered(false, source, &resp, since(t0));
                 log_reply(src, false, source, &resp);
                 let _ = socket.send_to(&resp, src);
             }
