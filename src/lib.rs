@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod dns;
+pub mod docker;
 pub mod forward;
 pub mod model;
 pub mod server;
