@@ -142,9 +142,13 @@ async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Exi
         listen = ?server.bound(),
         upstreams = ?server.forwarder.servers(),
         networks = config.static_networks.len(),
+        docker = config.docker.is_some(),
         "dockns {} ready",
         env!("CARGO_PKG_VERSION")
     );
+    // Docker, when configured: runs in the background; an unreachable daemon is logged once and
+    // retried while the static tables are served (never fatal).
+    let _docker = dockns::docker::watch(&server);
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
