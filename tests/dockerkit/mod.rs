@@ -180,6 +180,17 @@ impl Lab {
             let mut args = vec!["service", "rm"];
             args.extend(services.iter().map(String::as_str));
             let _ = docker(&args);
+            // Their task containers may outlive the service (and the swarm): remove them too.
+            for s in &services {
+                let label = format!("label=com.docker.swarm.service.name={s}");
+                let ids = docker(&["ps", "-aq", "--filter", &label]).unwrap_or_default();
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                if !ids.is_empty() {
+                    let mut args = vec!["rm", "-f"];
+                    args.extend(ids);
+                    let _ = docker(&args);
+                }
+            }
         }
         let containers = std::mem::take(&mut *self.containers.lock().unwrap());
         if !containers.is_empty() {
