@@ -7,9 +7,13 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod docker;
 pub mod forward;
+pub mod metrics;
 pub mod model;
+pub mod privileges;
 pub mod server;

@@ -8,13 +8,15 @@
 //! datagrams (the socket has a short read timeout), which is how listeners are removed.
 
 use super::answer::{self, Action};
-use super::stats::WorkerStats;
+use super::guard::Guard;
+use super::stats::{log_reply, AnswerSource, WorkerStats};
 use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a UDP worker needs.
 pub struct UdpWorker {
@@ -32,6 +34,8 @@ pub struct UdpWorker {
     pub stop: Arc<AtomicBool>,
     /// Counters.
     pub stats: Arc<WorkerStats>,
+    /// Access control and forward rate limits.
+    pub guard: Arc<Guard>,
 }
 
 /// Clients may reach us over an IPv4-mapped IPv6 address: scope by the IPv4 address.
@@ -64,29 +68,59 @@ impl UdpWorker {
                 // ICMP errors from earlier sends (ECONNREFUSED) and the like: not fatal.
                 Err(_) => continue,
             };
+            let t0 = Instant::now();
             let pkt = &buf[..n];
             let client = canonical(src.ip());
             let action = {
                 let snap = self.snapshot.load();
-                answer::handle(&snap, client, self.local, pkt, &mut out, false)
+                match self.guard.screen(&snap, client, pkt, &mut out, false) {
+                    Some(refused) => refused,
+                    None => answer::handle(&snap, client, self.local, pkt, &mut out, false),
+                }
             };
             match action {
                 Action::Reply(len, outcome) => {
+                    let reply = &out[..len];
                     self.stats.record(outcome, false);
-                    let _ = self.socket.send_to(&out[..len], src);
+                    self.stats.answered(
+                        false,
+                        AnswerSource::Local,
+                        reply,
+                        t0.elapsed().as_nanos() as u64,
+                    );
+                    log_reply(src, false, AnswerSource::Local, reply);
+                    let _ = self.socket.send_to(reply, src);
                 }
-                Action::Forward => self.forward(pkt, src, &mut out),
+                Action::Forward => self.forward(pkt, src, client, &mut out, t0),
                 Action::Drop => self.stats.dropped(),
             }
         }
     }
 
-    fn forward(&self, pkt: &[u8], src: SocketAddr, out: &mut [u8]) {
-        let Some(permit) = self.forwarder.try_acquire() else {
-            self.stats.refused();
+    fn forward(&self, pkt: &[u8], src: SocketAddr, client: IpAddr, out: &mut [u8], t0: Instant) {
+        // Over its forward rate or over the in-flight bound: REFUSED.
+        let permit = if self.guard.allow_forward(client) {
+            let p = self.forwarder.try_acquire();
+            if p.is_none() {
+                self.stats.refused();
+            }
+            p
+        } else {
+            self.stats.rate_limited();
+            None
+        };
+        let Some(permit) = permit else {
             let n = answer::error_response(pkt, rcode::REFUSED, out, false);
             if n > 0 {
-                let _ = self.socket.send_to(&out[..n], src);
+                let reply = &out[..n];
+                self.stats.answered(
+                    false,
+                    AnswerSource::Local,
+                    reply,
+                    t0.elapsed().as_nanos() as u64,
+                );
+                log_reply(src, false, AnswerSource::Local, reply);
+                let _ = self.socket.send_to(reply, src);
             }
             return;
         };
@@ -94,9 +128,12 @@ impl UdpWorker {
         let pkt = pkt.to_vec();
         let socket = self.socket.clone();
         let forwarder = self.forwarder.clone();
+        let stats = self.stats.clone();
         self.runtime.spawn(async move {
-            let resp = forwarder.resolve(&pkt, false).await;
+            let (resp, source) = forwarder.resolve_traced(&pkt, false).await;
             if !resp.is_empty() {
+                stats.answered(false, source, &resp, t0.elapsed().as_nanos() as u64);
+                log_reply(src, false, source, &resp);
                 let _ = socket.send_to(&resp, src);
             }
             drop(permit);

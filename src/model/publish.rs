@@ -92,7 +92,21 @@ impl Publisher {
         let merged = merge(&st.sources);
         let mut snapshot = Snapshot::build(&merged, st.settings.clone());
         snapshot.generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.handle.store(Arc::new(snapshot));
+        let old = self.handle.swap(Arc::new(snapshot));
+        log_network_changes(&old, &self.handle.load());
+    }
+}
+
+/// One log line per network that appeared or went away between two snapshots.
+fn log_network_changes(old: &Snapshot, new: &Snapshot) {
+    let names =
+        |s: &Snapshot| -> Vec<String> { s.networks().iter().map(|n| n.name.clone()).collect() };
+    let (before, after) = (names(old), names(new));
+    for n in after.iter().filter(|n| !before.contains(n)) {
+        tracing::info!(network = %n, "serving network");
+    }
+    for n in before.iter().filter(|n| !after.contains(n)) {
+        tracing::info!(network = %n, "network removed, no longer served");
     }
 }
 
