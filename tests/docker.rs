@@ -132,7 +132,11 @@ fn names_aliases_and_scope_match_docker() {
         assert_eq!(ask_from(pa, ga, n, RecordType::A).addrs(), addrs(&[web_ip]));
     }
     let r = ask_from(pa, ga, &hidden, RecordType::A);
-    assert_eq!(r.rcode, ResponseCode::NXDomain, "hidden is forwarded: {r:?}");
+    assert_eq!(
+        r.rcode,
+        ResponseCode::NXDomain,
+        "hidden is forwarded: {r:?}"
+    );
     assert!(d.upstream.saw(&hidden));
 
     // Isolation: a name on network b is not answered to a client that is only on a.
@@ -166,7 +170,10 @@ fn names_aliases_and_scope_match_docker() {
     assert_eq!(r.rcode, ResponseCode::NXDomain, "{r:?}");
     let r = ask_from(pi, gi, "example.invalid", RecordType::A);
     assert_eq!(r.rcode, ResponseCode::NXDomain, "{r:?}");
-    assert!(!d.upstream.saw("example.invalid"), "internal: never forwarded");
+    assert!(
+        !d.upstream.saw("example.invalid"),
+        "internal: never forwarded"
+    );
     assert!(!d.upstream.saw(&web));
 
     // The host (loopback listener) reaches every network by name.network.
@@ -270,11 +277,15 @@ fn live_changes_and_health() {
         ],
     );
     let (good_ip, bad_ip) = (ip_on(&good, &na), ip_on(&bad, &na));
-    wait_for("the health checks to settle", Duration::from_secs(30), || {
-        (inspect(&good, "{{.State.Health.Status}}") == "healthy"
-            && inspect(&bad, "{{.State.Health.Status}}") == "unhealthy")
-            .then_some(())
-    });
+    wait_for(
+        "the health checks to settle",
+        Duration::from_secs(30),
+        || {
+            (inspect(&good, "{{.State.Health.Status}}") == "healthy"
+                && inspect(&bad, "{{.State.Health.Status}}") == "unhealthy")
+                .then_some(())
+        },
+    );
     wait_for("health-aware answers", WAIT, || {
         (a("pool").addrs() == addrs(&[good_ip])).then_some(())
     });
@@ -368,9 +379,11 @@ fn daemon_restart_is_followed() {
     restart_dockerd();
 
     // After the restart "goes" is stopped (no restart policy) and "stays" runs again.
-    wait_for("a resync after the restart", Duration::from_secs(60), || {
-        (status.syncs() > syncs && status.connected()).then_some(())
-    });
+    wait_for(
+        "a resync after the restart",
+        Duration::from_secs(60),
+        || (status.syncs() > syncs && status.connected()).then_some(()),
+    );
     let pa = wait_for("the client to run again", Duration::from_secs(60), || {
         (inspect(&client, "{{.State.Running}}") == "true").then(|| pid(&client))
     });
@@ -648,4 +661,106 @@ fn rand_suffix() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0)
+}
+
+/// Sidecar mode with the real binary: dockns runs in a container (the offline image from
+/// contrib/image/build-offline.sh), watches the mounted Docker socket, listens on its own
+/// address on each network it is attached to and follows `docker network connect`.
+#[test]
+fn sidecar_listens_on_its_own_addresses() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("side");
+    let na = lab.network("a", &[]);
+    let nb = lab.network("b", &[]);
+    let tag = format!("{}-img:test", lab.prefix);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("sh")
+        .arg(format!("{root}/contrib/image/build-offline.sh"))
+        .args([env!("CARGO_BIN_EXE_dockns"), &tag])
+        .env(
+            "PATH",
+            format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default()),
+        )
+        .output()
+        .expect("run build-offline.sh");
+    lab.track_image(&tag);
+    assert!(
+        out.status.success(),
+        "build-offline.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("dockns.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nsidecar = true\ngateway_port = 53\n\
+         [upstream]\nservers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\nbudget_ms = 600\n\
+         [docker]\nendpoint = \"unix:///var/run/docker.sock\"\n",
+    )
+    .expect("write config");
+    let mount = format!("{}:/etc/dockns/dockns.toml:ro", cfg.display());
+    let dns = lab.run_image(
+        "dns",
+        &tag,
+        &[
+            "--network",
+            &na,
+            "--user",
+            "0:0",
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock:ro",
+            "-v",
+            &mount,
+        ],
+    );
+    let web = lab.run("web", &["--network", &na, "--network-alias", "frontend"]);
+    let client_a = lab.run("ca", &["--network", &na]);
+    let pa = pid(&client_a);
+    let on_a = SocketAddr::new(ip_on(&dns, &na), 53);
+    let logs = || docker(&["logs", &dns]).unwrap_or_else(|e| e);
+    wait_until_or(
+        "the sidecar to answer on its address",
+        Duration::from_secs(30),
+        || ask_from_opt(pa, on_a, &web, RecordType::A).is_some_and(|r| r.answers.len() == 1),
+        logs,
+    );
+    same_as_docker(pa, on_a, &web, RecordType::A);
+    same_as_docker(pa, on_a, "frontend", RecordType::A);
+    same_as_docker(pa, on_a, &reverse(ip_on(&web, &na)), RecordType::PTR);
+
+    // Attached to a second network later: it listens there too, scoped to that network.
+    let bonly = lab.run("bonly", &["--network", &nb]);
+    let client_b = lab.run("cb", &["--network", &nb]);
+    dk(&["network", "connect", &nb, &dns]);
+    let pb = pid(&client_b);
+    let on_b = SocketAddr::new(ip_on(&dns, &nb), 53);
+    wait_until_or(
+        "the sidecar to listen on its new network",
+        WAIT,
+        || ask_from_opt(pb, on_b, &bonly, RecordType::A).is_some_and(|r| r.answers.len() == 1),
+        logs,
+    );
+    same_as_docker(pb, on_b, &bonly, RecordType::A);
+}
+
+/// Polls `ok` until true; on timeout panics with `context()` (e.g. container logs).
+fn wait_until_or(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !ok() {
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; logs:\n{}",
+                context()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -82,8 +82,9 @@ pub fn image() -> String {
     if let Some(tag) = guard.as_ref() {
         return tag.clone();
     }
-    let busybox = std::fs::read("/bin/busybox")
-        .expect("/bin/busybox (static) is needed to build the test image: apt-get install busybox-static");
+    let busybox = std::fs::read("/bin/busybox").expect(
+        "/bin/busybox (static) is needed to build the test image: apt-get install busybox-static",
+    );
     // FNV-1a over the binary and the Dockerfile: stable across runs and Rust versions.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in busybox.iter().chain(DOCKERFILE.as_bytes()) {
@@ -115,6 +116,7 @@ pub struct Lab {
     containers: Mutex<Vec<String>>,
     networks: Mutex<Vec<String>>,
     services: Mutex<Vec<String>>,
+    images: Mutex<Vec<String>>,
 }
 
 impl Lab {
@@ -126,6 +128,7 @@ impl Lab {
             containers: Mutex::new(Vec::new()),
             networks: Mutex::new(Vec::new()),
             services: Mutex::new(Vec::new()),
+            images: Mutex::new(Vec::new()),
         }
     }
 
@@ -153,6 +156,17 @@ impl Lab {
         full
     }
 
+    /// Runs a detached container `prefix-name` from another image; returns its full name.
+    pub fn run_image(&self, name: &str, image: &str, flags: &[&str]) -> String {
+        let full = self.name(name);
+        let mut args = vec!["run", "-d", "--name", &full, "--stop-timeout", "1"];
+        args.extend_from_slice(flags);
+        args.push(image);
+        self.containers.lock().unwrap().push(full.clone());
+        dk(&args);
+        full
+    }
+
     /// Runs a detached container with an exact name.
     pub fn run_named(&self, full: &str, flags: &[&str]) -> String {
         let img = image();
@@ -166,6 +180,11 @@ impl Lab {
     /// Remembers a container created by other means (renamed, ...), for cleanup.
     pub fn track_container(&self, name: &str) {
         self.containers.lock().unwrap().push(name.to_string());
+    }
+
+    /// Remembers an image for cleanup.
+    pub fn track_image(&self, tag: &str) {
+        self.images.lock().unwrap().push(tag.to_string());
     }
 
     /// Remembers a swarm service for cleanup.
@@ -197,6 +216,9 @@ impl Lab {
             let mut args = vec!["rm", "-f"];
             args.extend(containers.iter().map(String::as_str));
             let _ = docker(&args);
+        }
+        for img in std::mem::take(&mut *self.images.lock().unwrap()) {
+            let _ = docker(&["rmi", "-f", &img]);
         }
         let networks = std::mem::take(&mut *self.networks.lock().unwrap());
         for n in networks.iter().rev() {
@@ -327,6 +349,20 @@ fn ask_here(server: SocketAddr, name: &str, qtype: RecordType) -> Result<Reply, 
 
 /// Asks `server` from inside the network namespace of process `pid` (a container).
 pub fn ask_from(pid: u32, server: SocketAddr, name: &str, qtype: RecordType) -> Reply {
+    ask_from_result(pid, server, name, qtype).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`ask_from`], `None` when nothing answers.
+pub fn ask_from_opt(pid: u32, server: SocketAddr, name: &str, qtype: RecordType) -> Option<Reply> {
+    ask_from_result(pid, server, name, qtype).ok()
+}
+
+fn ask_from_result(
+    pid: u32,
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+) -> Result<Reply, String> {
     let name = name.to_string();
     std::thread::spawn(move || -> Result<Reply, String> {
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
@@ -340,7 +376,6 @@ pub fn ask_from(pid: u32, server: SocketAddr, name: &str, qtype: RecordType) -> 
     })
     .join()
     .unwrap_or_else(|_| Err("query thread panicked".into()))
-    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Asks `server` from this process's own network namespace (host view).
@@ -490,9 +525,11 @@ impl Dockns {
             upstream,
         };
         let status = d.watcher.status();
-        wait_for("dockns to sync with Docker", Duration::from_secs(30), || {
-            (status.syncs() > 0).then_some(())
-        });
+        wait_for(
+            "dockns to sync with Docker",
+            Duration::from_secs(30),
+            || (status.syncs() > 0).then_some(()),
+        );
         d
     }
 
