@@ -571,26 +571,36 @@ fn restart_dockerd() {
 struct SocketProxy {
     path: String,
     enabled: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    #[allow(clippy::type_complexity)]
+    conns: std::sync::Arc<
+        Mutex<
+            Vec<(
+                std::os::unix::net::UnixStream,
+                std::sync::Arc<std::sync::atomic::AtomicBool>,
+            )>,
+        >,
+    >,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SocketProxy {
     fn start(target: &str) -> SocketProxy {
+        SocketProxy::start_at(&proxy_path(), target)
+    }
+
+    fn start_at(path: &str, target: &str) -> SocketProxy {
         use std::os::unix::net::{UnixListener, UnixStream};
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::Arc;
-        let path = format!(
-            "/tmp/dockns-test-proxy-{}-{}.sock",
-            std::process::id(),
-            rand_suffix()
-        );
+        let path = path.to_string();
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).expect("bind proxy socket");
         listener.set_nonblocking(true).expect("nonblocking");
         let enabled = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<UnixStream>>> = Arc::new(Mutex::new(Vec::new()));
+        #[allow(clippy::type_complexity)]
+        let conns: Arc<Mutex<Vec<(UnixStream, Arc<AtomicBool>)>>> =
+            Arc::new(Mutex::new(Vec::new()));
         let (en, st, cs, target) = (
             enabled.clone(),
             stop.clone(),
@@ -614,11 +624,15 @@ impl SocketProxy {
                 let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
                     continue;
                 };
+                let frozen = Arc::new(AtomicBool::new(false));
                 if let (Ok(c3), Ok(u3)) = (client.try_clone(), upstream.try_clone()) {
-                    cs.lock().unwrap().extend([c3, u3]);
+                    cs.lock()
+                        .unwrap()
+                        .extend([(c3, frozen.clone()), (u3, frozen.clone())]);
                 }
-                std::thread::spawn(move || pump(client, upstream));
-                std::thread::spawn(move || pump(u2, c2));
+                let f2 = frozen.clone();
+                std::thread::spawn(move || pump(client, upstream, frozen));
+                std::thread::spawn(move || pump(u2, c2, f2));
             }
         });
         SocketProxy {
@@ -632,8 +646,16 @@ impl SocketProxy {
     fn cut(&self) {
         self.enabled
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        for c in self.conns.lock().unwrap().drain(..) {
+        for (c, _) in self.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Open connections stay open but carry nothing more (a stalled event stream); new
+    /// connections work normally.
+    fn freeze(&self) {
+        for (_, frozen) in self.conns.lock().unwrap().iter() {
+            frozen.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -651,9 +673,35 @@ impl Drop for SocketProxy {
     }
 }
 
-fn pump(mut from: std::os::unix::net::UnixStream, mut to: std::os::unix::net::UnixStream) {
-    let _ = std::io::copy(&mut from, &mut to);
+fn pump(
+    mut from: std::os::unix::net::UnixStream,
+    mut to: std::os::unix::net::UnixStream,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if frozen.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
     let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+fn proxy_path() -> String {
+    format!(
+        "/tmp/dockns-test-proxy-{}-{}.sock",
+        std::process::id(),
+        rand_suffix()
+    )
 }
 
 fn rand_suffix() -> u32 {
@@ -763,4 +811,89 @@ fn wait_until_or(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A stalled event stream (connection open, no events) is caught by the periodic sweep, which
+/// repairs the tables without a reconnect.
+#[test]
+fn sweep_repairs_drift() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("sweep");
+    let na = lab.network("a", &[]);
+    let proxy = SocketProxy::start("/var/run/docker.sock");
+    let d = Dockns::start(&format!(
+        "endpoint = \"unix://{}\"\nsweep_interval_s = 1",
+        proxy.path
+    ));
+    let client = lab.run("c", &["--network", &na]);
+    let old = lab.run("old", &["--network", &na]);
+    let ga = d.on(&na);
+    let pa = pid(&client);
+    wait_for("the first containers", WAIT, || {
+        (ask_from(pa, ga, &old, RecordType::A).answers.len() == 1).then_some(())
+    });
+    let status = d.watcher.status();
+    let (syncs, repairs) = (status.syncs(), status.drift_repairs());
+    assert_eq!(repairs, 0, "no drift while events flow");
+
+    proxy.freeze();
+    dk(&["rm", "-f", &old]);
+    let new = lab.run("new", &["--network", &na]);
+    let new_ip = ip_on(&new, &na);
+    wait_for("the sweep to repair the tables", WAIT, || {
+        (ask_from(pa, ga, &new, RecordType::A).addrs() == addrs(&[new_ip])
+            && ask_from(pa, ga, &old, RecordType::A).rcode == ResponseCode::NXDomain)
+            .then_some(())
+    });
+    assert!(status.drift_repairs() > repairs, "repaired by a sweep");
+    assert_eq!(status.syncs(), syncs, "without a reconnect");
+    assert!(status.connected());
+}
+
+/// Docker unreachable at start: not fatal. The static tables are served at once, and the
+/// watcher connects by itself once the daemon answers.
+#[test]
+fn unreachable_docker_at_start_is_not_fatal() {
+    let _serial = serial();
+    let path = proxy_path();
+    let d = Dockns::start_with(
+        &format!(
+            "endpoint = \"unix://{path}\"\n\
+             [[network]]\nname = \"st\"\n[[network.container]]\nname = \"db\"\nipv4 = [\"10.99.0.2\"]\n"
+        ),
+        false,
+    );
+    assert_eq!(
+        ask(d.loopback, "db", RecordType::A).answers,
+        vec!["10.99.0.2".to_string()]
+    );
+    let status = d.watcher.status();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!status.connected());
+    assert_eq!(status.syncs(), 0);
+    if !docker_available() {
+        return;
+    }
+    // The daemon "appears" at the configured endpoint.
+    let lab = Lab::new("late");
+    let na = lab.network("a", &[]);
+    let web = lab.run("web", &["--network", &na]);
+    let _proxy = SocketProxy::start_at(&path, "/var/run/docker.sock");
+    wait_for(
+        "the watcher to connect by itself",
+        Duration::from_secs(30),
+        || (status.syncs() > 0).then_some(()),
+    );
+    assert_eq!(
+        ask(d.loopback, &format!("{web}.{na}"), RecordType::A).addrs(),
+        addrs(&[ip_on(&web, &na)])
+    );
+    assert_eq!(
+        ask(d.loopback, "db", RecordType::A).answers,
+        vec!["10.99.0.2".to_string()],
+        "static tables kept"
+    );
 }

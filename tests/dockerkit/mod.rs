@@ -494,12 +494,23 @@ impl Dockns {
     /// Starts dockns with `gateways = true` on a free port, a loopback listener and a fake
     /// upstream; `extra_docker` is added to the `[docker]` section (e.g. an endpoint).
     pub fn start(extra_docker: &str) -> Dockns {
+        Dockns::start_with(extra_docker, true)
+    }
+
+    /// Like [`start`](Self::start); `extra` is appended after the `[docker]` keys (more keys,
+    /// or whole tables such as `[[network]]`), and `wait_sync` waits for the first sync.
+    pub fn start_with(extra: &str, wait_sync: bool) -> Dockns {
         let upstream = FakeUpstream::start();
+        let sweep = if extra.contains("sweep_interval_s") {
+            ""
+        } else {
+            "sweep_interval_s = 0\n"
+        };
         let port = free_port();
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\ngateways = true\ngateway_port = {port}\nttl = 5\nworkers = 1\n\
              [upstream]\nservers = [\"{}\"]\ntimeout_ms = 500\nbudget_ms = 1000\n\
-             [docker]\nsweep_interval_s = 0\n{extra_docker}\n",
+             [docker]\n{sweep}{extra}\n",
             upstream.addr
         );
         let cfg = Config::from_toml(&text, &Overrides::default()).expect("test config");
@@ -524,12 +535,14 @@ impl Dockns {
             port,
             upstream,
         };
-        let status = d.watcher.status();
-        wait_for(
-            "dockns to sync with Docker",
-            Duration::from_secs(30),
-            || (status.syncs() > 0).then_some(()),
-        );
+        if wait_sync {
+            let status = d.watcher.status();
+            wait_for(
+                "dockns to sync with Docker",
+                Duration::from_secs(30),
+                || (status.syncs() > 0).then_some(()),
+            );
+        }
         d
     }
 
