@@ -548,17 +548,15 @@ fn restart_dockerd() {
                 .is_ok_and(|s| s.contains(") Z ")))
         .then_some(())
     });
-    let log = std::fs::File::create("/tmp/dockerd-restarted-by-tests.log").expect("log file");
-    let err = log.try_clone().expect("log file");
-    use std::os::unix::process::CommandExt;
-    std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        .process_group(0)
-        .spawn()
+    // Started through a shell in the background, so the daemon is not a child of this test
+    // process and outlives it.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("setsid \"$0\" \"$@\" </dev/null >/tmp/dockerd-restarted-by-tests.log 2>&1 &")
+        .args(&argv)
+        .status()
         .expect("start dockerd again");
+    assert!(status.success(), "could not start {argv:?}");
     wait_for("dockerd to answer again", Duration::from_secs(60), || {
         docker(&["info", "--format", "{{.ServerVersion}}"])
             .ok()

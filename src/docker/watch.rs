@@ -700,7 +700,7 @@ impl Watcher {
             }
             None => {
                 self.state.containers.remove(&id);
-                if !info.state.as_ref().is_some_and(|s| s.running == Some(true)) {
+                if info.state.as_ref().is_none_or(|s| s.running != Some(true)) {
                     self.state.tasks.remove(&id);
                 }
             }

@@ -450,7 +450,7 @@ impl FakeUpstream {
     /// Whether a name (any case, with or without the trailing dot) was asked.
     pub fn saw(&self, name: &str) -> bool {
         let n = format!("{}.", name.trim_end_matches('.').to_ascii_lowercase());
-        self.seen.lock().unwrap().iter().any(|s| *s == n)
+        self.seen.lock().unwrap().contains(&n)
     }
 }
 
