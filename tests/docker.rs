@@ -885,6 +885,7 @@ fn unreachable_docker_at_start_is_not_fatal() {
         Duration::from_secs(30),
         || (status.syncs() > 0).then_some(()),
     );
+    assert!(d.server.metrics.is_synced(), "ready once synced");
     assert_eq!(
         ask(d.loopback, &format!("{web}.{na}"), RecordType::A).addrs(),
         addrs(&[ip_on(&web, &na)])

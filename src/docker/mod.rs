@@ -38,5 +38,6 @@ pub fn watch(server: &Server) -> Option<DockerWatcher> {
         opts,
         server.publisher.clone(),
         server.listeners.clone(),
+        server.metrics.clone(),
     ))
 }

@@ -16,6 +16,7 @@ use super::convert::{self, NetInfo, ServeRules};
 use super::listeners::{local_addresses, ListenerSync};
 use crate::config::DockerConfig;
 use crate::dns::listen::ListenerSet;
+use crate::metrics::ServerMetrics;
 use crate::model::{Catalog, Container, Publisher, ServiceRecord};
 use bollard::errors::Error as BollardError;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
@@ -101,6 +102,7 @@ impl DockerWatcher {
         opts: WatchOptions,
         publisher: Arc<Publisher>,
         listeners: Arc<ListenerSet>,
+        metrics: Arc<ServerMetrics>,
     ) -> DockerWatcher {
         let status = Arc::new(WatchStatus::default());
         let watcher = Watcher {
@@ -113,6 +115,7 @@ impl DockerWatcher {
             state: State::default(),
             last: None,
             status: status.clone(),
+            metrics,
             up: None,
         };
         let task = tokio::spawn(watcher.run());
@@ -224,6 +227,8 @@ struct Watcher {
     state: State,
     last: Option<Catalog>,
     status: Arc<WatchStatus>,
+    /// Server-wide readiness and Docker counters (admin API, /metrics).
+    metrics: Arc<ServerMetrics>,
     /// Last logged connection state (None before the first attempt): each change is logged once.
     up: Option<bool>,
 }
@@ -270,6 +275,7 @@ impl Watcher {
             let started = Instant::now();
             let end = self.session(&endpoint).await;
             self.status.connected.store(false, Ordering::Relaxed);
+            self.metrics.docker.set_connected(false);
             match end {
                 SessionEnd::Unreachable(e) => {
                     if self.up != Some(false) {
@@ -372,8 +378,12 @@ impl Watcher {
         self.state = fresh;
         self.listeners.retry_failed();
         self.publish();
-        self.status.syncs.fetch_add(1, Ordering::Relaxed);
+        if self.status.syncs.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.metrics.docker.reconnected();
+        }
         self.status.connected.store(true, Ordering::Relaxed);
+        self.metrics.docker.set_connected(true);
+        self.metrics.set_synced();
         let version = docker.client_version();
         tracing::info!(
             networks = self.state.networks.len(),
@@ -414,8 +424,12 @@ impl Watcher {
                                 return SessionEnd::Lost(e);
                             }
                         };
+                        let kind = ev.typ.map(|t| t.to_string()).unwrap_or_default();
                         match self.apply(&docker, &ev).await {
-                            Ok(swarm) => swarm_changed |= swarm,
+                            Ok(swarm) => {
+                                swarm_changed |= swarm;
+                                self.metrics.docker.event_applied(&kind);
+                            }
                             Err(e) => {
                                 self.publish();
                                 return SessionEnd::Lost(e);
@@ -471,6 +485,7 @@ impl Watcher {
     /// Compares a fresh listing with the state, logs any difference and adopts the listing.
     fn repair_drift(&mut self, fresh: State) {
         if fresh == self.state {
+            self.metrics.docker.resynced(0);
             tracing::debug!("Docker sweep: tables match the daemon");
             return;
         }
@@ -516,6 +531,14 @@ impl Watcher {
             "Docker sweep found drift between the tables and the daemon; repaired"
         );
         self.status.drift_repairs.fetch_add(1, Ordering::Relaxed);
+        let net_diff = nets_fresh.iter().filter(|n| !nets_old.contains(n)).count()
+            + nets_old.iter().filter(|n| !nets_fresh.contains(n)).count();
+        let drift = missing.len()
+            + stale.len()
+            + changed.len()
+            + net_diff
+            + usize::from(fresh.services != self.state.services);
+        self.metrics.docker.resynced(drift.max(1) as u64);
         self.state = fresh;
         self.listeners.retry_failed();
         self.publish();
