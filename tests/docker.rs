@@ -896,3 +896,43 @@ fn unreachable_docker_at_start_is_not_fatal() {
         "static tables kept"
     );
 }
+
+/// A `tcp://` endpoint (here a loopback TCP forwarder to the local socket) works like the socket.
+#[test]
+fn tcp_endpoint() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp forwarder");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(tcp) = conn else { continue };
+            let Ok(unix) = std::os::unix::net::UnixStream::connect("/var/run/docker.sock") else {
+                continue;
+            };
+            let (Ok(mut t2), Ok(mut u2)) = (tcp.try_clone(), unix.try_clone()) else {
+                continue;
+            };
+            let (mut t1, mut u1) = (tcp, unix);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut t1, &mut u1);
+                let _ = u1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut u2, &mut t2);
+                let _ = t2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    let lab = Lab::new("tcp");
+    let na = lab.network("a", &[]);
+    let d = Dockns::start(&format!("endpoint = \"tcp://127.0.0.1:{port}\""));
+    let web = lab.run("web", &["--network", &na]);
+    let ip = ip_on(&web, &na);
+    wait_for("a container seen over tcp://", WAIT, || {
+        (ask(d.loopback, &format!("{web}.{na}"), RecordType::A).addrs() == addrs(&[ip]))
+            .then_some(())
+    });
+}

@@ -317,12 +317,18 @@ impl Watcher {
         };
 
         // 1. Subscribe first. The reader runs in its own task so the stream is being consumed
-        // while the listing below runs; `since` covers the moment before the subscription.
-        let since = SystemTime::now()
-            .checked_sub(EVENTS_LOOKBACK)
-            .unwrap_or(UNIX_EPOCH)
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        // while the listing below runs; `since` (in the daemon's clock, which may differ from
+        // ours on a tcp:// endpoint) covers the moment before the subscription.
+        let daemon_now = match docker.info().await {
+            Ok(info) => info.system_time.as_deref().and_then(parse_rfc3339),
+            Err(e) => return SessionEnd::Unreachable(one_line(&e)),
+        };
+        let now = daemon_now.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+        });
+        let since = now.saturating_sub(EVENTS_LOOKBACK);
         let options = EventsOptions {
             since: Some(format!("{}.{:09}", since.as_secs(), since.subsec_nanos())),
             until: None,
@@ -785,6 +791,57 @@ async fn services(docker: &Docker, st: &State) -> Result<Vec<ServiceRecord>, Str
     Ok(out)
 }
 
+/// Parses an RFC 3339 timestamp as Docker writes it (`2026-11-22T06:01:22.981698527Z`, or with
+/// a `+01:00` offset) into time since the Unix epoch.
+fn parse_rfc3339(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (date, rest) = s.split_once('T')?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    // Split the clock from the zone: "Z", "+hh:mm" or "-hh:mm".
+    let zone_at = rest.find(['Z', 'z', '+', '-'])?;
+    let (clock, zone) = rest.split_at(zone_at);
+    let offset_s: i64 = match zone {
+        "Z" | "z" => 0,
+        z => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let (hh, mm) = z[1..].split_once(':')?;
+            sign * (hh.parse::<i64>().ok()? * 3600 + mm.parse::<i64>().ok()? * 60)
+        }
+    };
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.split(':');
+    let (hh, mi, ss): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(9).collect();
+        let n: u32 = digits.parse().ok()?;
+        n * 10u32.pow(9 - digits.len() as u32)
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mi * 60 + ss - offset_s;
+    u64::try_from(secs).ok().map(|s| Duration::new(s, nanos))
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -881,6 +938,22 @@ mod tests {
         assert!(!st.remove_network_id("id-app"));
         assert!(st.services.is_empty());
         assert!(!st.networks.contains_key("app"));
+    }
+
+    #[test]
+    fn daemon_clock_parsing() {
+        let t = parse_rfc3339("2026-11-22T06:01:22.981698527Z").unwrap();
+        assert_eq!(t.as_secs(), 1_795_327_282);
+        assert_eq!(t.subsec_nanos(), 981_698_527);
+        let t = parse_rfc3339("1970-01-01T01:00:00.5+01:00").unwrap();
+        assert_eq!((t.as_secs(), t.subsec_nanos()), (0, 500_000_000));
+        assert_eq!(
+            parse_rfc3339("2000-03-01T00:00:00Z").unwrap().as_secs(),
+            951_868_800
+        );
+        assert!(parse_rfc3339("yesterday").is_none());
+        assert!(parse_rfc3339("2026-13-01T00:00:00Z").is_none());
+        assert!(parse_rfc3339("").is_none());
     }
 
     #[test]
