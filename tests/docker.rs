@@ -936,3 +936,36 @@ fn tcp_endpoint() {
             .then_some(())
     });
 }
+
+/// A dual-stack network: AAAA answers and IPv6 PTR like Docker's, A and AAAA from one name.
+#[test]
+fn ipv6_addresses() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("v6");
+    let na = lab.network(
+        "a",
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.231.0.0/24",
+            "--subnet",
+            "fd5a:e1:7::/64",
+        ],
+    );
+    let d = Dockns::start("");
+    let web = lab.run("web", &["--network", &na]);
+    let client = lab.run("c", &["--network", &na]);
+    let ga = d.on(&na);
+    let pc = pid(&client);
+    let f = format!("{{{{(index .NetworkSettings.Networks \"{na}\").GlobalIPv6Address}}}}");
+    let v6: IpAddr = inspect(&web, &f).parse().expect("an IPv6 address");
+    wait_for("the AAAA record", WAIT, || {
+        (ask_from(pc, ga, &web, RecordType::AAAA).addrs() == addrs(&[v6])).then_some(())
+    });
+    same_as_docker(pc, ga, &web, RecordType::AAAA);
+    same_as_docker(pc, ga, &web, RecordType::A);
+    same_as_docker(pc, ga, &reverse(v6), RecordType::PTR);
+}

@@ -70,6 +70,14 @@ pub fn network(net: &DockerNetwork, rules: ServeRules) -> Option<NetInfo> {
     let name = net.name.clone().unwrap_or_default();
     let mut subnets = Vec::new();
     let mut gateways = Vec::new();
+    // Docker's default IPAM gives a bridge network without an explicit gateway the first
+    // address of each subnet, and then does not list it in the IPAM configuration.
+    let default_ipam = net
+        .ipam
+        .as_ref()
+        .and_then(|i| i.driver.as_deref())
+        .is_none_or(|d| d.is_empty() || d == "default");
+    let implicit_gateway = default_ipam && net.driver.as_deref() == Some("bridge");
     for cfg in net
         .ipam
         .as_ref()
@@ -77,16 +85,19 @@ pub fn network(net: &DockerNetwork, rules: ServeRules) -> Option<NetInfo> {
         .into_iter()
         .flatten()
     {
-        if let Some(sn) = cfg.subnet.as_deref().and_then(|s| s.parse().ok()) {
+        let subnet: Option<ipnet::IpNet> = cfg.subnet.as_deref().and_then(|s| s.parse().ok());
+        if let Some(sn) = subnet {
             subnets.push(sn);
         }
         // Gateways are written "10.0.0.1" (or, by some IPAM drivers, "10.0.0.1/24").
-        if let Some(gw) = cfg
+        let explicit = cfg
             .gateway
             .as_deref()
+            .filter(|g| !g.is_empty())
             .and_then(|g| g.split('/').next())
-            .and_then(|g| g.parse::<IpAddr>().ok())
-        {
+            .and_then(|g| g.parse::<IpAddr>().ok());
+        let implicit = subnet.filter(|_| implicit_gateway).and_then(first_host);
+        if let Some(gw) = explicit.or(implicit) {
             if !gateways.contains(&gw) {
                 gateways.push(gw);
             }
@@ -104,6 +115,19 @@ pub fn network(net: &DockerNetwork, rules: ServeRules) -> Option<NetInfo> {
         gateways,
         swarm: net.scope.as_deref() == Some("swarm"),
     })
+}
+
+/// The first host address of a subnet (network address + 1), if the subnet has room for one.
+fn first_host(net: ipnet::IpNet) -> Option<IpAddr> {
+    match net {
+        ipnet::IpNet::V4(n) if n.prefix_len() <= 30 => {
+            Some(IpAddr::from((u32::from(n.network()) + 1).to_be_bytes()))
+        }
+        ipnet::IpNet::V6(n) if n.prefix_len() <= 126 => {
+            Some(IpAddr::from((u128::from(n.network()) + 1).to_be_bytes()))
+        }
+        _ => None,
+    }
 }
 
 /// The health the model uses for a Docker health status.
@@ -322,6 +346,30 @@ mod tests {
         let ni = network(&n("app", "bridge"), r).unwrap();
         assert_eq!(ni.network.name, "app");
         assert!(ni.gateways.is_empty());
+    }
+
+    #[test]
+    fn implicit_gateways_of_user_subnets() {
+        let net: DockerNetwork = serde_json::from_value(serde_json::json!({
+            "Name": "v6", "Id": "x", "Driver": "bridge",
+            "IPAM": {"Driver": "default", "Config": [
+                {"Subnet": "10.231.0.0/24"},
+                {"Subnet": "fd5a:e1:7::/64"},
+                {"Subnet": "10.232.0.0/24", "Gateway": "10.232.0.254"}
+            ]}
+        }))
+        .unwrap();
+        let ni = network(&net, ServeRules::default()).unwrap();
+        let want: Vec<IpAddr> = ["10.231.0.1", "fd5a:e1:7::1", "10.232.0.254"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(ni.gateways, want);
+        // Another IPAM driver or network driver: no guessing.
+        let mut other = net.clone();
+        other.driver = Some("macvlan".into());
+        let ni = network(&other, ServeRules::default()).unwrap();
+        assert_eq!(ni.gateways, vec![want[2]]);
     }
 
     #[test]

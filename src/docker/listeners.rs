@@ -18,6 +18,7 @@ pub struct ListenerSync {
     port: u16,
     bound: BTreeSet<SocketAddr>,
     failed: BTreeSet<SocketAddr>,
+    warned: BTreeSet<SocketAddr>,
 }
 
 impl ListenerSync {
@@ -28,13 +29,20 @@ impl ListenerSync {
             port,
             bound: BTreeSet::new(),
             failed: BTreeSet::new(),
+            warned: BTreeSet::new(),
         }
     }
 
-    /// Forget past bind failures, so the next [`apply`](Self::apply) tries them again (after a
-    /// resync or a sweep: an address may have appeared meanwhile).
+    /// Forget past bind failures, so the next [`apply`](Self::apply) tries them again (an
+    /// address may have appeared meanwhile, e.g. an IPv6 gateway after duplicate address
+    /// detection). Each failing address is still only logged once.
     pub fn retry_failed(&mut self) {
         self.failed.clear();
+    }
+
+    /// Whether some wanted address could not be bound.
+    pub fn has_failed(&self) -> bool {
+        !self.failed.is_empty()
     }
 
     /// Binds every network listen address of `catalog` not yet bound and unbinds the ones no
@@ -52,6 +60,7 @@ impl ListenerSync {
             self.bound.remove(&addr);
         }
         self.failed.retain(|a| wanted.contains(a));
+        self.warned.retain(|a| wanted.contains(a));
         for addr in wanted {
             if self.bound.contains(&addr) || self.failed.contains(&addr) {
                 continue;
@@ -59,9 +68,14 @@ impl ListenerSync {
             match self.set.add(addr) {
                 Ok(_) => {
                     self.bound.insert(addr);
+                    if self.warned.remove(&addr) {
+                        tracing::info!(%addr, "network listener started after all");
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!("network listener not started: {e}");
+                    if self.warned.insert(addr) {
+                        tracing::warn!("network listener not started (retrying): {e}");
+                    }
                     self.failed.insert(addr);
                 }
             }

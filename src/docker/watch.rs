@@ -46,6 +46,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// addresses settle asynchronously after the event).
 const SERVICE_SETTLE_TICK: Duration = Duration::from_millis(500);
 const SERVICE_SETTLE_FOR: Duration = Duration::from_secs(10);
+/// How often listener addresses that failed to bind are tried again.
+const LISTENER_RETRY: Duration = Duration::from_secs(2);
 
 /// What the watcher needs to know beyond `[docker]`.
 #[derive(Clone, Debug)]
@@ -411,8 +413,16 @@ impl Watcher {
         let mut settle = tokio::time::interval(SERVICE_SETTLE_TICK);
         settle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut settle_until: Option<Instant> = None;
+        let mut rebind = tokio::time::interval(LISTENER_RETRY);
+        rebind.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = rebind.tick(), if self.listeners.has_failed() => {
+                    self.listeners.retry_failed();
+                    if let Some(cat) = &self.last {
+                        self.listeners.apply(cat);
+                    }
+                }
                 ev = rx.recv() => {
                     let Some(first) = ev else {
                         return SessionEnd::Lost("event reader stopped".to_string());
