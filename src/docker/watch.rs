@@ -179,6 +179,13 @@ impl State {
         }
     }
 
+    /// Whether two states publish the same tables (networks, containers, services).
+    fn same_tables(&self, other: &State) -> bool {
+        self.networks == other.networks
+            && self.containers == other.containers
+            && self.services == other.services
+    }
+
     /// The catalog to publish; `local` are this host's addresses (sidecar mode).
     fn catalog(&self, opts: &WatchOptions, local: &[IpAddr]) -> Catalog {
         let mut cat = Catalog::default();
@@ -206,9 +213,7 @@ impl State {
             cat.networks.insert(name.clone(), n);
         }
         cat.containers = self.containers.clone();
-        let mut services = self.services.clone();
-        services.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
-        cat.services = services;
+        cat.services = self.services.clone();
         cat
     }
 }
@@ -500,7 +505,9 @@ impl Watcher {
 
     /// Compares a fresh listing with the state, logs any difference and adopts the listing.
     fn repair_drift(&mut self, fresh: State) {
-        if fresh == self.state {
+        if fresh.same_tables(&self.state) {
+            // Bookkeeping (unserved names, task IDs, manager flag) is adopted silently.
+            self.state = fresh;
             self.metrics.docker.resynced(0);
             tracing::debug!("Docker sweep: tables match the daemon");
             return;
@@ -798,6 +805,8 @@ async fn services(docker: &Docker, st: &State) -> Result<Vec<ServiceRecord>, Str
             });
         }
     }
+    // Deterministic order (the daemon's map is not), so two listings compare equal.
+    out.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
     Ok(out)
 }
 
@@ -948,6 +957,18 @@ mod tests {
         assert!(!st.remove_network_id("id-app"));
         assert!(st.services.is_empty());
         assert!(!st.networks.contains_key("app"));
+    }
+
+    #[test]
+    fn drift_ignores_bookkeeping() {
+        let a = state();
+        let mut b = state();
+        b.unserved.insert("bridge".into());
+        b.tasks.insert("t1".into());
+        b.manager = true;
+        assert!(a.same_tables(&b));
+        b.containers.clear();
+        assert!(!a.same_tables(&b));
     }
 
     #[test]
