@@ -41,3 +41,52 @@ pub fn watch(server: &Server) -> Option<DockerWatcher> {
         server.metrics.clone(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    #[test]
+    fn example_config_watches_docker_with_gateways() {
+        let cfg = Config::load(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/docker.toml")),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let opts = WatchOptions::from_config(&cfg).unwrap();
+        assert!(opts.gateways && !opts.sidecar);
+        assert_eq!(opts.port, 53);
+        assert!(cfg.build.host_sees_all_qualified);
+    }
+
+    #[test]
+    fn bare_serve_and_docker_flag() {
+        let cfg = Config::docker_default(&Overrides::default()).unwrap();
+        let opts = WatchOptions::from_config(&cfg).unwrap();
+        assert!(opts.gateways);
+        assert_eq!(opts.docker.endpoint, None);
+        let cfg = Config::docker_default(&Overrides {
+            docker: Some("tcp://127.0.0.1:2375".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            WatchOptions::from_config(&cfg)
+                .unwrap()
+                .docker
+                .endpoint
+                .as_deref(),
+            Some("tcp://127.0.0.1:2375")
+        );
+        let statics = Config::from_toml(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(
+            WatchOptions::from_config(&statics).is_none(),
+            "no [docker]: never watched"
+        );
+    }
+}
