@@ -422,8 +422,11 @@ impl Watcher {
         rebind.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = rebind.tick(), if self.listeners.has_failed() => {
+                _ = rebind.tick(), if self.opts.sidecar || self.listeners.has_failed() => {
                     self.listeners.retry_failed();
+                    // Sidecar: an address of our own container that was not configured yet
+                    // when its event was applied shows up here.
+                    self.publish();
                     if let Some(cat) = &self.last {
                         self.listeners.apply(cat);
                     }
