@@ -260,8 +260,8 @@ pub fn ip_on(container: &str, network: &str) -> IpAddr {
         .unwrap_or_else(|_| panic!("{container} has no address on {network}"))
 }
 
-/// A network's (first) IPv4 gateway address: the IPAM configuration's, else the address of
-/// the network's bridge interface (Docker does not list a gateway it picked itself).
+/// A network's (first) IPv4 gateway address: the IPAM configuration's, else this host's address
+/// inside the network's first subnet (Docker does not list a gateway it picked itself).
 pub fn gateway(network: &str) -> IpAddr {
     let listed = dk(&[
         "network",
@@ -273,19 +273,19 @@ pub fn gateway(network: &str) -> IpAddr {
     if let Ok(ip) = listed.parse() {
         return ip;
     }
-    let id = dk(&["network", "inspect", "-f", "{{.Id}}", network]);
-    let dev = format!("br-{}", &id[..12.min(id.len())]);
-    let out = Command::new("ip")
-        .args(["-o", "-4", "addr", "show", "dev", &dev])
-        .output()
-        .expect("run ip");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("network {network} has no gateway"))
+    let subnet: ipnet::IpNet = dk(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        network,
+    ])
+    .parse()
+    .unwrap_or_else(|_| panic!("network {network} has no subnet"));
+    dockns::docker::listeners::local_addresses()
+        .into_iter()
+        .find(|a| subnet.contains(a))
+        .unwrap_or_else(|| panic!("network {network} has no gateway on this host"))
 }
 
 /// The full ID of a container.
