@@ -969,3 +969,31 @@ fn ipv6_addresses() {
     same_as_docker(pc, ga, &web, RecordType::A);
     same_as_docker(pc, ga, &reverse(v6), RecordType::PTR);
 }
+
+/// `default_bridge = true` serves the default bridge (where Docker has no DNS at all): names,
+/// short IDs and `name.bridge`, on the bridge's gateway.
+#[test]
+fn default_bridge_opt_in() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("br");
+    let d = Dockns::start("default_bridge = true");
+    let web = lab.run("web", &[]);
+    let client = lab.run("c", &[]);
+    let gb = d.on("bridge");
+    let pc = pid(&client);
+    let ip = ip_on(&web, "bridge");
+    wait_for("a default-bridge container", WAIT, || {
+        (ask_from(pc, gb, &web, RecordType::A).addrs() == addrs(&[ip])).then_some(())
+    });
+    let short = id(&web)[..12].to_string();
+    for name in [short, format!("{web}.bridge")] {
+        assert_eq!(ask_from(pc, gb, &name, RecordType::A).addrs(), addrs(&[ip]));
+    }
+    assert_eq!(
+        ask_from(pc, gb, &reverse(ip), RecordType::PTR).answers,
+        vec![format!("{web}.bridge.")]
+    );
+}
