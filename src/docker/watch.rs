@@ -46,6 +46,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// addresses settle asynchronously after the event).
 const SERVICE_SETTLE_TICK: Duration = Duration::from_millis(500);
 const SERVICE_SETTLE_FOR: Duration = Duration::from_secs(10);
+/// Within a burst of events, the tables are published at least this often.
+const BURST_PUBLISH: Duration = Duration::from_millis(20);
 /// How often listener addresses that failed to bind are tried again.
 const LISTENER_RETRY: Duration = Duration::from_secs(2);
 
@@ -279,10 +281,13 @@ impl Watcher {
         let endpoint = endpoint_text(&self.opts);
         let mut backoff = BACKOFF_MIN;
         loop {
-            let started = Instant::now();
             let end = self.session(&endpoint).await;
             self.status.connected.store(false, Ordering::Relaxed);
             self.metrics.docker.set_connected(false);
+            // A session that got connected starts the backoff again from the bottom.
+            if self.up == Some(true) {
+                backoff = BACKOFF_MIN;
+            }
             match end {
                 SessionEnd::Unreachable(e) => {
                     if self.up != Some(false) {
@@ -302,10 +307,6 @@ impl Watcher {
                         self.up = Some(false);
                     }
                 }
-            }
-            // A session that ran for a while starts the backoff again from the bottom.
-            if started.elapsed() > Duration::from_secs(30) {
-                backoff = BACKOFF_MIN;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -440,7 +441,13 @@ impl Watcher {
                         batch.push(more);
                     }
                     let mut swarm_changed = false;
+                    let mut since_publish = Instant::now();
                     for item in batch {
+                        // A long burst (compose up) publishes as it goes, not only at its end.
+                        if since_publish.elapsed() > BURST_PUBLISH {
+                            self.publish();
+                            since_publish = Instant::now();
+                        }
                         let ev = match item {
                             Ok(ev) => ev,
                             Err(e) => {
@@ -462,7 +469,6 @@ impl Watcher {
                         self.status.events.fetch_add(1, Ordering::Relaxed);
                     }
                     if swarm_changed {
-                        self.state.manager = true;
                         if let Err(e) = self.refresh_services(&docker).await {
                             self.publish();
                             return SessionEnd::Lost(e);
@@ -669,7 +675,11 @@ impl Watcher {
                 },
                 _ => Ok(false),
             },
-            Some(EventMessageTypeEnum::SERVICE) => Ok(true),
+            // Only managers see service events.
+            Some(EventMessageTypeEnum::SERVICE) => {
+                self.state.manager = true;
+                Ok(true)
+            }
             _ => Ok(false),
         }
     }
