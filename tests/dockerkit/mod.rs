@@ -211,11 +211,12 @@ impl Lab {
                 }
             }
         }
+        // One at a time: Docker 20.10 can leave a stale endpoint behind (and the network then
+        // cannot be removed) when containers on the same networks are removed concurrently,
+        // which `docker rm -f a b c` does.
         let containers = std::mem::take(&mut *self.containers.lock().unwrap());
-        if !containers.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(containers.iter().map(String::as_str));
-            let _ = docker(&args);
+        for c in containers.iter().rev() {
+            let _ = docker(&["rm", "-f", c]);
         }
         for img in std::mem::take(&mut *self.images.lock().unwrap()) {
             let _ = docker(&["rmi", "-f", &img]);
@@ -224,11 +225,16 @@ impl Lab {
         for n in networks.iter().rev() {
             // Swarm task endpoints linger for a moment after the service is gone.
             let deadline = Instant::now() + Duration::from_secs(20);
-            while docker(&["network", "rm", n]).is_err() && Instant::now() < deadline {
-                if docker(&["network", "inspect", n]).is_err() {
-                    break;
+            loop {
+                match docker(&["network", "rm", n]) {
+                    Ok(_) => break,
+                    Err(_) if docker(&["network", "inspect", n]).is_err() => break,
+                    Err(e) if Instant::now() > deadline => {
+                        eprintln!("!!! test cleanup could not remove network {n}: {e}");
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(250)),
                 }
-                std::thread::sleep(Duration::from_millis(250));
             }
         }
     }
