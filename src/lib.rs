@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod docker;
 pub mod forward;
 pub mod metrics;
 pub mod model;

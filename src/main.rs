@@ -321,7 +321,23 @@ async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Exi
             return ExitCode::from(1);
         }
     };
+    // Docker, when configured: runs in the background; an unreachable daemon is logged once and
+    // retried while the static tables are served (never fatal).
+    let docker = dockns::docker::watch(&server);
     if let Some(user) = &config.user {
+        if let (Some(w), true) = (&docker, dockns::privileges::is_root()) {
+            // Gateway/sidecar listeners of the networks that exist now are bound as root: give
+            // the first sync a moment before dropping it (bounded; Docker may be down).
+            let status = w.status();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+            while status.syncs() == 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            tracing::info!(
+                user = %user,
+                "after dropping root, listeners for Docker networks created later need a port >= 1024 (or CAP_NET_BIND_SERVICE), and the user needs access to the Docker socket (docker group)"
+            );
+        }
         if dockns::privileges::is_root() {
             match dockns::privileges::drop_to(user) {
                 Ok(ids) => {
@@ -340,6 +356,7 @@ async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Exi
         listen = ?server.bound(),
         upstreams = ?server.forwarder.servers(),
         networks = config.static_networks.len(),
+        docker = config.docker.is_some(),
         "dockns {} ready",
         env!("CARGO_PKG_VERSION")
     );

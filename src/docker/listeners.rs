@@ -1,0 +1,143 @@
+//! Gateway and sidecar listeners: which addresses dockns should listen on for the Docker networks
+//! it serves, and keeping the server's [`ListenerSet`] in step with that list.
+//!
+//! The watcher computes the wanted addresses from its catalog (each network's `listen_addrs`) and
+//! calls [`ListenerSync::apply`]; this module binds what is new, unbinds what is gone, and reports
+//! each bind failure once. It never decides which networks exist (that is `watch`) and never
+//! touches a listener it did not start (the fixed `[server] listen` ones).
+
+use crate::dns::listen::ListenerSet;
+use crate::model::Catalog;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// The listeners the Docker source owns.
+pub struct ListenerSync {
+    set: Arc<ListenerSet>,
+    port: u16,
+    bound: BTreeSet<SocketAddr>,
+    failed: BTreeSet<SocketAddr>,
+    warned: BTreeSet<SocketAddr>,
+}
+
+impl ListenerSync {
+    /// Manages listeners on `port` inside `set`.
+    pub fn new(set: Arc<ListenerSet>, port: u16) -> ListenerSync {
+        ListenerSync {
+            set,
+            port,
+            bound: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            warned: BTreeSet::new(),
+        }
+    }
+
+    /// Forget past bind failures, so the next [`apply`](Self::apply) tries them again (an
+    /// address may have appeared meanwhile, e.g. an IPv6 gateway after duplicate address
+    /// detection). Each failing address is still only logged once.
+    pub fn retry_failed(&mut self) {
+        self.failed.clear();
+    }
+
+    /// Whether some wanted address could not be bound.
+    pub fn has_failed(&self) -> bool {
+        !self.failed.is_empty()
+    }
+
+    /// Binds every network listen address of `catalog` not yet bound and unbinds the ones no
+    /// network lists any more.
+    pub fn apply(&mut self, catalog: &Catalog) {
+        let wanted: BTreeSet<SocketAddr> = catalog
+            .networks
+            .values()
+            .flat_map(|n| n.listen_addrs.iter())
+            .map(|ip| SocketAddr::new(*ip, self.port))
+            .collect();
+        let gone: Vec<SocketAddr> = self.bound.difference(&wanted).copied().collect();
+        for addr in gone {
+            self.set.remove(addr);
+            self.bound.remove(&addr);
+        }
+        self.failed.retain(|a| wanted.contains(a));
+        self.warned.retain(|a| wanted.contains(a));
+        for addr in wanted {
+            if self.bound.contains(&addr) || self.failed.contains(&addr) {
+                continue;
+            }
+            match self.set.add(addr) {
+                Ok(_) => {
+                    self.bound.insert(addr);
+                    if self.warned.remove(&addr) {
+                        tracing::info!(%addr, "network listener started after all");
+                    }
+                }
+                Err(e) => {
+                    if self.warned.insert(addr) {
+                        tracing::warn!("network listener not started (retrying): {e}");
+                    }
+                    self.failed.insert(addr);
+                }
+            }
+        }
+    }
+
+    /// The addresses currently bound by this source.
+    pub fn bound(&self) -> Vec<SocketAddr> {
+        self.bound.iter().copied().collect()
+    }
+
+    /// Unbinds everything this source bound.
+    pub fn clear(&mut self) {
+        for addr in std::mem::take(&mut self.bound) {
+            self.set.remove(addr);
+        }
+    }
+}
+
+/// The addresses configured on this machine's (or this container's) interfaces. Used by sidecar
+/// mode to find which container dockns itself runs in. Empty if the kernel will not say.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we only read and then free exactly once.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut cur = head;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            if !ifa.ifa_addr.is_null() {
+                match i32::from((*ifa.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        out.push(IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                        out.push(IpAddr::from(sa.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_local() {
+        let addrs = local_addresses();
+        assert!(
+            addrs.contains(&IpAddr::from([127, 0, 0, 1])),
+            "getifaddrs did not list 127.0.0.1: {addrs:?}"
+        );
+    }
+}

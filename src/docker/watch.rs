@@ -1,0 +1,1007 @@
+//! The Docker watcher: one task that keeps dockns's view of the daemon current and publishes it.
+//!
+//! A session subscribes to the event stream first (with `since` a little in the past, so an
+//! event that happens while the listing runs is delivered, never lost), then lists and inspects
+//! every network and running container, publishes the whole catalog, and applies events from
+//! then on. Events are only triggers: the object they name is inspected again and its current
+//! state replaces the old one, so replayed, duplicated or reordered events are harmless. When the
+//! daemon goes away the last tables keep being served; the watcher reconnects with backoff and a
+//! fresh full sync replaces the state, dropping whatever vanished. A periodic sweep compares the
+//! state with a fresh listing and repairs (and logs) any drift.
+//!
+//! It owns the Docker connection and the `docker` source of the [`Publisher`]; it must not
+//! touch other sources, and it never blocks the query path (publishing swaps a snapshot).
+
+use super::convert::{self, NetInfo, ServeRules};
+use super::listeners::{local_addresses, ListenerSync};
+use crate::config::DockerConfig;
+use crate::dns::listen::ListenerSet;
+use crate::metrics::ServerMetrics;
+use crate::model::{Catalog, Container, Publisher, ServiceRecord};
+use bollard::errors::Error as BollardError;
+use bollard::models::{EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::{
+    EventsOptions, InspectNetworkOptions, ListContainersOptions, ListNetworksOptions,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use futures_util::StreamExt;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Name of the Docker source in the publisher.
+pub const DOCKER_SOURCE: &str = "docker";
+
+/// Seconds a request to the daemon may take before it counts as a failure.
+const REQUEST_TIMEOUT_S: u64 = 20;
+/// How far back the event subscription starts, to cover the listing that follows it.
+const EVENTS_LOOKBACK: Duration = Duration::from_secs(2);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// After a swarm change, services are re-read this often for this long (VIPs and task
+/// addresses settle asynchronously after the event).
+const SERVICE_SETTLE_TICK: Duration = Duration::from_millis(500);
+const SERVICE_SETTLE_FOR: Duration = Duration::from_secs(10);
+/// Within a burst of events, the tables are published at least this often.
+const BURST_PUBLISH: Duration = Duration::from_millis(20);
+/// How often listener addresses that failed to bind are tried again.
+const LISTENER_RETRY: Duration = Duration::from_secs(2);
+
+/// What the watcher needs to know beyond `[docker]`.
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    /// `[docker]` settings.
+    pub docker: DockerConfig,
+    /// Listen on each served bridge network's gateway address.
+    pub gateways: bool,
+    /// Listen on dockns's own address on each network its container is attached to.
+    pub sidecar: bool,
+    /// Port of gateway and sidecar listeners.
+    pub port: u16,
+}
+
+/// Counters and state a caller (tests, `/readyz`) can read.
+#[derive(Debug, Default)]
+pub struct WatchStatus {
+    connected: AtomicBool,
+    syncs: AtomicU64,
+    events: AtomicU64,
+    drift_repairs: AtomicU64,
+}
+
+impl WatchStatus {
+    /// Whether the event stream is currently up.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+    /// Completed full synchronisations (one per (re)connection).
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+    /// Events applied.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+    /// Sweeps that found and repaired drift.
+    pub fn drift_repairs(&self) -> u64 {
+        self.drift_repairs.load(Ordering::Relaxed)
+    }
+}
+
+/// A running watcher. Dropping it stops the watcher (its listeners are left to the server's
+/// shutdown).
+pub struct DockerWatcher {
+    task: tokio::task::JoinHandle<()>,
+    status: Arc<WatchStatus>,
+}
+
+impl DockerWatcher {
+    /// Starts watching in the background. Never fails: an unreachable daemon is logged once and
+    /// retried with backoff while the other sources keep being served.
+    pub fn spawn(
+        opts: WatchOptions,
+        publisher: Arc<Publisher>,
+        listeners: Arc<ListenerSet>,
+        metrics: Arc<ServerMetrics>,
+    ) -> DockerWatcher {
+        let status = Arc::new(WatchStatus::default());
+        let watcher = Watcher {
+            listeners: ListenerSync::new(listeners, opts.port),
+            rules: ServeRules {
+                default_bridge: opts.docker.default_bridge,
+            },
+            opts,
+            publisher,
+            state: State::default(),
+            last: None,
+            status: status.clone(),
+            metrics,
+            up: None,
+        };
+        let task = tokio::spawn(watcher.run());
+        DockerWatcher { task, status }
+    }
+
+    /// Live counters.
+    pub fn status(&self) -> Arc<WatchStatus> {
+        self.status.clone()
+    }
+
+    /// Stops the watcher.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for DockerWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Everything known about the daemon, keyed for deterministic output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct State {
+    /// Served networks by name.
+    networks: HashMap<String, NetInfo>,
+    /// Network ID → name, for served networks.
+    net_ids: HashMap<String, String>,
+    /// Names of networks seen but not served (so they are not inspected again and again).
+    unserved: HashSet<String>,
+    /// Running, visible containers by ID.
+    containers: BTreeMap<String, Container>,
+    /// IDs of running swarm task containers.
+    tasks: HashSet<String>,
+    /// Swarm services (managers only).
+    services: Vec<ServiceRecord>,
+    /// Whether the daemon is a swarm manager.
+    manager: bool,
+}
+
+impl State {
+    fn add_network(&mut self, ni: NetInfo) {
+        self.net_ids
+            .insert(ni.network.id.clone(), ni.network.name.clone());
+        self.unserved.remove(&ni.network.name);
+        self.networks.insert(ni.network.name.clone(), ni);
+    }
+
+    fn remove_network_id(&mut self, id: &str) -> bool {
+        match self.net_ids.remove(id) {
+            Some(name) => {
+                self.networks.remove(&name);
+                self.services.retain(|s| s.network != name);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether two states publish the same tables (networks, containers, services).
+    fn same_tables(&self, other: &State) -> bool {
+        self.networks == other.networks
+            && self.containers == other.containers
+            && self.services == other.services
+    }
+
+    /// The catalog to publish; `local` are this host's addresses (sidecar mode).
+    fn catalog(&self, opts: &WatchOptions, local: &[IpAddr]) -> Catalog {
+        let mut cat = Catalog::default();
+        for (name, ni) in &self.networks {
+            let mut n = ni.network.clone();
+            if opts.gateways && ni.driver == "bridge" {
+                n.listen_addrs.extend(ni.gateways.iter().copied());
+            }
+            if opts.sidecar {
+                for c in self.containers.values() {
+                    for ep in c.endpoints.iter().filter(|e| &e.network == name) {
+                        let ips = ep
+                            .ipv4
+                            .iter()
+                            .map(|a| IpAddr::V4(*a))
+                            .chain(ep.ipv6.iter().map(|a| IpAddr::V6(*a)));
+                        for ip in ips {
+                            if local.contains(&ip) && !n.listen_addrs.contains(&ip) {
+                                n.listen_addrs.push(ip);
+                            }
+                        }
+                    }
+                }
+            }
+            cat.networks.insert(name.clone(), n);
+        }
+        cat.containers = self.containers.clone();
+        cat.services = self.services.clone();
+        cat
+    }
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    /// Could not reach the daemon at all.
+    Unreachable(String),
+    /// Was connected, then lost it.
+    Lost(String),
+}
+
+struct Watcher {
+    opts: WatchOptions,
+    rules: ServeRules,
+    publisher: Arc<Publisher>,
+    listeners: ListenerSync,
+    state: State,
+    last: Option<Catalog>,
+    status: Arc<WatchStatus>,
+    /// Server-wide readiness and Docker counters (admin API, /metrics).
+    metrics: Arc<ServerMetrics>,
+    /// Last logged connection state (None before the first attempt): each change is logged once.
+    up: Option<bool>,
+}
+
+fn endpoint_text(opts: &WatchOptions) -> String {
+    opts.docker.endpoint.clone().unwrap_or_else(|| {
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
+    })
+}
+
+/// Opens a client for the configured endpoint (no I/O yet).
+fn client(endpoint: &str) -> Result<Docker, BollardError> {
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        Docker::connect_with_unix(path, REQUEST_TIMEOUT_S, API_DEFAULT_VERSION)
+    } else if endpoint.starts_with('/') {
+        Docker::connect_with_unix(endpoint, REQUEST_TIMEOUT_S, API_DEFAULT_VERSION)
+    } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+        Docker::connect_with_http(endpoint, REQUEST_TIMEOUT_S, API_DEFAULT_VERSION)
+    } else {
+        Docker::connect_with_host(endpoint)
+    }
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// One line for a bollard error (its Display can span several lines).
+fn one_line(e: &BollardError) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+impl Watcher {
+    async fn run(mut self) {
+        let endpoint = endpoint_text(&self.opts);
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let end = self.session(&endpoint).await;
+            self.status.connected.store(false, Ordering::Relaxed);
+            self.metrics.docker.set_connected(false);
+            // A session that got connected starts the backoff again from the bottom.
+            if self.up == Some(true) {
+                backoff = BACKOFF_MIN;
+            }
+            match end {
+                SessionEnd::Unreachable(e) => {
+                    if self.up != Some(false) {
+                        tracing::warn!(
+                            "Docker is unreachable at {endpoint}: {e}; serving the last known tables and retrying in the background (is dockerd running? set [docker] endpoint or --docker)"
+                        );
+                        self.up = Some(false);
+                    } else {
+                        tracing::debug!("Docker still unreachable at {endpoint}: {e}");
+                    }
+                }
+                SessionEnd::Lost(e) => {
+                    if self.up != Some(false) {
+                        tracing::warn!(
+                            "lost the Docker event stream at {endpoint}: {e}; serving the last known tables and reconnecting"
+                        );
+                        self.up = Some(false);
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Connects, syncs and follows events until something breaks.
+    async fn session(&mut self, endpoint: &str) -> SessionEnd {
+        let docker = match client(endpoint) {
+            Ok(d) => d,
+            Err(e) => return SessionEnd::Unreachable(one_line(&e)),
+        };
+        let docker = match docker.negotiate_version().await {
+            Ok(d) => d,
+            Err(e) => return SessionEnd::Unreachable(one_line(&e)),
+        };
+
+        // 1. Subscribe first. The reader runs in its own task so the stream is being consumed
+        // while the listing below runs; `since` (in the daemon's clock, which may differ from
+        // ours on a tcp:// endpoint) covers the moment before the subscription.
+        let daemon_now = match docker.info().await {
+            Ok(info) => info.system_time.as_deref().and_then(parse_rfc3339),
+            Err(e) => return SessionEnd::Unreachable(one_line(&e)),
+        };
+        let now = daemon_now.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+        });
+        let since = now.saturating_sub(EVENTS_LOOKBACK);
+        let options = EventsOptions {
+            since: Some(format!("{}.{:09}", since.as_secs(), since.subsec_nanos())),
+            until: None,
+            filters: Some(HashMap::from([(
+                "type".to_string(),
+                vec![
+                    "container".to_string(),
+                    "network".to_string(),
+                    "service".to_string(),
+                ],
+            )])),
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<Result<EventMessage, String>>();
+        let mut stream = docker.events(Some(options));
+        let reader = tokio::spawn(async move {
+            loop {
+                match stream.next().await {
+                    Some(Ok(ev)) => {
+                        if tx.send(Ok(ev)).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(one_line(&e)));
+                        return;
+                    }
+                    None => {
+                        let _ = tx.send(Err("the daemon closed the event stream".to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        let _reader = AbortOnDrop(reader);
+
+        // 2. Full listing.
+        let fresh = match self.fetch_all(&docker).await {
+            Ok(s) => s,
+            Err(e) => {
+                return if self.up == Some(true) {
+                    SessionEnd::Lost(e)
+                } else {
+                    SessionEnd::Unreachable(e)
+                }
+            }
+        };
+        let dropped = self
+            .state
+            .containers
+            .keys()
+            .filter(|id| !fresh.containers.contains_key(*id))
+            .count();
+        self.state = fresh;
+        self.listeners.retry_failed();
+        self.publish();
+        if self.status.syncs.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.metrics.docker.reconnected();
+        }
+        self.status.connected.store(true, Ordering::Relaxed);
+        self.metrics.docker.set_connected(true);
+        self.metrics.set_synced();
+        let version = docker.client_version();
+        tracing::info!(
+            networks = self.state.networks.len(),
+            containers = self.state.containers.len(),
+            services = self.state.services.len(),
+            dropped,
+            listeners = ?self.listeners.bound(),
+            "Docker connected at {endpoint} (API {}.{}): tables synced",
+            version.major_version,
+            version.minor_version
+        );
+        self.up = Some(true);
+
+        // 3. Events, sweeps and swarm settling.
+        let sweep_every = self.opts.docker.sweep_interval;
+        let mut sweep = tokio::time::interval(sweep_every.unwrap_or(Duration::from_secs(3600)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweep.tick().await;
+        let mut settle = tokio::time::interval(SERVICE_SETTLE_TICK);
+        settle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut settle_until: Option<Instant> = None;
+        let mut rebind = tokio::time::interval(LISTENER_RETRY);
+        rebind.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = rebind.tick(), if self.opts.sidecar || self.listeners.has_failed() => {
+                    self.listeners.retry_failed();
+                    // Sidecar: an address of our own container that was not configured yet
+                    // when its event was applied shows up here.
+                    self.publish();
+                    if let Some(cat) = &self.last {
+                        self.listeners.apply(cat);
+                    }
+                }
+                ev = rx.recv() => {
+                    let Some(first) = ev else {
+                        return SessionEnd::Lost("event reader stopped".to_string());
+                    };
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    let mut swarm_changed = false;
+                    let mut since_publish = Instant::now();
+                    for item in batch {
+                        // A long burst (compose up) publishes as it goes, not only at its end.
+                        if since_publish.elapsed() > BURST_PUBLISH {
+                            self.publish();
+                            since_publish = Instant::now();
+                        }
+                        let ev = match item {
+                            Ok(ev) => ev,
+                            Err(e) => {
+                                self.publish();
+                                return SessionEnd::Lost(e);
+                            }
+                        };
+                        let kind = ev.typ.map(|t| t.to_string()).unwrap_or_default();
+                        match self.apply(&docker, &ev).await {
+                            Ok(swarm) => {
+                                swarm_changed |= swarm;
+                                self.metrics.docker.event_applied(&kind);
+                            }
+                            Err(e) => {
+                                self.publish();
+                                return SessionEnd::Lost(e);
+                            }
+                        }
+                        self.status.events.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if swarm_changed {
+                        if let Err(e) = self.refresh_services(&docker).await {
+                            self.publish();
+                            return SessionEnd::Lost(e);
+                        }
+                        settle_until = Some(Instant::now() + SERVICE_SETTLE_FOR);
+                    }
+                    self.publish();
+                }
+                _ = sweep.tick(), if sweep_every.is_some() => {
+                    match self.fetch_all(&docker).await {
+                        Ok(fresh) => self.repair_drift(fresh),
+                        Err(e) => return SessionEnd::Lost(e),
+                    }
+                }
+                _ = settle.tick(), if settle_until.is_some() => {
+                    if settle_until.is_some_and(|t| Instant::now() > t) {
+                        settle_until = None;
+                    }
+                    if let Err(e) = self.refresh_services(&docker).await {
+                        return SessionEnd::Lost(e);
+                    }
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    /// Publishes the catalog (and follows it with the listeners) when it changed.
+    fn publish(&mut self) {
+        let local = if self.opts.sidecar {
+            local_addresses()
+        } else {
+            Vec::new()
+        };
+        let catalog = self.state.catalog(&self.opts, &local);
+        if self.last.as_ref() == Some(&catalog) {
+            return;
+        }
+        self.listeners.apply(&catalog);
+        self.publisher.set_source(DOCKER_SOURCE, catalog.clone());
+        self.last = Some(catalog);
+    }
+
+    /// Compares a fresh listing with the state, logs any difference and adopts the listing.
+    fn repair_drift(&mut self, fresh: State) {
+        if fresh.same_tables(&self.state) {
+            // Bookkeeping (unserved names, task IDs, manager flag) is adopted silently.
+            self.state = fresh;
+            self.metrics.docker.resynced(0);
+            tracing::debug!("Docker sweep: tables match the daemon");
+            return;
+        }
+        let names = |s: &State, ids: &mut dyn Iterator<Item = &String>| -> Vec<String> {
+            ids.filter_map(|id| s.containers.get(id).map(|c| c.name.clone()))
+                .collect()
+        };
+        let missing = names(
+            &fresh,
+            &mut fresh
+                .containers
+                .keys()
+                .filter(|id| !self.state.containers.contains_key(*id)),
+        );
+        let stale = names(
+            &self.state,
+            &mut self
+                .state
+                .containers
+                .keys()
+                .filter(|id| !fresh.containers.contains_key(*id)),
+        );
+        let changed = names(
+            &fresh,
+            &mut fresh.containers.keys().filter(|id| {
+                self.state
+                    .containers
+                    .get(*id)
+                    .is_some_and(|c| Some(c) != fresh.containers.get(*id))
+            }),
+        );
+        let mut nets_fresh: Vec<&String> = fresh.networks.keys().collect();
+        let mut nets_old: Vec<&String> = self.state.networks.keys().collect();
+        nets_fresh.sort();
+        nets_old.sort();
+        tracing::warn!(
+            ?missing,
+            ?stale,
+            ?changed,
+            networks_before = ?nets_old,
+            networks_now = ?nets_fresh,
+            services_changed = fresh.services != self.state.services,
+            "Docker sweep found drift between the tables and the daemon; repaired"
+        );
+        self.status.drift_repairs.fetch_add(1, Ordering::Relaxed);
+        let net_diff = nets_fresh.iter().filter(|n| !nets_old.contains(n)).count()
+            + nets_old.iter().filter(|n| !nets_fresh.contains(n)).count();
+        let drift = missing.len()
+            + stale.len()
+            + changed.len()
+            + net_diff
+            + usize::from(fresh.services != self.state.services);
+        self.metrics.docker.resynced(drift.max(1) as u64);
+        self.state = fresh;
+        self.listeners.retry_failed();
+        self.publish();
+    }
+
+    /// Lists and inspects everything into a fresh state.
+    async fn fetch_all(&self, docker: &Docker) -> Result<State, String> {
+        let mut st = State::default();
+        let nets = docker
+            .list_networks(None::<ListNetworksOptions>)
+            .await
+            .map_err(|e| format!("listing networks failed: {}", one_line(&e)))?;
+        for n in &nets {
+            match convert::network(n, self.rules) {
+                Some(ni) => st.add_network(ni),
+                None => {
+                    if let Some(name) = &n.name {
+                        st.unserved.insert(name.clone());
+                    }
+                }
+            }
+        }
+        let list = docker
+            .list_containers(Some(ListContainersOptions {
+                all: false,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| format!("listing containers failed: {}", one_line(&e)))?;
+        for summary in list {
+            let Some(id) = summary.id else { continue };
+            match docker.inspect_container(&id, None).await {
+                Ok(info) => {
+                    if convert::is_swarm_task(&info) {
+                        st.tasks.insert(id.clone());
+                    }
+                    if let Some(c) = convert::container(&info, &st.networks) {
+                        st.containers.insert(id, c);
+                    }
+                }
+                // Gone between the listing and the inspect: its destroy event follows.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(format!("inspecting container {id}: {}", one_line(&e))),
+            }
+        }
+        st.manager = match docker.info().await {
+            Ok(info) => info
+                .swarm
+                .and_then(|s| s.control_available)
+                .unwrap_or(false),
+            Err(e) => return Err(format!("reading daemon info failed: {}", one_line(&e))),
+        };
+        if st.manager {
+            st.services = services(docker, &st).await?;
+        }
+        Ok(st)
+    }
+
+    async fn refresh_services(&mut self, docker: &Docker) -> Result<(), String> {
+        if self.state.manager {
+            self.state.services = services(docker, &self.state).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies one event. Returns whether swarm services may have changed.
+    async fn apply(&mut self, docker: &Docker, ev: &EventMessage) -> Result<bool, String> {
+        let action = ev.action.as_deref().unwrap_or("");
+        // "health_status: healthy" → "health_status"; "exec_start: sh -c ..." → "exec_start".
+        let verb = action.split(':').next().unwrap_or("").trim();
+        let actor = ev.actor.as_ref();
+        let id = actor.and_then(|a| a.id.as_deref()).unwrap_or("");
+        let attr = |k: &str| {
+            actor
+                .and_then(|a| a.attributes.as_ref())
+                .and_then(|m| m.get(k))
+                .map(String::as_str)
+        };
+        match ev.typ {
+            Some(EventMessageTypeEnum::CONTAINER) => match verb {
+                "destroy" => {
+                    let was_task = self.state.tasks.remove(id);
+                    self.state.containers.remove(id);
+                    Ok(was_task)
+                }
+                "start" | "restart" | "die" | "stop" | "kill" | "rename" | "health_status"
+                | "pause" | "unpause" | "update" | "oom" => self.reinspect(docker, id).await,
+                _ => Ok(false),
+            },
+            Some(EventMessageTypeEnum::NETWORK) => match verb {
+                "create" => {
+                    self.inspect_network(docker, id).await?;
+                    Ok(false)
+                }
+                "destroy" | "remove" => Ok(self.state.remove_network_id(id)),
+                "connect" | "disconnect" => match attr("container") {
+                    Some(cid) => {
+                        let cid = cid.to_string();
+                        self.reinspect(docker, &cid).await
+                    }
+                    None => Ok(false),
+                },
+                _ => Ok(false),
+            },
+            // Only managers see service events.
+            Some(EventMessageTypeEnum::SERVICE) => {
+                self.state.manager = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Inspects a network by ID and adopts it (or remembers that it is not served).
+    async fn inspect_network(&mut self, docker: &Docker, id: &str) -> Result<(), String> {
+        match docker
+            .inspect_network(id, None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(n) => {
+                let as_listed = bollard::models::Network {
+                    name: n.name.clone(),
+                    id: n.id.clone(),
+                    scope: n.scope.clone(),
+                    driver: n.driver.clone(),
+                    ipam: n.ipam.clone(),
+                    internal: n.internal,
+                    attachable: n.attachable,
+                    ingress: n.ingress,
+                    config_only: n.config_only,
+                    ..Default::default()
+                };
+                match convert::network(&as_listed, self.rules) {
+                    Some(ni) => self.state.add_network(ni),
+                    None => {
+                        if let Some(name) = n.name {
+                            self.state.unserved.insert(name);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(format!("inspecting network {id}: {}", one_line(&e))),
+        }
+    }
+
+    /// Inspects a container again and replaces (or removes) it. Returns whether it is a swarm
+    /// task (whose change moves `tasks.<service>`).
+    async fn reinspect(&mut self, docker: &Docker, id: &str) -> Result<bool, String> {
+        if id.is_empty() {
+            return Ok(false);
+        }
+        let info = match docker.inspect_container(id, None).await {
+            Ok(info) => info,
+            Err(e) if is_not_found(&e) => {
+                self.state.containers.remove(id);
+                return Ok(self.state.tasks.remove(id));
+            }
+            Err(e) => return Err(format!("inspecting container {id}: {}", one_line(&e))),
+        };
+        // A network this container is on that we have never seen (its create event may still be
+        // queued behind this one): read it first so the endpoint is not dropped.
+        let unknown: Vec<String> = info
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| {
+                !self.state.networks.contains_key(*name) && !self.state.unserved.contains(*name)
+            })
+            .filter_map(|(_, ep)| ep.network_id.clone())
+            .collect();
+        for nid in unknown {
+            self.inspect_network(docker, &nid).await?;
+        }
+        let id = info.id.clone().unwrap_or_else(|| id.to_string());
+        let task = convert::is_swarm_task(&info);
+        if task {
+            self.state.tasks.insert(id.clone());
+        }
+        match convert::container(&info, &self.state.networks) {
+            Some(c) => {
+                self.state.containers.insert(id, c);
+            }
+            None => {
+                self.state.containers.remove(&id);
+                if info.state.as_ref().is_none_or(|s| s.running != Some(true)) {
+                    self.state.tasks.remove(&id);
+                }
+            }
+        }
+        Ok(task)
+    }
+}
+
+/// Reads the swarm services on every served swarm network, from the network's verbose
+/// inspection (the same service records Docker's resolver uses, across all nodes).
+async fn services(docker: &Docker, st: &State) -> Result<Vec<ServiceRecord>, String> {
+    let mut out = Vec::new();
+    let mut nets: Vec<&NetInfo> = st.networks.values().filter(|n| n.swarm).collect();
+    nets.sort_by(|a, b| a.network.name.cmp(&b.network.name));
+    for ni in nets {
+        let opts = InspectNetworkOptions {
+            verbose: true,
+            scope: Some("swarm".to_string()),
+        };
+        let n = match docker.inspect_network(&ni.network.id, Some(opts)).await {
+            Ok(n) => n,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => {
+                return Err(format!(
+                    "inspecting swarm network {}: {}",
+                    ni.network.name,
+                    one_line(&e)
+                ))
+            }
+        };
+        for (name, svc) in n.services.iter().flatten() {
+            if name.is_empty() {
+                continue;
+            }
+            let vips: Vec<IpAddr> = svc
+                .get("VIP")
+                .and_then(|v| v.as_str())
+                .and_then(convert::parse_addr)
+                .into_iter()
+                .collect();
+            let mut tasks: Vec<IpAddr> = svc
+                .get("Tasks")
+                .and_then(|t| t.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.get("EndpointIP").and_then(|v| v.as_str()))
+                .filter_map(convert::parse_addr)
+                .collect();
+            tasks.sort();
+            tasks.dedup();
+            out.push(ServiceRecord {
+                name: name.clone(),
+                network: ni.network.name.clone(),
+                vips,
+                tasks,
+            });
+        }
+    }
+    // Deterministic order (the daemon's map is not), so two listings compare equal.
+    out.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
+    Ok(out)
+}
+
+/// Parses an RFC 3339 timestamp as Docker writes it (`2026-11-22T06:01:22.981698527Z`, or with
+/// a `+01:00` offset) into time since the Unix epoch.
+fn parse_rfc3339(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (date, rest) = s.split_once('T')?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    // Split the clock from the zone: "Z", "+hh:mm" or "-hh:mm".
+    let zone_at = rest.find(['Z', 'z', '+', '-'])?;
+    let (clock, zone) = rest.split_at(zone_at);
+    let offset_s: i64 = match zone {
+        "Z" | "z" => 0,
+        z => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let (hh, mm) = z[1..].split_once(':')?;
+            sign * (hh.parse::<i64>().ok()? * 3600 + mm.parse::<i64>().ok()? * 60)
+        }
+    };
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.split(':');
+    let (hh, mi, ss): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(9).collect();
+        let n: u32 = digits.parse().ok()?;
+        n * 10u32.pow(9 - digits.len() as u32)
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mi * 60 + ss - offset_s;
+    u64::try_from(secs).ok().map(|s| Duration::new(s, nanos))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, Health, Network};
+
+    fn opts(gateways: bool, sidecar: bool) -> WatchOptions {
+        WatchOptions {
+            docker: DockerConfig {
+                endpoint: None,
+                default_bridge: false,
+                health_aware: true,
+                sweep_interval: None,
+            },
+            gateways,
+            sidecar,
+            port: 53,
+        }
+    }
+
+    fn state() -> State {
+        let mut st = State::default();
+        for (name, driver, gw) in [("app", "bridge", "10.5.0.1"), ("mv", "macvlan", "10.6.0.1")] {
+            st.add_network(NetInfo {
+                network: Network {
+                    name: name.into(),
+                    id: format!("id-{name}"),
+                    internal: false,
+                    listen_addrs: vec![],
+                    subnets: vec![],
+                },
+                driver: driver.into(),
+                gateways: vec![gw.parse().unwrap()],
+                swarm: false,
+            });
+        }
+        st.containers.insert(
+            "c1".into(),
+            Container {
+                id: "c1".into(),
+                name: "self".into(),
+                hostname: None,
+                health: Health::None,
+                extra_names: vec![],
+                endpoints: vec![Endpoint {
+                    network: "app".into(),
+                    ipv4: vec!["10.5.0.7".parse().unwrap()],
+                    ipv6: vec![],
+                    aliases: vec![],
+                }],
+            },
+        );
+        st
+    }
+
+    #[test]
+    fn gateway_listeners_only_on_bridges() {
+        let cat = state().catalog(&opts(true, false), &[]);
+        assert_eq!(
+            cat.networks["app"].listen_addrs,
+            vec!["10.5.0.1".parse::<IpAddr>().unwrap()]
+        );
+        assert!(cat.networks["mv"].listen_addrs.is_empty());
+        let cat = state().catalog(&opts(false, false), &[]);
+        assert!(cat.networks["app"].listen_addrs.is_empty());
+    }
+
+    #[test]
+    fn sidecar_binds_own_address() {
+        let local: Vec<IpAddr> = vec!["10.5.0.7".parse().unwrap()];
+        let cat = state().catalog(&opts(false, true), &local);
+        assert_eq!(cat.networks["app"].listen_addrs, local);
+        let cat = state().catalog(&opts(false, true), &[]);
+        assert!(cat.networks["app"].listen_addrs.is_empty());
+    }
+
+    #[test]
+    fn network_removal_drops_services() {
+        let mut st = state();
+        st.services.push(ServiceRecord {
+            name: "s".into(),
+            network: "app".into(),
+            vips: vec![],
+            tasks: vec![],
+        });
+        assert!(st.remove_network_id("id-app"));
+        assert!(!st.remove_network_id("id-app"));
+        assert!(st.services.is_empty());
+        assert!(!st.networks.contains_key("app"));
+    }
+
+    #[test]
+    fn drift_ignores_bookkeeping() {
+        let a = state();
+        let mut b = state();
+        b.unserved.insert("bridge".into());
+        b.tasks.insert("t1".into());
+        b.manager = true;
+        assert!(a.same_tables(&b));
+        b.containers.clear();
+        assert!(!a.same_tables(&b));
+    }
+
+    #[test]
+    fn daemon_clock_parsing() {
+        let t = parse_rfc3339("2026-11-22T06:01:22.981698527Z").unwrap();
+        assert_eq!(t.as_secs(), 1_795_327_282);
+        assert_eq!(t.subsec_nanos(), 981_698_527);
+        let t = parse_rfc3339("1970-01-01T01:00:00.5+01:00").unwrap();
+        assert_eq!((t.as_secs(), t.subsec_nanos()), (0, 500_000_000));
+        assert_eq!(
+            parse_rfc3339("2000-03-01T00:00:00Z").unwrap().as_secs(),
+            951_868_800
+        );
+        assert!(parse_rfc3339("yesterday").is_none());
+        assert!(parse_rfc3339("2026-13-01T00:00:00Z").is_none());
+        assert!(parse_rfc3339("").is_none());
+    }
+
+    #[test]
+    fn unreachable_endpoint_is_an_error_not_a_panic() {
+        assert!(client("unix:///nonexistent/docker.sock").is_err());
+    }
+}

@@ -1,0 +1,999 @@
+//! dockns against a real Docker daemon: names, scope, live changes, health, resync after the
+//! event stream is cut or the daemon restarts, and swarm services. Each test builds its own
+//! networks and containers (unique prefix, always removed), runs dockns in-process with gateway
+//! listeners, and asks from inside a client container's network namespace, comparing with
+//! Docker's own 127.0.0.11 wherever Docker answers the question locally.
+//!
+//! The tests share one daemon, so they run one at a time (a global lock). Without Docker they
+//! are skipped loudly, unless DOCKNS_REQUIRE_DOCKER=1 (CI) makes that a failure.
+
+mod dockerkit;
+
+use dockerkit::*;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn reverse(ip: IpAddr) -> String {
+    dockns::model::reverse_name(ip)
+}
+
+/// dockns and Docker give the same answer to the same question from the same container.
+fn same_as_docker(pid: u32, dockns: SocketAddr, name: &str, qtype: RecordType) {
+    let ours = ask_from(pid, dockns, name, qtype);
+    let theirs = ask_from(pid, docker_dns(), name, qtype);
+    assert_eq!(
+        (ours.rcode, &ours.answers),
+        (theirs.rcode, &theirs.answers),
+        "{name} {qtype}: dockns answered {ours:?}, Docker answered {theirs:?}"
+    );
+}
+
+fn addrs(list: &[IpAddr]) -> BTreeSet<IpAddr> {
+    list.iter().copied().collect()
+}
+
+#[test]
+fn names_aliases_and_scope_match_docker() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("names");
+    let na = lab.network("a", &[]);
+    let nb = lab.network("b", &[]);
+    let ni = lab.network("i", &["--internal"]);
+    let d = Dockns::start("");
+
+    let web = lab.run(
+        "web",
+        &[
+            "--network",
+            &na,
+            "--network-alias",
+            "api",
+            "--hostname",
+            "web-host.example",
+            "--label",
+            "dockns.alias=webextra, second",
+        ],
+    );
+    let api2 = lab.run("api2", &["--network", &na, "--network-alias", "api"]);
+    let multi = lab.run("multi", &["--network", &na]);
+    dk(&["network", "connect", &nb, &multi]);
+    let bonly = lab.run("bonly", &["--network", &nb]);
+    let x = lab.run("x", &["--network", &na, "--network-alias", "dup"]);
+    let y = lab.run("y", &["--network", &nb, "--network-alias", "dup"]);
+    let hidden = lab.run(
+        "hidden",
+        &["--network", &na, "--label", "dockns.enable=false"],
+    );
+    let vault = lab.run("vault", &["--network", &ni]);
+    // A client on both networks, connected to b first: the network *order* decides "dup".
+    let both = lab.run("both", &["--network", &nb]);
+    dk(&["network", "connect", &na, &both]);
+    let client_a = lab.run("ca", &["--network", &na]);
+    let client_i = lab.run("ci", &["--network", &ni]);
+
+    let ga = d.on(&na);
+    let gi = d.on(&ni);
+    let pa = pid(&client_a);
+    let web_ip = ip_on(&web, &na);
+    let short = id(&web)[..12].to_string();
+    // Everything started: wait until dockns knows the last container.
+    wait_for("dockns to know every container", WAIT, || {
+        (ask_from(pa, ga, &client_a, RecordType::A).answers.len() == 1).then_some(())
+    });
+
+    // Docker's names, compared with Docker's own answers.
+    for name in [
+        web.as_str(),
+        "api",
+        short.as_str(),
+        "web-host.example",
+        &format!("{web}.{na}"),
+        &format!("{multi}.{na}"),
+        multi.as_str(),
+        api2.as_str(),
+    ] {
+        same_as_docker(pa, ga, name, RecordType::A);
+    }
+    same_as_docker(pa, ga, &reverse(web_ip), RecordType::PTR);
+    same_as_docker(pa, ga, &web, RecordType::AAAA);
+    same_as_docker(pa, ga, &web, RecordType::MX);
+    assert!(ask_from(pa, ga, &web, RecordType::AAAA).is_nodata());
+    assert_eq!(
+        ask_from(pa, ga, &reverse(web_ip), RecordType::PTR).answers,
+        vec![format!("{web}.{na}.")]
+    );
+    let api = ask_from(pa, ga, "api", RecordType::A);
+    assert_eq!(
+        api.addrs(),
+        addrs(&[web_ip, ip_on(&api2, &na)]),
+        "shared alias: every replica"
+    );
+    // Round robin: the first address moves from one answer to the next.
+    let again = ask_from(pa, ga, "api", RecordType::A);
+    assert_ne!(api.ordered, again.ordered, "the order rotates");
+
+    // Beyond Docker: label aliases on every network, hidden containers.
+    for n in ["webextra", "second"] {
+        assert_eq!(ask_from(pa, ga, n, RecordType::A).addrs(), addrs(&[web_ip]));
+    }
+    let r = ask_from(pa, ga, &hidden, RecordType::A);
+    assert_eq!(
+        r.rcode,
+        ResponseCode::NXDomain,
+        "hidden is forwarded: {r:?}"
+    );
+    assert!(d.upstream.saw(&hidden));
+
+    // Isolation: a name on network b is not answered to a client that is only on a.
+    let r = ask_from(pa, ga, &bonly, RecordType::A);
+    assert_eq!(r.rcode, ResponseCode::NXDomain, "{r:?}");
+    assert!(d.upstream.saw(&bonly), "the foreign name was forwarded");
+    let r = ask_from(pa, ga, &format!("{bonly}.{nb}"), RecordType::A);
+    assert_eq!(r.rcode, ResponseCode::NXDomain, "{r:?}");
+
+    // A client on two networks sees both, and the first network in Docker's order wins.
+    let pb = pid(&both);
+    same_as_docker(pb, ga, &bonly, RecordType::A);
+    same_as_docker(pb, ga, "dup", RecordType::A);
+    assert_eq!(
+        ask_from(pb, ga, "dup", RecordType::A).addrs(),
+        addrs(&[ip_on(&x, &na)]),
+        "network a sorts before b"
+    );
+    let _ = y;
+    // The same client asking on b's gateway is still scoped by its own address.
+    let gb = d.on(&nb);
+    assert_eq!(
+        ask_from(pb, gb, "dup", RecordType::A).addrs(),
+        addrs(&[ip_on(&x, &na)])
+    );
+
+    // Internal network: its own names answered like Docker, nothing else forwarded.
+    let pi = pid(&client_i);
+    same_as_docker(pi, gi, &vault, RecordType::A);
+    let r = ask_from(pi, gi, &web, RecordType::A);
+    assert_eq!(r.rcode, ResponseCode::NXDomain, "{r:?}");
+    let r = ask_from(pi, gi, "example.invalid", RecordType::A);
+    assert_eq!(r.rcode, ResponseCode::NXDomain, "{r:?}");
+    assert!(
+        !d.upstream.saw("example.invalid"),
+        "internal: never forwarded"
+    );
+    assert!(!d.upstream.saw(&web));
+
+    // The host (loopback listener) reaches every network by name.network.
+    assert_eq!(
+        ask(d.loopback, &format!("{web}.{na}"), RecordType::A).addrs(),
+        addrs(&[web_ip])
+    );
+    assert_eq!(
+        ask(d.loopback, &format!("{vault}.{ni}"), RecordType::A).addrs(),
+        addrs(&[ip_on(&vault, &ni)])
+    );
+}
+
+#[test]
+fn live_changes_and_health() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("live");
+    let na = lab.network("a", &[]);
+    let nb = lab.network("b", &[]);
+    let d = Dockns::start("");
+    let client_a = lab.run("ca", &["--network", &na]);
+    let client_b = lab.run("cb", &["--network", &nb]);
+    let (ga, gb) = (d.on(&na), d.on(&nb));
+    let (pa, pb) = (pid(&client_a), pid(&client_b));
+    let a = |name: &str| ask_from(pa, ga, name, RecordType::A);
+    let b = |name: &str| ask_from(pb, gb, name, RecordType::A);
+
+    // start
+    let late = lab.run("late", &["--network", &na]);
+    let ip = ip_on(&late, &na);
+    wait_for("a new container", WAIT, || {
+        (a(&late).addrs() == addrs(&[ip])).then_some(())
+    });
+    // rename
+    let renamed = lab.name("renamed");
+    lab.track_container(&renamed);
+    dk(&["rename", &late, &renamed]);
+    wait_for("the new name", WAIT, || {
+        (a(&renamed).addrs() == addrs(&[ip])).then_some(())
+    });
+    wait_for("the old name to go", WAIT, || {
+        (a(&late).rcode == ResponseCode::NXDomain).then_some(())
+    });
+    same_as_docker(pa, ga, &renamed, RecordType::A);
+    // stop / start
+    dk(&["stop", "-t", "1", &renamed]);
+    wait_for("a stopped container to go", WAIT, || {
+        (a(&renamed).rcode == ResponseCode::NXDomain).then_some(())
+    });
+    dk(&["start", &renamed]);
+    let ip = ip_on(&renamed, &na);
+    wait_for("a restarted container", WAIT, || {
+        (a(&renamed).addrs() == addrs(&[ip])).then_some(())
+    });
+    // connect / disconnect
+    dk(&["network", "connect", "--alias", "joined", &nb, &renamed]);
+    let ip_b = ip_on(&renamed, &nb);
+    wait_for("a connected container", WAIT, || {
+        (b("joined").addrs() == addrs(&[ip_b])).then_some(())
+    });
+    same_as_docker(pb, gb, "joined", RecordType::A);
+    same_as_docker(pb, gb, &renamed, RecordType::A);
+    dk(&["network", "disconnect", &nb, &renamed]);
+    wait_for("a disconnected container", WAIT, || {
+        (b("joined").rcode == ResponseCode::NXDomain).then_some(())
+    });
+    assert_eq!(a(&renamed).addrs(), addrs(&[ip]), "still on a");
+
+    // Health: an unhealthy replica is left out while a healthy one shares the name.
+    let good = lab.run(
+        "good",
+        &[
+            "--network",
+            &na,
+            "--network-alias",
+            "pool",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "1s",
+        ],
+    );
+    let bad = lab.run(
+        "bad",
+        &[
+            "--network",
+            &na,
+            "--network-alias",
+            "pool",
+            "--network-alias",
+            "solo",
+            "--health-cmd",
+            "false",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+        ],
+    );
+    let (good_ip, bad_ip) = (ip_on(&good, &na), ip_on(&bad, &na));
+    wait_for(
+        "the health checks to settle",
+        Duration::from_secs(30),
+        || {
+            (inspect(&good, "{{.State.Health.Status}}") == "healthy"
+                && inspect(&bad, "{{.State.Health.Status}}") == "unhealthy")
+                .then_some(())
+        },
+    );
+    wait_for("health-aware answers", WAIT, || {
+        (a("pool").addrs() == addrs(&[good_ip])).then_some(())
+    });
+    // Docker itself keeps answering with the failing replica.
+    assert_eq!(
+        ask_from(pa, docker_dns(), "pool", RecordType::A).addrs(),
+        addrs(&[good_ip, bad_ip])
+    );
+    // Nobody healthy under "solo": all are returned rather than none.
+    assert_eq!(a("solo").addrs(), addrs(&[bad_ip]));
+}
+
+#[test]
+fn resync_after_the_event_stream_is_cut() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("cut");
+    let na = lab.network("a", &[]);
+    let proxy = SocketProxy::start("/var/run/docker.sock");
+    let d = Dockns::start(&format!("endpoint = \"unix://{}\"", proxy.path));
+    let client = lab.run("c", &["--network", &na]);
+    let old = lab.run("old", &["--network", &na]);
+    let keep = lab.run("keep", &["--network", &na]);
+    let ga = d.on(&na);
+    let pa = pid(&client);
+    let old_ip = ip_on(&old, &na);
+    wait_for("the first containers", WAIT, || {
+        (ask_from(pa, ga, &old, RecordType::A).addrs() == addrs(&[old_ip])).then_some(())
+    });
+    let status = d.watcher.status();
+    let syncs = status.syncs();
+
+    // The daemon "goes away" for dockns; changes happen meanwhile.
+    proxy.cut();
+    wait_for("dockns to notice", WAIT, || {
+        (!status.connected()).then_some(())
+    });
+    dk(&["rm", "-f", &old]);
+    let new = lab.run("new", &["--network", &na]);
+    dk(&["network", "disconnect", &na, &keep]);
+    // The last tables are still served.
+    assert_eq!(
+        ask_from(pa, ga, &old, RecordType::A).addrs(),
+        addrs(&[old_ip])
+    );
+
+    proxy.restore();
+    wait_for("a resync", Duration::from_secs(30), || {
+        (status.syncs() > syncs && status.connected()).then_some(())
+    });
+    let new_ip = ip_on(&new, &na);
+    assert_eq!(
+        ask_from(pa, ga, &new, RecordType::A).addrs(),
+        addrs(&[new_ip])
+    );
+    assert_eq!(
+        ask_from(pa, ga, &old, RecordType::A).rcode,
+        ResponseCode::NXDomain,
+        "a container removed while disconnected is dropped"
+    );
+    assert_eq!(
+        ask_from(pa, ga, &keep, RecordType::A).rcode,
+        ResponseCode::NXDomain,
+        "an endpoint removed while disconnected is dropped"
+    );
+}
+
+#[test]
+fn daemon_restart_is_followed() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("restart");
+    let na = lab.network("a", &[]);
+    let d = Dockns::start("");
+    let client = lab.run("c", &["--network", &na, "--restart", "always"]);
+    let stays = lab.run("stays", &["--network", &na, "--restart", "always"]);
+    let goes = lab.run("goes", &["--network", &na]);
+    let ga = d.on(&na);
+    let goes_ip = ip_on(&goes, &na);
+    let pa = pid(&client);
+    wait_for("the containers", WAIT, || {
+        (ask_from(pa, ga, &goes, RecordType::A).addrs() == addrs(&[goes_ip])).then_some(())
+    });
+    let status = d.watcher.status();
+    let syncs = status.syncs();
+
+    restart_dockerd();
+
+    // After the restart "goes" is stopped (no restart policy) and "stays" runs again.
+    wait_for(
+        "a resync after the restart",
+        Duration::from_secs(60),
+        || (status.syncs() > syncs && status.connected()).then_some(()),
+    );
+    let pa = wait_for("the client to run again", Duration::from_secs(60), || {
+        (inspect(&client, "{{.State.Running}}") == "true").then(|| pid(&client))
+    });
+    wait_for("the restarted container", Duration::from_secs(60), || {
+        (inspect(&stays, "{{.State.Running}}") == "true").then_some(())
+    });
+    let stays_ip = ip_on(&stays, &na);
+    wait_for("dockns to follow the restart", WAIT, || {
+        (ask_from(pa, ga, &stays, RecordType::A).addrs() == addrs(&[stays_ip])).then_some(())
+    });
+    same_as_docker(pa, ga, &stays, RecordType::A);
+    assert_eq!(
+        ask_from(pa, ga, &goes, RecordType::A).rcode,
+        ResponseCode::NXDomain,
+        "a container stopped by the restart is dropped"
+    );
+    // New containers are seen again.
+    let fresh = lab.run("fresh", &["--network", &na]);
+    let fresh_ip = ip_on(&fresh, &na);
+    wait_for("a container started after the restart", WAIT, || {
+        (ask_from(pa, ga, &fresh, RecordType::A).addrs() == addrs(&[fresh_ip])).then_some(())
+    });
+}
+
+#[test]
+fn swarm_services_vip_dnsrr_and_tasks() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let _swarm = SwarmGuard::join();
+    let lab = Lab::new("swarm");
+    let ov = lab.network("ov", &["-d", "overlay", "--attachable"]);
+    let br = lab.network("br", &[]);
+    let d = Dockns::start("");
+    let img = image();
+    let svc = lab.name("svc");
+    let rr = lab.name("rr");
+    lab.track_service(&svc);
+    lab.track_service(&rr);
+    for (name, mode) in [(&svc, "vip"), (&rr, "dnsrr")] {
+        dk(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            &ov,
+            "--replicas",
+            "2",
+            "--endpoint-mode",
+            mode,
+            "--stop-grace-period",
+            "1s",
+            &img,
+        ]);
+    }
+    // The client reaches dockns over the bridge network's gateway and sees the overlay too.
+    let client = lab.run("c", &["--network", &br]);
+    dk(&["network", "connect", &ov, &client]);
+    let gw = d.on(&br);
+    let pc = pid(&client);
+    // Docker's records (read without asking its resolver, which would forward unknown names).
+    let records = |service: &str| -> (Option<IpAddr>, BTreeSet<IpAddr>) {
+        let f = format!("{{{{json (index .Services \"{service}\")}}}}");
+        let raw = docker(&["network", "inspect", "-v", "-f", &f, &ov]).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&raw).unwrap_or_default();
+        let vip = v["VIP"].as_str().and_then(|s| s.parse().ok());
+        let tasks = v["Tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["EndpointIP"].as_str().and_then(|s| s.parse().ok()))
+            .collect();
+        (vip, tasks)
+    };
+    let (vip, tasks) = wait_for("both services to run", Duration::from_secs(60), || {
+        let (vip, tasks) = records(&svc);
+        let (_, rr_tasks) = records(&rr);
+        (vip.is_some() && tasks.len() == 2 && rr_tasks.len() == 2).then_some((vip, tasks))
+    });
+    let vip = vip.unwrap_or_else(|| unreachable!());
+    wait_for("dockns to serve the services", WAIT, || {
+        let v = ask_from(pc, gw, &svc, RecordType::A).addrs();
+        let t = ask_from(pc, gw, &format!("tasks.{svc}"), RecordType::A).addrs();
+        let r = ask_from(pc, gw, &rr, RecordType::A).addrs();
+        (v == addrs(&[vip]) && t == tasks && r == records(&rr).1).then_some(())
+    });
+    for name in [
+        svc.clone(),
+        format!("tasks.{svc}"),
+        rr.clone(),
+        format!("tasks.{rr}"),
+        format!("{svc}.{ov}"),
+    ] {
+        same_as_docker(pc, gw, &name, RecordType::A);
+    }
+    // Scale down: tasks follow.
+    dk(&["service", "scale", "-d", &format!("{svc}=1")]);
+    let one = wait_for("one task left", Duration::from_secs(60), || {
+        let (_, t) = records(&svc);
+        (t.len() == 1).then_some(t)
+    });
+    wait_for("dockns to follow the scale-down", WAIT, || {
+        (ask_from(pc, gw, &format!("tasks.{svc}"), RecordType::A).addrs() == one).then_some(())
+    });
+    // Remove: the name goes.
+    dk(&["service", "rm", &rr]);
+    wait_for("a removed service to go", Duration::from_secs(60), || {
+        (ask_from(pc, gw, &rr, RecordType::A).rcode == ResponseCode::NXDomain).then_some(())
+    });
+}
+
+/// Joins a single-node swarm for the test (and leaves it afterwards if it was not active).
+struct SwarmGuard {
+    leave: bool,
+}
+
+impl SwarmGuard {
+    fn join() -> SwarmGuard {
+        let state = dk(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        if state == "active" {
+            return SwarmGuard { leave: false };
+        }
+        dk(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        SwarmGuard { leave: true }
+    }
+}
+
+impl Drop for SwarmGuard {
+    fn drop(&mut self) {
+        if self.leave {
+            let _ = docker(&["swarm", "leave", "--force"]);
+        }
+    }
+}
+
+/// Stops dockerd (SIGTERM to the PID in /var/run/docker.pid), starts it again with the same
+/// command line, and waits until it answers.
+fn restart_dockerd() {
+    let pid: i32 = std::fs::read_to_string("/var/run/docker.pid")
+        .expect("/var/run/docker.pid: the restart test needs a dockerd it can restart")
+        .trim()
+        .parse()
+        .expect("docker.pid holds a PID");
+    let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .expect("dockerd command line")
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).to_string())
+        .collect();
+    assert!(
+        argv.first().is_some_and(|a| a.ends_with("dockerd")),
+        "PID {pid} is not dockerd: {argv:?}"
+    );
+    // SAFETY: plain kill(2) on the daemon's PID read above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "stop dockerd");
+    wait_for("dockerd to stop", Duration::from_secs(60), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")))
+        .then_some(())
+    });
+    // Started through a shell in the background, so the daemon is not a child of this test
+    // process and outlives it.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("setsid \"$0\" \"$@\" </dev/null >/tmp/dockerd-restarted-by-tests.log 2>&1 &")
+        .args(&argv)
+        .status()
+        .expect("start dockerd again");
+    assert!(status.success(), "could not start {argv:?}");
+    wait_for("dockerd to answer again", Duration::from_secs(60), || {
+        docker(&["info", "--format", "{{.ServerVersion}}"])
+            .ok()
+            .map(|_| ())
+    });
+}
+
+/// A Unix-socket proxy in front of the Docker socket that can be cut (every connection closed,
+/// new ones refused) and restored: the daemon "goes away" for dockns only.
+struct SocketProxy {
+    path: String,
+    enabled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    #[allow(clippy::type_complexity)]
+    conns: std::sync::Arc<
+        Mutex<
+            Vec<(
+                std::os::unix::net::UnixStream,
+                std::sync::Arc<std::sync::atomic::AtomicBool>,
+            )>,
+        >,
+    >,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SocketProxy {
+    fn start(target: &str) -> SocketProxy {
+        SocketProxy::start_at(&proxy_path(), target)
+    }
+
+    fn start_at(path: &str, target: &str) -> SocketProxy {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let path = path.to_string();
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind proxy socket");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let enabled = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        #[allow(clippy::type_complexity)]
+        let conns: Arc<Mutex<Vec<(UnixStream, Arc<AtomicBool>)>>> =
+            Arc::new(Mutex::new(Vec::new()));
+        let (en, st, cs, target) = (
+            enabled.clone(),
+            stop.clone(),
+            conns.clone(),
+            target.to_string(),
+        );
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if !en.load(Ordering::Relaxed) {
+                    drop(client);
+                    continue;
+                }
+                let _ = client.set_nonblocking(false);
+                let Ok(upstream) = UnixStream::connect(&target) else {
+                    continue;
+                };
+                let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
+                    continue;
+                };
+                let frozen = Arc::new(AtomicBool::new(false));
+                if let (Ok(c3), Ok(u3)) = (client.try_clone(), upstream.try_clone()) {
+                    cs.lock()
+                        .unwrap()
+                        .extend([(c3, frozen.clone()), (u3, frozen.clone())]);
+                }
+                let f2 = frozen.clone();
+                std::thread::spawn(move || pump(client, upstream, frozen));
+                std::thread::spawn(move || pump(u2, c2, f2));
+            }
+        });
+        SocketProxy {
+            path,
+            enabled,
+            conns,
+            stop,
+        }
+    }
+
+    fn cut(&self) {
+        self.enabled
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        for (c, _) in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Open connections stay open but carry nothing more (a stalled event stream); new
+    /// connections work normally.
+    fn freeze(&self) {
+        for (_, frozen) in self.conns.lock().unwrap().iter() {
+            frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn restore(&self) {
+        self.enabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for SocketProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.cut();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn pump(
+    mut from: std::os::unix::net::UnixStream,
+    mut to: std::os::unix::net::UnixStream,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if frozen.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+fn proxy_path() -> String {
+    format!(
+        "/tmp/dockns-test-proxy-{}-{}.sock",
+        std::process::id(),
+        rand_suffix()
+    )
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+/// Sidecar mode with the real binary: dockns runs in a container (the offline image from
+/// contrib/image/build-offline.sh), watches the mounted Docker socket, listens on its own
+/// address on each network it is attached to and follows `docker network connect`.
+#[test]
+fn sidecar_listens_on_its_own_addresses() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("side");
+    let na = lab.network("a", &[]);
+    let nb = lab.network("b", &[]);
+    let tag = format!("{}-img:test", lab.prefix);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("sh")
+        .arg(format!("{root}/contrib/image/build-offline.sh"))
+        .args([env!("CARGO_BIN_EXE_dockns"), &tag])
+        .env(
+            "PATH",
+            format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default()),
+        )
+        .output()
+        .expect("run build-offline.sh");
+    lab.track_image(&tag);
+    assert!(
+        out.status.success(),
+        "build-offline.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("dockns.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nsidecar = true\ngateway_port = 53\n\
+         [upstream]\nservers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\nbudget_ms = 600\n\
+         [docker]\nendpoint = \"unix:///var/run/docker.sock\"\n",
+    )
+    .expect("write config");
+    let mount = format!("{}:/etc/dockns/dockns.toml:ro", cfg.display());
+    let dns = lab.run_image(
+        "dns",
+        &tag,
+        &[
+            "--network",
+            &na,
+            "--user",
+            "0:0",
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock:ro",
+            "-v",
+            &mount,
+        ],
+    );
+    let web = lab.run("web", &["--network", &na, "--network-alias", "frontend"]);
+    let client_a = lab.run("ca", &["--network", &na]);
+    let pa = pid(&client_a);
+    let on_a = SocketAddr::new(ip_on(&dns, &na), 53);
+    let logs = || docker(&["logs", &dns]).unwrap_or_else(|e| e);
+    wait_until_or(
+        "the sidecar to answer on its address",
+        Duration::from_secs(30),
+        || ask_from_opt(pa, on_a, &web, RecordType::A).is_some_and(|r| r.answers.len() == 1),
+        logs,
+    );
+    same_as_docker(pa, on_a, &web, RecordType::A);
+    same_as_docker(pa, on_a, "frontend", RecordType::A);
+    same_as_docker(pa, on_a, &reverse(ip_on(&web, &na)), RecordType::PTR);
+
+    // Attached to a second network later: it listens there too, scoped to that network.
+    let bonly = lab.run("bonly", &["--network", &nb]);
+    let client_b = lab.run("cb", &["--network", &nb]);
+    dk(&["network", "connect", &nb, &dns]);
+    let pb = pid(&client_b);
+    let on_b = SocketAddr::new(ip_on(&dns, &nb), 53);
+    wait_until_or(
+        "the sidecar to listen on its new network",
+        WAIT,
+        || ask_from_opt(pb, on_b, &bonly, RecordType::A).is_some_and(|r| r.answers.len() == 1),
+        logs,
+    );
+    same_as_docker(pb, on_b, &bonly, RecordType::A);
+}
+
+/// Polls `ok` until true; on timeout panics with `context()` (e.g. container logs).
+fn wait_until_or(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !ok() {
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; logs:\n{}",
+                context()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A stalled event stream (connection open, no events) is caught by the periodic sweep, which
+/// repairs the tables without a reconnect.
+#[test]
+fn sweep_repairs_drift() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("sweep");
+    let na = lab.network("a", &[]);
+    let proxy = SocketProxy::start("/var/run/docker.sock");
+    let d = Dockns::start(&format!(
+        "endpoint = \"unix://{}\"\nsweep_interval_s = 1",
+        proxy.path
+    ));
+    let client = lab.run("c", &["--network", &na]);
+    let old = lab.run("old", &["--network", &na]);
+    let ga = d.on(&na);
+    let pa = pid(&client);
+    wait_for("the first containers", WAIT, || {
+        (ask_from(pa, ga, &old, RecordType::A).answers.len() == 1).then_some(())
+    });
+    let status = d.watcher.status();
+    let (syncs, repairs) = (status.syncs(), status.drift_repairs());
+    assert_eq!(repairs, 0, "no drift while events flow");
+
+    proxy.freeze();
+    dk(&["rm", "-f", &old]);
+    let new = lab.run("new", &["--network", &na]);
+    let new_ip = ip_on(&new, &na);
+    wait_for("the sweep to repair the tables", WAIT, || {
+        (ask_from(pa, ga, &new, RecordType::A).addrs() == addrs(&[new_ip])
+            && ask_from(pa, ga, &old, RecordType::A).rcode == ResponseCode::NXDomain)
+            .then_some(())
+    });
+    assert!(status.drift_repairs() > repairs, "repaired by a sweep");
+    assert_eq!(status.syncs(), syncs, "without a reconnect");
+    assert!(status.connected());
+}
+
+/// Docker unreachable at start: not fatal. The static tables are served at once, and the
+/// watcher connects by itself once the daemon answers.
+#[test]
+fn unreachable_docker_at_start_is_not_fatal() {
+    let _serial = serial();
+    let path = proxy_path();
+    let d = Dockns::start_with(
+        &format!(
+            "endpoint = \"unix://{path}\"\n\
+             [[network]]\nname = \"st\"\n[[network.container]]\nname = \"db\"\nipv4 = [\"10.99.0.2\"]\n"
+        ),
+        false,
+    );
+    assert_eq!(
+        ask(d.loopback, "db", RecordType::A).answers,
+        vec!["10.99.0.2".to_string()]
+    );
+    let status = d.watcher.status();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!status.connected());
+    assert_eq!(status.syncs(), 0);
+    if !docker_available() {
+        return;
+    }
+    // The daemon "appears" at the configured endpoint.
+    let lab = Lab::new("late");
+    let na = lab.network("a", &[]);
+    let web = lab.run("web", &["--network", &na]);
+    let _proxy = SocketProxy::start_at(&path, "/var/run/docker.sock");
+    wait_for(
+        "the watcher to connect by itself",
+        Duration::from_secs(30),
+        || (status.syncs() > 0).then_some(()),
+    );
+    assert!(d.server.metrics.is_synced(), "ready once synced");
+    assert_eq!(
+        ask(d.loopback, &format!("{web}.{na}"), RecordType::A).addrs(),
+        addrs(&[ip_on(&web, &na)])
+    );
+    assert_eq!(
+        ask(d.loopback, "db", RecordType::A).answers,
+        vec!["10.99.0.2".to_string()],
+        "static tables kept"
+    );
+}
+
+/// A `tcp://` endpoint (here a loopback TCP forwarder to the local socket) works like the socket.
+#[test]
+fn tcp_endpoint() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp forwarder");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(tcp) = conn else { continue };
+            let Ok(unix) = std::os::unix::net::UnixStream::connect("/var/run/docker.sock") else {
+                continue;
+            };
+            let (Ok(mut t2), Ok(mut u2)) = (tcp.try_clone(), unix.try_clone()) else {
+                continue;
+            };
+            let (mut t1, mut u1) = (tcp, unix);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut t1, &mut u1);
+                let _ = u1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut u2, &mut t2);
+                let _ = t2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    let lab = Lab::new("tcp");
+    let na = lab.network("a", &[]);
+    let d = Dockns::start(&format!("endpoint = \"tcp://127.0.0.1:{port}\""));
+    let web = lab.run("web", &["--network", &na]);
+    let ip = ip_on(&web, &na);
+    wait_for("a container seen over tcp://", WAIT, || {
+        (ask(d.loopback, &format!("{web}.{na}"), RecordType::A).addrs() == addrs(&[ip]))
+            .then_some(())
+    });
+}
+
+/// A dual-stack network: AAAA answers and IPv6 PTR like Docker's, A and AAAA from one name.
+#[test]
+fn ipv6_addresses() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("v6");
+    let na = lab.network(
+        "a",
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.231.0.0/24",
+            "--subnet",
+            "fd5a:e1:7::/64",
+        ],
+    );
+    let d = Dockns::start("");
+    let web = lab.run("web", &["--network", &na]);
+    let client = lab.run("c", &["--network", &na]);
+    let ga = d.on(&na);
+    let pc = pid(&client);
+    let f = format!("{{{{(index .NetworkSettings.Networks \"{na}\").GlobalIPv6Address}}}}");
+    let v6: IpAddr = inspect(&web, &f).parse().expect("an IPv6 address");
+    wait_for("the AAAA record", WAIT, || {
+        (ask_from(pc, ga, &web, RecordType::AAAA).addrs() == addrs(&[v6])).then_some(())
+    });
+    same_as_docker(pc, ga, &web, RecordType::AAAA);
+    same_as_docker(pc, ga, &web, RecordType::A);
+    same_as_docker(pc, ga, &reverse(v6), RecordType::PTR);
+}
+
+/// `default_bridge = true` serves the default bridge (where Docker has no DNS at all): names,
+/// short IDs and `name.bridge`, on the bridge's gateway.
+#[test]
+fn default_bridge_opt_in() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("br");
+    let d = Dockns::start("default_bridge = true");
+    let web = lab.run("web", &[]);
+    let client = lab.run("c", &[]);
+    let gb = d.on("bridge");
+    let pc = pid(&client);
+    let ip = ip_on(&web, "bridge");
+    wait_for("a default-bridge container", WAIT, || {
+        (ask_from(pc, gb, &web, RecordType::A).addrs() == addrs(&[ip])).then_some(())
+    });
+    let short = id(&web)[..12].to_string();
+    for name in [short, format!("{web}.bridge")] {
+        assert_eq!(ask_from(pc, gb, &name, RecordType::A).addrs(), addrs(&[ip]));
+    }
+    assert_eq!(
+        ask_from(pc, gb, &reverse(ip), RecordType::PTR).answers,
+        vec![format!("{web}.bridge.")]
+    );
+}

@@ -1,0 +1,594 @@
+//! Helpers for tests and benches that need a real Docker daemon: a tiny scratch image built once
+//! per content, networks and containers with a unique prefix that are always removed, DNS
+//! questions asked from inside a container's network namespace, a fake loopback upstream, and an
+//! in-process dockns that watches Docker.
+//!
+//! Traffic goes only to loopback and to the networks and containers created here. Nothing here
+//! asks Docker's resolver (127.0.0.11) about a name it would forward.
+#![allow(dead_code)]
+
+use dockns::config::{Config, Overrides};
+use dockns::docker::DockerWatcher;
+use dockns::server::Server;
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The Docker CLI matching the daemon (20.10 here); `docker` from PATH otherwise.
+pub fn docker_bin() -> &'static str {
+    if std::path::Path::new("/usr/bin/docker").exists() {
+        "/usr/bin/docker"
+    } else {
+        "docker"
+    }
+}
+
+/// Runs the Docker CLI; Ok(stdout trimmed) or Err(stderr).
+pub fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(docker_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", docker_bin()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs the Docker CLI and panics with its error message on failure.
+pub fn dk(args: &[&str]) -> String {
+    docker(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Whether the Docker tests can run. Panics when they must (DOCKNS_REQUIRE_DOCKER=1) and
+/// Docker is not usable; otherwise prints a loud notice and returns false.
+pub fn docker_available() -> bool {
+    let ok = docker(&["info", "--format", "{{.ServerVersion}}"]);
+    let root = unsafe { libc::geteuid() } == 0;
+    let problem = match (&ok, root) {
+        (Ok(_), true) => None,
+        (Err(e), _) => Some(format!("Docker is unreachable ({e})")),
+        (Ok(_), false) => Some("these tests need root (nsenter into container netns)".into()),
+    };
+    match problem {
+        None => true,
+        Some(p) => {
+            if std::env::var("DOCKNS_REQUIRE_DOCKER").as_deref() == Ok("1") {
+                panic!("DOCKNS_REQUIRE_DOCKER=1 but {p}");
+            }
+            eprintln!("\n!!! SKIPPING Docker test: {p}. Start dockerd (and run as root) to run it; CI sets DOCKNS_REQUIRE_DOCKER=1 to make this fatal. !!!\n");
+            false
+        }
+    }
+}
+
+const DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM INT; while :; do sleep 1; done\"]\n";
+
+/// The test image (built from /bin/busybox, tag derived from its content); built at most once.
+pub fn image() -> String {
+    static IMAGE: Mutex<Option<String>> = Mutex::new(None);
+    let mut guard = IMAGE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tag) = guard.as_ref() {
+        return tag.clone();
+    }
+    let busybox = std::fs::read("/bin/busybox").expect(
+        "/bin/busybox (static) is needed to build the test image: apt-get install busybox-static",
+    );
+    // FNV-1a over the binary and the Dockerfile: stable across runs and Rust versions.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in busybox.iter().chain(DOCKERFILE.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    let tag = format!("dockns-test:{h:016x}");
+    if docker(&["image", "inspect", &tag]).is_err() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bb = dir.path().join("busybox");
+        std::fs::write(&bb, &busybox).expect("copy busybox");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bb, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod busybox");
+        std::fs::write(dir.path().join("Dockerfile"), DOCKERFILE).expect("write Dockerfile");
+        let path = dir.path().to_string_lossy().to_string();
+        dk(&["build", "-q", "-t", &tag, &path]);
+    }
+    *guard = Some(tag.clone());
+    tag
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Everything one test created; removed on drop, even when the test panics.
+pub struct Lab {
+    /// Unique prefix of every name.
+    pub prefix: String,
+    containers: Mutex<Vec<String>>,
+    networks: Mutex<Vec<String>>,
+    services: Mutex<Vec<String>>,
+    images: Mutex<Vec<String>>,
+}
+
+impl Lab {
+    /// A new lab with a unique prefix.
+    pub fn new(tag: &str) -> Lab {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Lab {
+            prefix: format!("dnt{}{}{tag}", std::process::id() % 100_000, n),
+            containers: Mutex::new(Vec::new()),
+            networks: Mutex::new(Vec::new()),
+            services: Mutex::new(Vec::new()),
+            images: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// `prefix-name`.
+    pub fn name(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    /// Creates a network `prefix-name` with extra `docker network create` flags.
+    pub fn network(&self, name: &str, flags: &[&str]) -> String {
+        let full = self.name(name);
+        let mut args = vec!["network", "create"];
+        args.extend_from_slice(flags);
+        args.push(&full);
+        dk(&args);
+        self.networks.lock().unwrap().push(full.clone());
+        full
+    }
+
+    /// Runs a detached container `prefix-name` from the test image with extra `docker run`
+    /// flags; returns its full name.
+    pub fn run(&self, name: &str, flags: &[&str]) -> String {
+        let full = self.name(name);
+        self.run_named(&full, flags);
+        full
+    }
+
+    /// Runs a detached container `prefix-name` from another image; returns its full name.
+    pub fn run_image(&self, name: &str, image: &str, flags: &[&str]) -> String {
+        let full = self.name(name);
+        let mut args = vec!["run", "-d", "--name", &full, "--stop-timeout", "1"];
+        args.extend_from_slice(flags);
+        args.push(image);
+        self.containers.lock().unwrap().push(full.clone());
+        dk(&args);
+        full
+    }
+
+    /// Runs a detached container with an exact name.
+    pub fn run_named(&self, full: &str, flags: &[&str]) -> String {
+        let img = image();
+        let mut args = vec!["run", "-d", "--name", full, "--stop-timeout", "1"];
+        args.extend_from_slice(flags);
+        args.push(&img);
+        self.containers.lock().unwrap().push(full.to_string());
+        dk(&args)
+    }
+
+    /// Remembers a container created by other means (renamed, ...), for cleanup.
+    pub fn track_container(&self, name: &str) {
+        self.containers.lock().unwrap().push(name.to_string());
+    }
+
+    /// Remembers an image for cleanup.
+    pub fn track_image(&self, tag: &str) {
+        self.images.lock().unwrap().push(tag.to_string());
+    }
+
+    /// Remembers a swarm service for cleanup.
+    pub fn track_service(&self, name: &str) {
+        self.services.lock().unwrap().push(name.to_string());
+    }
+
+    /// Removes everything now (also done on drop).
+    pub fn cleanup(&self) {
+        let services = std::mem::take(&mut *self.services.lock().unwrap());
+        if !services.is_empty() {
+            let mut args = vec!["service", "rm"];
+            args.extend(services.iter().map(String::as_str));
+            let _ = docker(&args);
+            // Their task containers may outlive the service (and the swarm): remove them too.
+            for s in &services {
+                let label = format!("label=com.docker.swarm.service.name={s}");
+                let ids = docker(&["ps", "-aq", "--filter", &label]).unwrap_or_default();
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                if !ids.is_empty() {
+                    let mut args = vec!["rm", "-f"];
+                    args.extend(ids);
+                    let _ = docker(&args);
+                }
+            }
+        }
+        // One at a time: Docker 20.10 can leave a stale endpoint behind (and the network then
+        // cannot be removed) when containers on the same networks are removed concurrently,
+        // which `docker rm -f a b c` does.
+        let containers = std::mem::take(&mut *self.containers.lock().unwrap());
+        for c in containers.iter().rev() {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        for img in std::mem::take(&mut *self.images.lock().unwrap()) {
+            let _ = docker(&["rmi", "-f", &img]);
+        }
+        let networks = std::mem::take(&mut *self.networks.lock().unwrap());
+        for n in networks.iter().rev() {
+            // Swarm task endpoints linger for a moment after the service is gone.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match docker(&["network", "rm", n]) {
+                    Ok(_) => break,
+                    Err(_) if docker(&["network", "inspect", n]).is_err() => break,
+                    Err(e) if Instant::now() > deadline => {
+                        eprintln!("!!! test cleanup could not remove network {n}: {e}");
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(250)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// `docker inspect -f FORMAT target`.
+pub fn inspect(target: &str, format: &str) -> String {
+    dk(&["inspect", "-f", format, target])
+}
+
+/// The PID of a running container's first process (for its network namespace).
+pub fn pid(container: &str) -> u32 {
+    inspect(container, "{{.State.Pid}}")
+        .parse()
+        .unwrap_or_else(|_| panic!("no PID for {container}"))
+}
+
+/// A container's IPv4 address on a network.
+pub fn ip_on(container: &str, network: &str) -> IpAddr {
+    let f = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+    inspect(container, &f)
+        .parse()
+        .unwrap_or_else(|_| panic!("{container} has no address on {network}"))
+}
+
+/// A network's (first) IPv4 gateway address: the IPAM configuration's, else this host's address
+/// inside the network's first subnet (Docker does not list a gateway it picked itself).
+pub fn gateway(network: &str) -> IpAddr {
+    let listed = dk(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        network,
+    ]);
+    if let Ok(ip) = listed.parse() {
+        return ip;
+    }
+    let subnet: ipnet::IpNet = dk(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        network,
+    ])
+    .parse()
+    .unwrap_or_else(|_| panic!("network {network} has no subnet"));
+    dockns::docker::listeners::local_addresses()
+        .into_iter()
+        .find(|a| subnet.contains(a))
+        .unwrap_or_else(|| panic!("network {network} has no gateway on this host"))
+}
+
+/// The full ID of a container.
+pub fn id(container: &str) -> String {
+    inspect(container, "{{.Id}}")
+}
+
+/// A reply, reduced to what tests compare.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Response code.
+    pub rcode: ResponseCode,
+    /// Answer data as text (addresses, PTR targets), sorted.
+    pub answers: Vec<String>,
+    /// Answer data in the order received.
+    pub ordered: Vec<String>,
+}
+
+impl Reply {
+    /// The answers as addresses.
+    pub fn addrs(&self) -> BTreeSet<IpAddr> {
+        self.answers.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+    /// NOERROR with no answers.
+    pub fn is_nodata(&self) -> bool {
+        self.rcode == ResponseCode::NoError && self.answers.is_empty()
+    }
+}
+
+fn ask_here(server: SocketAddr, name: &str, qtype: RecordType) -> Result<Reply, String> {
+    let qname = Name::from_ascii(name).map_err(|e| format!("bad name {name}: {e}"))?;
+    let mut msg = Message::query();
+    msg.metadata.id = (Instant::now().elapsed().subsec_nanos() & 0xffff) as u16 ^ 0x5a5a;
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(qname, qtype));
+    let bytes = msg.to_vec().map_err(|e| e.to_string())?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    for _ in 0..3 {
+        sock.send_to(&bytes, server).map_err(|e| e.to_string())?;
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let reply = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
+        if reply.metadata.id != msg.metadata.id {
+            continue;
+        }
+        let ordered: Vec<String> = reply
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == qtype)
+            .map(|r| match &r.data {
+                RData::A(a) => a.0.to_string(),
+                RData::AAAA(a) => a.0.to_string(),
+                RData::PTR(p) => p.0.to_ascii().to_ascii_lowercase(),
+                other => other.to_string(),
+            })
+            .collect();
+        let mut answers = ordered.clone();
+        answers.sort();
+        return Ok(Reply {
+            rcode: reply.metadata.response_code,
+            answers,
+            ordered,
+        });
+    }
+    Err(format!("no reply from {server} for {name} {qtype}"))
+}
+
+/// Asks `server` from inside the network namespace of process `pid` (a container).
+pub fn ask_from(pid: u32, server: SocketAddr, name: &str, qtype: RecordType) -> Reply {
+    ask_from_result(pid, server, name, qtype).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`ask_from`], `None` when nothing answers.
+pub fn ask_from_opt(pid: u32, server: SocketAddr, name: &str, qtype: RecordType) -> Option<Reply> {
+    ask_from_result(pid, server, name, qtype).ok()
+}
+
+fn ask_from_result(
+    pid: u32,
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+) -> Result<Reply, String> {
+    let name = name.to_string();
+    std::thread::spawn(move || -> Result<Reply, String> {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+            .map_err(|e| format!("open netns of {pid}: {e}"))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on this (short-lived) thread only; the fd is valid while `ns` lives.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        ask_here(server, &name, qtype)
+    })
+    .join()
+    .unwrap_or_else(|_| Err("query thread panicked".into()))
+}
+
+/// Asks `server` from this process's own network namespace (host view).
+pub fn ask(server: SocketAddr, name: &str, qtype: RecordType) -> Reply {
+    ask_here(server, name, qtype).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Docker's own resolver, as seen from inside a container.
+pub fn docker_dns() -> SocketAddr {
+    "127.0.0.11:53".parse().unwrap()
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+/// A fake upstream on loopback: answers every question NXDOMAIN and records the names asked.
+pub struct FakeUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeUpstream {
+    /// Starts it on 127.0.0.1 with an ephemeral port.
+    pub fn start() -> FakeUpstream {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind fake upstream");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let addr = sock.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, st2) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !st2.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                if let Some(query) = q.queries.first() {
+                    s2.lock()
+                        .unwrap()
+                        .push(query.name().to_ascii().to_ascii_lowercase());
+                }
+                let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+                r.metadata.response_code = ResponseCode::NXDomain;
+                r.metadata.recursion_desired = q.metadata.recursion_desired;
+                r.metadata.recursion_available = true;
+                r.add_queries(q.queries.clone());
+                if let Ok(bytes) = r.to_vec() {
+                    let _ = sock.send_to(&bytes, from);
+                }
+            }
+        });
+        FakeUpstream { addr, seen, stop }
+    }
+
+    /// Whether a name (any case, with or without the trailing dot) was asked.
+    pub fn saw(&self, name: &str) -> bool {
+        let n = format!("{}.", name.trim_end_matches('.').to_ascii_lowercase());
+        self.seen.lock().unwrap().contains(&n)
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A port free on every address right now (for gateway listeners, which need one fixed port).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let Ok(u) = UdpSocket::bind("0.0.0.0:0") else {
+            continue;
+        };
+        let Ok(addr) = u.local_addr() else { continue };
+        if std::net::TcpListener::bind(("0.0.0.0", addr.port())).is_ok() {
+            return addr.port();
+        }
+    }
+    panic!("no free port found");
+}
+
+/// dockns running in-process, watching Docker, with gateway listeners.
+pub struct Dockns {
+    /// The runtime the server runs on.
+    pub rt: tokio::runtime::Runtime,
+    /// The server.
+    pub server: Server,
+    /// The watcher.
+    pub watcher: DockerWatcher,
+    /// Loopback listener (host view).
+    pub loopback: SocketAddr,
+    /// Port of the gateway listeners.
+    pub port: u16,
+    /// The fake upstream it forwards to.
+    pub upstream: FakeUpstream,
+}
+
+impl Dockns {
+    /// Starts dockns with `gateways = true` on a free port, a loopback listener and a fake
+    /// upstream; `extra_docker` is added to the `[docker]` section (e.g. an endpoint).
+    pub fn start(extra_docker: &str) -> Dockns {
+        Dockns::start_with(extra_docker, true)
+    }
+
+    /// Like [`start`](Self::start); `extra` is appended after the `[docker]` keys (more keys,
+    /// or whole tables such as `[[network]]`), and `wait_sync` waits for the first sync.
+    pub fn start_with(extra: &str, wait_sync: bool) -> Dockns {
+        let upstream = FakeUpstream::start();
+        let sweep = if extra.contains("sweep_interval_s") {
+            ""
+        } else {
+            "sweep_interval_s = 0\n"
+        };
+        let port = free_port();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ngateways = true\ngateway_port = {port}\nttl = 5\nworkers = 1\n\
+             [upstream]\nservers = [\"{}\"]\ntimeout_ms = 500\nbudget_ms = 1000\n\
+             [docker]\n{sweep}{extra}\n",
+            upstream.addr
+        );
+        let cfg = Config::from_toml(&text, &Overrides::default()).expect("test config");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = rt
+            .block_on(async { Server::start(cfg) })
+            .expect("server start");
+        let watcher = {
+            let _g = rt.enter();
+            dockns::docker::watch(&server).expect("docker configured")
+        };
+        let loopback = server.bound()[0];
+        let d = Dockns {
+            rt,
+            server,
+            watcher,
+            loopback,
+            port,
+            upstream,
+        };
+        if wait_sync {
+            let status = d.watcher.status();
+            wait_for(
+                "dockns to sync with Docker",
+                Duration::from_secs(30),
+                || (status.syncs() > 0).then_some(()),
+            );
+        }
+        d
+    }
+
+    /// The gateway listener of a network, once dockns listens there.
+    pub fn on(&self, network: &str) -> SocketAddr {
+        let addr = SocketAddr::new(gateway(network), self.port);
+        wait_for(
+            &format!("dockns to listen on {addr} ({network})"),
+            Duration::from_secs(20),
+            || {
+                self.server
+                    .listeners
+                    .addresses()
+                    .iter()
+                    .any(|(a, _)| *a == addr)
+                    .then_some(addr)
+            },
+        )
+    }
+}
+
+impl Drop for Dockns {
+    fn drop(&mut self) {
+        self.watcher.stop();
+        let l = self.server.listeners.clone();
+        self.rt.block_on(async move { l.stop_all().await });
+    }
+}
