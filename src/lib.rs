@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod config;
 pub mod dns;
 pub mod forward;

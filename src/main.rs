@@ -33,6 +33,11 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Load-test any DNS server (UDP or TCP, closed or open loop) and report latency percentiles.
+    #[command(
+        after_help = "Examples:\n  dockns bench -s 127.0.0.1:5353 -n api -n db:AAAA -l 10\n  dockns bench -s 127.0.0.1:5353 -d queries.txt -Q 50000 -l 10 --json\n  dockns bench -s 127.0.0.1:5353 -d queries.txt --tcp -q 64"
+    )]
+    Bench(dockns::bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => ExitCode::from(dockns::bench::main(&args)),
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod listen;
+pub mod mmsg;
 pub mod slow;
 pub mod stats;
 pub mod tcp;
