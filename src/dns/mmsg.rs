@@ -81,16 +81,10 @@ impl MsgBatch {
         &self.bufs[i * s..i * s + n]
     }
 
-    /// Buffer of the received message `i` and buffer of message `j` of another batch, for
-    /// answering in place without copying the query.
+    /// Whether received message `i` was longer than its buffer (and so was cut).
     #[inline]
-    pub fn packet_and_out<'a>(
-        &'a self,
-        i: usize,
-        out: &'a mut MsgBatch,
-        j: usize,
-    ) -> (&'a [u8], &'a mut [u8]) {
-        (self.packet(i), out.buf_mut(j))
+    pub fn truncated(&self, i: usize) -> bool {
+        self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
     }
 
     /// Sets the length of outgoing message `i`.
@@ -147,6 +141,7 @@ impl MsgBatch {
         for i in 0..n {
             self.iovs[i].iov_len = self.buf_size;
             self.hdrs[i].msg_len = 0;
+            self.hdrs[i].msg_hdr.msg_flags = 0;
             if self.with_addrs {
                 self.hdrs[i].msg_hdr.msg_namelen =
                     std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;

@@ -1,18 +1,20 @@
 //! UDP workers: one OS thread and one SO_REUSEPORT socket each, so the kernel spreads queries
 //! over the workers with no shared queue.
 //!
-//! A worker receives a datagram, loads the current snapshot (a lock-free `arc-swap` guard),
-//! answers local names in place and sends the reply: no allocation, no lock, no `.await`, no log
-//! line. Questions that must go upstream are handed to the tokio runtime as a task, bounded by the
+//! A worker receives a batch of datagrams (`recvmmsg`), loads the current snapshot once for the
+//! batch (a lock-free `arc-swap` guard), answers local names into a batch of reply buffers and
+//! sends them all with one `sendmmsg`: no allocation, no lock, no `.await`, no log line. Questions that must go upstream are handed to the tokio runtime as a task, bounded by the
 //! forwarder's in-flight limit (REFUSED beyond it). The thread polls a stop flag between
 //! datagrams (the socket has a short read timeout), which is how listeners are removed.
 
 use super::answer::{self, Action};
+use super::mmsg::MsgBatch;
 use super::stats::WorkerStats;
-use super::wire::{rcode, MAX_MESSAGE};
+use super::wire::rcode;
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -43,40 +45,63 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Datagrams moved per system call.
+const BATCH: usize = 32;
+/// Largest query accepted over UDP (EDNS clients advertise at most 4096; a query is far smaller).
+const MAX_UDP_QUERY: usize = 4096;
+/// Room for one UDP response (dockns caps UDP responses at 1232 bytes; error responses are
+/// smaller still).
+const UDP_OUT: usize = 2048;
+
 impl UdpWorker {
     /// Runs until the stop flag is set.
+    ///
+    /// Each round receives up to [`BATCH`] datagrams with one `recvmmsg` (blocking for the
+    /// first only), answers them against one snapshot load into a second batch, and sends all
+    /// replies with one `sendmmsg`. Buffers are allocated once, before the loop.
     pub fn run(self) {
-        let mut buf = vec![0u8; MAX_MESSAGE + 1];
-        let mut out = vec![0u8; MAX_MESSAGE];
+        let fd = self.socket.as_raw_fd();
+        let mut inb = MsgBatch::new(BATCH, MAX_UDP_QUERY, true);
+        let mut outb = MsgBatch::new(BATCH, UDP_OUT, true);
+        let mut scratch = vec![0u8; UDP_OUT];
         while !self.stop.load(Ordering::Relaxed) {
-            let (n, src) = match self.socket.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                // ICMP errors from earlier sends (ECONNREFUSED) and the like: not fatal.
+            // Timeouts (the socket's 100 ms read timeout, so the stop flag is polled), EINTR
+            // and ICMP errors from earlier sends (ECONNREFUSED) are all not fatal.
+            let n = match inb.recv(fd, BATCH, libc::MSG_WAITFORONE) {
+                Ok(n) => n,
                 Err(_) => continue,
             };
-            let pkt = &buf[..n];
-            let client = canonical(src.ip());
-            let action = {
+            let mut replies = 0;
+            {
                 let snap = self.snapshot.load();
-                answer::handle(&snap, client, self.local, pkt, &mut out, false)
-            };
-            match action {
-                Action::Reply(len, outcome) => {
-                    self.stats.record(outcome, false);
-                    let _ = self.socket.send_to(&out[..len], src);
+                for i in 0..n {
+                    let (Some(src), false) = (inb.addr(i), inb.truncated(i)) else {
+                        self.stats.dropped();
+                        continue;
+                    };
+                    let pkt = inb.packet(i);
+                    let client = canonical(src.ip());
+                    match answer::handle(
+                        &snap,
+                        client,
+                        self.local,
+                        pkt,
+                        outb.buf_mut(replies),
+                        false,
+                    ) {
+                        Action::Reply(len, outcome) => {
+                            self.stats.record(outcome, false);
+                            outb.set_len(replies, len);
+                            outb.copy_addr(replies, &inb, i);
+                            replies += 1;
+                        }
+                        Action::Forward => self.forward(pkt, src, &mut scratch),
+                        Action::Drop => self.stats.dropped(),
+                    }
                 }
-                Action::Forward => self.forward(pkt, src, &mut out),
-                Action::Drop => self.stats.dropped(),
+            }
+            if replies > 0 {
+                outb.send_all(fd, replies);
             }
         }
     }
