@@ -42,6 +42,7 @@ impl Server {
             timeout: config.upstream_timeout,
             budget: config.upstream_budget,
             max_inflight: config.max_inflight,
+            cache_size: config.cache_size,
         });
         let stats = Arc::new(Stats::default());
         let listeners = Arc::new(ListenerSet::new(ListenerDeps {

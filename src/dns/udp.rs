@@ -3,9 +3,11 @@
 //!
 //! A worker receives a batch of datagrams (`recvmmsg`), loads the current snapshot once for the
 //! batch (a lock-free `arc-swap` guard), answers local names into a batch of reply buffers and
-//! sends them all with one `sendmmsg`: no allocation, no lock, no `.await`, no log line. Questions that must go upstream are handed to the tokio runtime as a task, bounded by the
+//! sends them all with one `sendmmsg`: no allocation, no lock, no `.await`, no log line.
+//! Forwarded questions the cache can answer go out in the same batch (one shard lock, no
+//! allocation); the others are handed to the tokio runtime as a task, bounded by the
 //! forwarder's in-flight limit (REFUSED beyond it). The thread polls a stop flag between
-//! datagrams (the socket has a short read timeout), which is how listeners are removed.
+//! batches (the socket has a short read timeout), which is how listeners are removed.
 
 use super::answer::{self, Action};
 use super::mmsg::MsgBatch;
@@ -95,7 +97,23 @@ impl UdpWorker {
                             outb.copy_addr(replies, &inb, i);
                             replies += 1;
                         }
-                        Action::Forward => self.forward(pkt, src, &mut scratch),
+                        Action::Forward => {
+                            // A cached forward answer goes out with this batch; only a miss
+                            // becomes a task.
+                            match self.forwarder.answer_from_cache(
+                                pkt,
+                                outb.buf_mut(replies),
+                                false,
+                            ) {
+                                Some(len) => {
+                                    self.stats.forwarded();
+                                    outb.set_len(replies, len);
+                                    outb.copy_addr(replies, &inb, i);
+                                    replies += 1;
+                                }
+                                None => self.forward(pkt, src, &mut scratch),
+                            }
+                        }
                         Action::Drop => self.stats.dropped(),
                     }
                 }

@@ -9,6 +9,12 @@
 //! A server that timed out is remembered as dead for a while and tried last, so one dead
 //! upstream costs one timeout, not one per question. In-flight forwards are bounded by a
 //! semaphore; the listeners answer REFUSED when it is exhausted, so memory stays bounded.
+//!
+//! In front of the upstreams sit the response cache and in-flight de-duplication (see
+//! `cache.rs`): [`Forwarder::resolve`] answers from the cache when it can, lets identical
+//! questions share one upstream query, and stores what comes back.
+
+pub mod cache;
 
 use crate::dns::answer::error_response;
 use crate::dns::wire::{self, rcode, MAX_MESSAGE};
@@ -34,6 +40,8 @@ pub struct ForwardSettings {
     pub budget: Duration,
     /// Most questions in flight.
     pub max_inflight: usize,
+    /// Responses kept in the cache (0 disables it).
+    pub cache_size: usize,
 }
 
 struct Upstream {
@@ -49,6 +57,8 @@ pub struct Forwarder {
     budget: Duration,
     inflight: Arc<Semaphore>,
     epoch: Instant,
+    cache: Option<cache::Cache>,
+    pending: Arc<cache::Inflight>,
 }
 
 /// Why one try failed.
@@ -74,6 +84,8 @@ impl Forwarder {
             budget: s.budget,
             inflight: Arc::new(Semaphore::new(s.max_inflight)),
             epoch: Instant::now(),
+            cache: cache::Cache::new(s.cache_size),
+            pending: Arc::default(),
         })
     }
 
@@ -102,12 +114,76 @@ impl Forwarder {
         alive
     }
 
-    /// Resolves a client's query upstream. Always returns a response for the client unless the
-    /// packet is not a query at all (then the result is empty).
+    /// Answers a query from the cache alone, without waiting (for the listeners' own threads):
+    /// the length written into `out`, or `None` on a miss.
+    pub fn answer_from_cache(&self, pkt: &[u8], out: &mut [u8], tcp: bool) -> Option<usize> {
+        let c = self.cache.as_ref()?;
+        c.get(&cache::CacheQuestion::parse(pkt)?, tcp, out)
+    }
+
+    /// Cache counters (`None` when the cache is disabled).
+    pub fn cache_stats(&self) -> Option<cache::CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
+    }
+
+    /// Resolves a client's query: from the cache, by joining an identical question already in
+    /// flight, or upstream. Always returns a response for the client unless the packet is not a
+    /// query at all (then the result is empty).
     pub async fn resolve(&self, pkt: &[u8], tcp: bool) -> Vec<u8> {
         let Some(q) = QuestionRef::read(pkt) else {
             return servfail(pkt, tcp);
         };
+        let Some(cq) = cache::CacheQuestion::parse(pkt) else {
+            // Unusual shapes bypass the cache.
+            return self.upstream_for(pkt, &q, tcp).await;
+        };
+        if let Some(resp) = self.cache.as_ref().and_then(|c| c.get_vec(&cq, tcp)) {
+            return resp;
+        }
+        let lead = match self.pending.join(cq.inflight_key(tcp)) {
+            cache::Join::Leader(lead) => lead,
+            cache::Join::Waiter(rx) => {
+                return match tokio::time::timeout(self.budget, rx).await {
+                    Ok(Ok(Some(resp))) => cache::fit_vec(&resp, &cq, tcp),
+                    Ok(Ok(None)) => servfail(pkt, tcp),
+                    // The leader gave up (or took too long): ask for ourselves.
+                    _ => self.upstream_for(pkt, &q, tcp).await,
+                };
+            }
+        };
+        match self.upstream(pkt, &q, tcp).await {
+            Some(resp) => {
+                if let Some(c) = &self.cache {
+                    c.insert(&cq, &resp);
+                }
+                let out = cache::fit_vec(&resp, &cq, tcp);
+                lead.finish(Some(resp.into()));
+                out
+            }
+            None => {
+                lead.finish(None);
+                servfail(pkt, tcp)
+            }
+        }
+    }
+
+    /// Upstream only, with the client's UDP limit applied; SERVFAIL when every server failed.
+    async fn upstream_for(&self, pkt: &[u8], q: &QuestionRef, tcp: bool) -> Vec<u8> {
+        match self.upstream(pkt, q, tcp).await {
+            Some(resp) => {
+                if !tcp && resp.len() > wire::response_limit(q.edns, false) {
+                    truncated(&resp, q)
+                } else {
+                    resp
+                }
+            }
+            None => servfail(pkt, tcp),
+        }
+    }
+
+    /// Asks the upstream servers in order; the first usable response (with the client's ID),
+    /// whole, or `None` once every server failed or the budget ran out.
+    async fn upstream(&self, pkt: &[u8], q: &QuestionRef, tcp: bool) -> Option<Vec<u8>> {
         let deadline = Instant::now() + self.budget;
         for up in self.order() {
             let now = Instant::now();
@@ -116,21 +192,15 @@ impl Forwarder {
             }
             let per_try = self.timeout.min(deadline - now);
             let res = if tcp {
-                tokio::time::timeout(per_try, try_tcp(up.addr, pkt, &q)).await
+                tokio::time::timeout(per_try, try_tcp(up.addr, pkt, q)).await
             } else {
-                tokio::time::timeout(per_try, try_udp(up.addr, pkt, &q)).await
+                tokio::time::timeout(per_try, try_udp(up.addr, pkt, q)).await
             };
             match res {
                 Ok(Ok(mut resp)) => {
                     up.dead_until_ms.store(0, Ordering::Relaxed);
                     resp[0..2].copy_from_slice(&q.id.to_be_bytes());
-                    if !tcp {
-                        let limit = wire::response_limit(q.edns, false);
-                        if resp.len() > limit {
-                            return truncated(&resp, &q);
-                        }
-                    }
-                    return resp;
+                    return Some(resp);
                 }
                 Ok(Err(TryError::Rcode)) => {
                     tracing::debug!(upstream = %up.addr, "upstream answered SERVFAIL/REFUSED, trying next");
@@ -146,7 +216,7 @@ impl Forwarder {
                 }
             }
         }
-        servfail(pkt, tcp)
+        None
     }
 }
 
@@ -287,6 +357,7 @@ mod tests {
             timeout: Duration::from_millis(10),
             budget: Duration::from_millis(20),
             max_inflight: 1,
+            cache_size: 0,
         });
         f.upstreams[0]
             .dead_until_ms
