@@ -118,7 +118,10 @@ impl Server {
         {
             tracing::warn!("reload: upstream and docker settings take effect after a restart");
         }
-        self.publisher.set_settings(new.build.clone());
+        // Each publish is a full rebuild: skip the settings one when they did not change.
+        if new.build != old.build {
+            self.publisher.set_settings(new.build.clone());
+        }
         self.publisher
             .set_source(STATIC_SOURCE, new.static_catalog.clone());
         let bound: Vec<SocketAddr> = {

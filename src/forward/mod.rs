@@ -301,7 +301,9 @@ async fn try_udp(addr: SocketAddr, pkt: &[u8], q: &QuestionRef) -> Result<Vec<u8
     sock.send(&with_id(pkt, id))
         .await
         .map_err(|_| TryError::Io)?;
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    // Room for what the client allows (the upstream honours the client's EDNS size), at least
+    // 4 KiB: zeroing 64 KiB per query cost more than the rest of the exchange.
+    let mut buf = vec![0u8; q.edns.map_or(0, |e| usize::from(e.udp_size)).max(4096)];
     loop {
         // A refused port shows up as an error here: treat the server as failed.
         let n = sock.recv(&mut buf).await.map_err(|_| TryError::Io)?;
