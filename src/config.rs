@@ -4,6 +4,7 @@
 //! network or Docker. The file format is documented key by key in the README ("Configuration
 //! reference"); `dockns check-config FILE` prints the effective result of this module.
 
+use crate::dns::guard::{GuardSettings, RefuseMode};
 use crate::model::{BuildSettings, Catalog, Container, Endpoint, Health, Network};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -65,6 +66,20 @@ pub struct ServerSection {
     pub max_tcp_connections: usize,
     /// Most forwarded questions in flight at once; beyond, clients get REFUSED.
     pub max_inflight: usize,
+    /// Extra client networks answered besides loopback and the served networks ("CIDR").
+    pub allow: Vec<String>,
+    /// Answer loopback clients (127.0.0.0/8, ::1).
+    pub allow_loopback: bool,
+    /// What clients that may not use the server get: "refused" or "drop".
+    pub refuse_mode: RefuseMode,
+    /// Forwarded questions per second per client (0 = no limit).
+    pub forward_rate: u32,
+    /// Forwarded questions a client may burst before the rate applies.
+    pub forward_burst: u32,
+    /// Rate-limit loopback clients too.
+    pub rate_limit_loopback: bool,
+    /// When started as root: after binding, switch to this user (and its group).
+    pub user: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -81,6 +96,13 @@ impl Default for ServerSection {
             tcp_idle_timeout_ms: 10_000,
             max_tcp_connections: 512,
             max_inflight: 1024,
+            allow: Vec::new(),
+            allow_loopback: GuardSettings::default().allow_loopback,
+            refuse_mode: RefuseMode::default(),
+            forward_rate: GuardSettings::default().forward_rate,
+            forward_burst: GuardSettings::default().forward_burst,
+            rate_limit_loopback: false,
+            user: None,
         }
     }
 }
@@ -252,6 +274,10 @@ pub struct Config {
     pub max_tcp_connections: usize,
     /// Forwarded questions in flight.
     pub max_inflight: usize,
+    /// Access control and forward rate limits.
+    pub guard: GuardSettings,
+    /// User to switch to after binding, when started as root.
+    pub user: Option<String>,
     /// Upstream servers, own listeners removed.
     pub upstreams: Vec<SocketAddr>,
     /// Where they came from.
@@ -449,6 +475,36 @@ impl Config {
         if s.tcp_idle_timeout_ms == 0 {
             return err("[server] tcp_idle_timeout_ms must be at least 1");
         }
+        let mut allow = Vec::new();
+        for (i, a) in s.allow.iter().enumerate() {
+            let net = a
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| a.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "[server] allow[{i}] = \"{a}\" is not a CIDR; write e.g. \"192.168.1.0/24\" or \"192.0.2.7\""
+                    ))
+                })?;
+            allow.push(net);
+        }
+        if s.forward_rate > 0 && s.forward_burst == 0 {
+            return err(
+                "[server] forward_burst = 0 with a forward_rate: use at least 1 (e.g. twice the rate), or forward_rate = 0 for no limit",
+            );
+        }
+        if s.user.as_deref() == Some("") {
+            return err(
+                "[server] user = \"\": name a user such as \"nobody\", or leave the key out",
+            );
+        }
+        let guard = GuardSettings {
+            allow,
+            allow_loopback: s.allow_loopback,
+            refuse_mode: s.refuse_mode,
+            forward_rate: s.forward_rate,
+            forward_burst: s.forward_burst,
+            rate_limit_loopback: s.rate_limit_loopback,
+        };
         let domain = match &s.domain {
             None => None,
             Some(d) => {
@@ -663,6 +719,8 @@ impl Config {
             tcp_idle_timeout: Duration::from_millis(s.tcp_idle_timeout_ms),
             max_tcp_connections: s.max_tcp_connections,
             max_inflight: s.max_inflight,
+            guard,
+            user: s.user.clone(),
             upstreams,
             upstream_source,
             upstream_timeout: Duration::from_millis(u.timeout_ms),
@@ -750,6 +808,28 @@ mod tests {
             load("[server]\nlisten = [\"0.0.0.0:53\"]\n[upstream]\nservers = [\"127.0.0.1\"]")
                 .unwrap();
         assert!(cfg.upstreams.is_empty());
+    }
+
+    #[test]
+    fn guard_keys() {
+        let cfg = load(
+            "[server]\nallow = [\"192.0.2.0/24\", \"198.51.100.7\"]\nallow_loopback = false\nrefuse_mode = \"drop\"\nforward_rate = 5\nforward_burst = 9\nuser = \"nobody\"",
+        )
+        .unwrap();
+        assert_eq!(cfg.guard.allow.len(), 2);
+        assert!(cfg.guard.allow[1].contains(&"198.51.100.7".parse::<IpAddr>().unwrap()));
+        assert!(!cfg.guard.allow_loopback);
+        assert_eq!(cfg.guard.refuse_mode, RefuseMode::Drop);
+        assert_eq!((cfg.guard.forward_rate, cfg.guard.forward_burst), (5, 9));
+        assert_eq!(cfg.user.as_deref(), Some("nobody"));
+        let d = load("").unwrap();
+        assert!(d.guard.allow_loopback && d.guard.forward_rate > 0 && d.user.is_none());
+        let e = load("[server]\nallow = [\"10.0.0.0/33\"]").unwrap_err().0;
+        assert!(e.contains("allow[0]"), "{e}");
+        let e = load("[server]\nrefuse_mode = \"ignore\"").unwrap_err().0;
+        assert!(e.contains("ignore"), "{e}");
+        let e = load("[server]\nforward_burst = 0").unwrap_err().0;
+        assert!(e.contains("forward_burst"), "{e}");
     }
 
     #[test]

@@ -7,9 +7,13 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod forward;
+pub mod metrics;
 pub mod model;
+pub mod privileges;
 pub mod server;

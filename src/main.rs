@@ -3,8 +3,11 @@
 //! usage, 1: could not start or run).
 
 use clap::{Args, Parser, Subcommand};
+use dockns::admin::{ExplainDoc, RecordsDoc};
+use dockns::cli;
 use dockns::config::{Config, LogFormat, Overrides};
 use dockns::server::Server;
+use hickory_proto::rr::RecordType;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,7 +16,7 @@ use std::process::ExitCode;
     name = "dockns",
     version,
     about = "A fast DNS server for containers: Docker's embedded resolver, done better",
-    after_help = "Examples:\n  dockns serve --config config/demo.toml\n  dockns check-config config/demo.toml\n  dig @127.0.0.1 -p 5353 api"
+    after_help = "Examples:\n  dockns serve --config config/demo.toml\n  dockns check-config config/demo.toml\n  dockns records --admin http://127.0.0.1:9153\n  dockns query api --server 127.0.0.1:5353 --from 10.89.0.3\n  dig @127.0.0.1 -p 5353 api"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +41,66 @@ enum Command {
         after_help = "Examples:\n  dockns bench -s 127.0.0.1:5353 -n api -n db:AAAA -l 10\n  dockns bench -s 127.0.0.1:5353 -d queries.txt -Q 50000 -l 10 --json\n  dockns bench -s 127.0.0.1:5353 -d queries.txt --tcp -q 64"
     )]
     Bench(dockns::bench::BenchArgs),
+    /// Print the tables of a running dockns (networks, endpoints, names) via its admin API.
+    #[command(
+        after_help = "Examples:\n  dockns records                              # admin API at http://127.0.0.1:9153\n  dockns records --network demo\n  dockns records --json | jq '.networks[].names'\n  dockns records --admin http://127.0.0.1:9253\n\nThe server needs [admin] listen = \"127.0.0.1:9153\" in its configuration."
+    )]
+    Records(RecordsArgs),
+    /// Ask a running dockns a question; show the answer, which scope was used and why.
+    #[command(
+        after_help = "Examples:\n  dockns query api --server 127.0.0.1:5353                 # as this host sees it\n  dockns query db AAAA --server 127.0.0.1:5353\n  dockns query api --server 127.0.0.1:5353 --from 10.89.0.3 # as that container sees it\n  dockns query 10.89.0.2 --server 127.0.0.1:5353           # an address: PTR\n  dockns query example.com --server 127.0.0.1:5353 --tcp\n\n--from asks the admin API to explain the tables for another client (a DNS packet cannot\ncarry another source address); names that are forwarded are then also asked live."
+    )]
+    Query(QueryArgs),
+}
+
+#[derive(Args)]
+struct RecordsArgs {
+    /// Only this network.
+    #[arg(long, short = 'n', value_name = "NET")]
+    network: Option<String>,
+    /// Base URL of the admin API.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9153",
+        env = "DOCKNS_ADMIN"
+    )]
+    admin: String,
+    /// Print the JSON document instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// The name to ask for (an IP address asks for its PTR record).
+    name: String,
+    /// Record type (A, AAAA, PTR, MX, TXT, SRV, ... or a number). Default: A, or PTR for an address.
+    #[arg(value_name = "TYPE")]
+    qtype: Option<String>,
+    /// The dockns to ask, ADDR[:PORT] (port 53 by default).
+    #[arg(
+        long,
+        short = 's',
+        value_name = "ADDR[:PORT]",
+        default_value = "127.0.0.1:53",
+        env = "DOCKNS_SERVER"
+    )]
+    server: String,
+    /// Explain the answer for this client address instead of this machine's.
+    #[arg(long, value_name = "IP")]
+    from: Option<std::net::IpAddr>,
+    /// Ask over TCP instead of UDP.
+    #[arg(long)]
+    tcp: bool,
+    /// Base URL of the admin API (for the scope explanation).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9153",
+        env = "DOCKNS_ADMIN"
+    )]
+    admin: String,
 }
 
 #[derive(Args)]
@@ -97,7 +160,114 @@ fn main() -> ExitCode {
         },
         Command::Serve(args) => serve(args),
         Command::Bench(args) => ExitCode::from(dockns::bench::main(&args)),
+        Command::Records(args) => client(records(args)),
+        Command::Query(args) => client(query(args)),
     }
+}
+
+/// Runs a client subcommand on a small runtime; errors are one line, exit code 1.
+fn client(fut: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dockns: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dockns: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn records(args: RecordsArgs) -> Result<String, String> {
+    let path = match &args.network {
+        Some(n) => format!("/v1/records/{}", cli::url_encode(n)),
+        None => "/v1/records".to_string(),
+    };
+    if args.json {
+        let (status, body) = cli::http_get(&args.admin, &path).await?;
+        if status != 200 {
+            return Err(format!(
+                "{}{path}: HTTP {status}: {}",
+                args.admin,
+                body.trim()
+            ));
+        }
+        return Ok(body);
+    }
+    let doc: RecordsDoc = cli::get_json(&args.admin, &path).await?;
+    Ok(cli::format_records(&doc))
+}
+
+async fn query(args: QueryArgs) -> Result<String, String> {
+    let server = cli::parse_server(&args.server)?;
+    let ip_name = args.name.parse::<std::net::IpAddr>().ok();
+    let qtype = match (&args.qtype, ip_name) {
+        (Some(t), _) => cli::parse_type(t)?,
+        (None, Some(_)) => RecordType::PTR,
+        (None, None) => RecordType::A,
+    };
+    let name = match ip_name {
+        Some(ip) if qtype == RecordType::PTR => dockns::model::reverse_name(ip),
+        _ => args.name.clone(),
+    };
+    let explain_path = |from: std::net::IpAddr| {
+        format!(
+            "/v1/explain?name={}&type={}&from={}&local={}",
+            cli::url_encode(&name),
+            qtype,
+            cli::url_encode(&from.to_string()),
+            cli::url_encode(&server.ip().to_string())
+        )
+    };
+    let mut out = String::new();
+    match args.from {
+        Some(from) => {
+            let doc: ExplainDoc = cli::get_json(&args.admin, &explain_path(from)).await?;
+            out.push_str(&format!(
+                ";; QUESTION: {} {} as client {from} would ask it on {server} (from the tables)\n",
+                doc.name, doc.qtype
+            ));
+            out.push_str(&cli::format_explain(&doc));
+            if doc.result == "forward" {
+                let q = cli::build_query(&name, qtype)?;
+                let reply = cli::ask(server, &q, args.tcp).await?;
+                out.push_str(";; forwarded: the upstream answer (the same for every client):\n");
+                out.push_str(&cli::format_reply(
+                    &reply.bytes,
+                    server,
+                    args.tcp,
+                    reply.rtt,
+                ));
+            }
+        }
+        None => {
+            let q = cli::build_query(&name, qtype)?;
+            let reply = cli::ask(server, &q, args.tcp).await?;
+            out.push_str(&format!(";; QUESTION: {name} {qtype}\n"));
+            out.push_str(&cli::format_reply(
+                &reply.bytes,
+                server,
+                args.tcp,
+                reply.rtt,
+            ));
+            match cli::get_json::<ExplainDoc>(&args.admin, &explain_path(reply.from)).await {
+                Ok(doc) => out.push_str(&cli::format_explain(&doc)),
+                Err(e) => out.push_str(&format!(";; no scope explanation: {e}\n")),
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -132,7 +302,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(config, args.config, overrides))
+    let code = runtime.block_on(run(config, args.config, overrides));
+    // Tasks still running (forwards past the drain) are abandoned, not awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
 }
 
 async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
@@ -144,6 +317,21 @@ async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Exi
             return ExitCode::from(1);
         }
     };
+    if let Some(user) = &config.user {
+        if dockns::privileges::is_root() {
+            match dockns::privileges::drop_to(user) {
+                Ok(ids) => {
+                    tracing::info!(user = %user, uid = ids.uid, gid = ids.gid, "listeners bound; dropped root")
+                }
+                Err(e) => {
+                    eprintln!("dockns: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            tracing::info!(user = %user, "not running as root: [server] user has nothing to drop");
+        }
+    }
     tracing::info!(
         listen = ?server.bound(),
         upstreams = ?server.forwarder.servers(),

@@ -5,10 +5,13 @@
 //! loopback ports. Sources of names (the static config here, Docker in `docker`) feed the
 //! [`Publisher`]; the listeners only read what it publishes.
 
+use crate::admin::{AdminServer, AdminState};
 use crate::config::Config;
+use crate::dns::guard::Guard;
 use crate::dns::listen::{BindError, ListenerDeps, ListenerSet};
 use crate::dns::stats::Stats;
 use crate::forward::{ForwardSettings, Forwarder};
+use crate::metrics::ServerMetrics;
 use crate::model::Publisher;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -27,6 +30,12 @@ pub struct Server {
     pub listeners: Arc<ListenerSet>,
     /// Query counters.
     pub stats: Arc<Stats>,
+    /// Access control and forward rate limits.
+    pub guard: Arc<Guard>,
+    /// Readiness and Docker counters (the Docker source records here and calls
+    /// `metrics.set_synced()` after its initial sync).
+    pub metrics: Arc<ServerMetrics>,
+    admin: Mutex<Option<AdminServer>>,
     config: Mutex<Config>,
     fixed: Mutex<Vec<SocketAddr>>,
 }
@@ -45,6 +54,7 @@ impl Server {
             cache_size: config.cache_size,
         });
         let stats = Arc::new(Stats::default());
+        let guard = Guard::new(config.guard.clone());
         let listeners = Arc::new(ListenerSet::new(ListenerDeps {
             snapshot: publisher.handle(),
             forwarder: forwarder.clone(),
@@ -53,6 +63,7 @@ impl Server {
             tcp_idle_timeout: config.tcp_idle_timeout,
             tcp_connections: Arc::new(Semaphore::new(config.max_tcp_connections)),
             workers: config.workers,
+            guard: guard.clone(),
         }));
         let mut fixed = Vec::new();
         for addr in &config.listen {
@@ -66,6 +77,27 @@ impl Server {
                 }
             }
         }
+        let metrics = Arc::new(ServerMetrics::new(config.docker.is_some()));
+        let admin = match config.admin {
+            Some(addr) => {
+                let state = AdminState {
+                    publisher: publisher.clone(),
+                    forwarder: forwarder.clone(),
+                    stats: stats.clone(),
+                    listeners: listeners.clone(),
+                    server: metrics.clone(),
+                };
+                match crate::admin::start(addr, state) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        let l = listeners.clone();
+                        tokio::spawn(async move { l.stop_all().await });
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
         if config.upstreams.is_empty() {
             tracing::warn!("no upstream servers (none configured, none usable in /etc/resolv.conf): names not answered locally get SERVFAIL");
         }
@@ -74,6 +106,9 @@ impl Server {
             forwarder,
             listeners,
             stats,
+            guard,
+            metrics,
+            admin: Mutex::new(admin),
             config: Mutex::new(config),
             fixed: Mutex::new(fixed),
         })
@@ -82,6 +117,15 @@ impl Server {
     /// The bound addresses of the fixed listeners, in config order.
     pub fn bound(&self) -> Vec<SocketAddr> {
         self.fixed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The bound address of the admin API, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|a| a.addr)
     }
 
     /// The configuration in force.
@@ -115,9 +159,13 @@ impl Server {
         if new.upstreams != old.upstreams
             || new.upstream_timeout != old.upstream_timeout
             || new.docker != old.docker
+            || new.admin != old.admin
         {
-            tracing::warn!("reload: upstream and docker settings take effect after a restart");
+            tracing::warn!(
+                "reload: upstream, docker and admin settings take effect after a restart"
+            );
         }
+        self.guard.set(new.guard.clone());
         // Each publish is a full rebuild: skip the settings one when they did not change.
         if new.build != old.build {
             self.publisher.set_settings(new.build.clone());
@@ -138,6 +186,10 @@ impl Server {
 
     /// Stops every listener and waits for them.
     pub async fn shutdown(&self) {
+        let admin = self.admin.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(a) = admin {
+            a.stop().await;
+        }
         self.listeners.stop_all().await;
     }
 }

@@ -5,6 +5,7 @@
 //! A fixed port is first probed without SO_REUSEPORT, so a port already held by another server
 //! (even another dockns) is reported instead of silently shared.
 
+use super::guard::Guard;
 use super::stats::Stats;
 use super::tcp::{accept_loop, TcpContext};
 use super::udp::UdpWorker;
@@ -143,6 +144,8 @@ pub struct ListenerDeps {
     pub tcp_connections: Arc<Semaphore>,
     /// UDP workers per listener.
     pub workers: usize,
+    /// Access control and forward rate limits.
+    pub guard: Arc<Guard>,
 }
 
 struct Running {
@@ -168,6 +171,8 @@ impl Running {
 /// The set of running listeners, keyed by the address asked for.
 pub struct ListenerSet {
     deps: ListenerDeps,
+    /// All TCP connection slots (to wait for every connection to drain on shutdown).
+    tcp_slots: u32,
     running: Mutex<BTreeMap<SocketAddr, (SocketAddr, Running)>>,
 }
 
@@ -175,6 +180,7 @@ impl ListenerSet {
     /// An empty set.
     pub fn new(deps: ListenerDeps) -> ListenerSet {
         ListenerSet {
+            tcp_slots: deps.tcp_connections.available_permits() as u32,
             deps,
             running: Mutex::new(BTreeMap::new()),
         }
@@ -201,6 +207,7 @@ impl ListenerSet {
                 runtime: self.deps.runtime.clone(),
                 stop: stop_udp.clone(),
                 stats: self.deps.stats.worker(),
+                guard: self.deps.guard.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("udp-{}-{i}", bound.port()))
@@ -216,6 +223,7 @@ impl ListenerSet {
             stats: self.deps.stats.worker(),
             idle_timeout: self.deps.tcp_idle_timeout,
             connections: self.deps.tcp_connections.clone(),
+            guard: self.deps.guard.clone(),
         });
         let tcp = {
             let _guard = self.deps.runtime.enter();
@@ -262,7 +270,9 @@ impl ListenerSet {
             .collect()
     }
 
-    /// Stops every listener and waits for the UDP threads and the accept loops to end.
+    /// Stops every listener and waits for the UDP threads and the accept loops to end, then for
+    /// open TCP connections to drain (answer what they read, wait up to `SHUTDOWN_DRAIN` for
+    /// their forwards, flush, close).
     pub async fn stop_all(&self) {
         let all: Vec<Running> =
             std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()))
@@ -279,5 +289,11 @@ impl ListenerSet {
             })
             .await;
         }
+        let drain = super::tcp::SHUTDOWN_DRAIN + Duration::from_millis(300);
+        let _ = tokio::time::timeout(
+            drain,
+            self.deps.tcp_connections.acquire_many(self.tcp_slots),
+        )
+        .await;
     }
 }

@@ -4,6 +4,7 @@
 //! never write to the model. `answer::handle` is the single entry point from bytes to reply.
 
 pub mod answer;
+pub mod guard;
 pub mod listen;
 pub mod mmsg;
 pub mod slow;

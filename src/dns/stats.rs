@@ -1,10 +1,191 @@
-//! Query counters, kept per worker (one cache line each, relaxed atomics, no sharing between
-//! workers) and summed only when someone reads them, so counting costs the hot path nothing
-//! measurable.
+//! Query counters, kept per worker (one cache-line-aligned struct each, relaxed atomics in fixed
+//! arrays indexed by small qtype/rcode buckets, no sharing between workers) and summed only when
+//! someone reads them, so counting costs the hot path a few uncontended atomic adds: no
+//! allocation, no lock, no map lookup.
+//!
+//! This module only counts; rendering (Prometheus text) lives in `metrics`, and what counts as a
+//! reply is decided by the listeners that call in here.
 
 use super::answer::Outcome;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerSource {
+    /// Written by dockns itself: the tables (records, NODATA, NXDOMAIN) and the error responses
+    /// (FORMERR, NOTIMP, BADVERS, REFUSED for lack of capacity).
+    Local = 0,
+    /// A forwarded question answered from the cache.
+    Cache = 1,
+    /// A forwarded question answered by an upstream server (or SERVFAIL once every upstream
+    /// failed).
+    Upstream = 2,
+}
+
+/// Label values of [`AnswerSource`], by index.
+pub const SOURCES: [&str; 3] = ["local", "cache", "upstream"];
+
+/// Transports, by index (`tcp as usize`).
+pub const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
+
+/// Question types counted separately; everything else is `other` (the last bucket).
+pub const QTYPES: [(&str, u16); 11] = [
+    ("A", 1),
+    ("NS", 2),
+    ("CNAME", 5),
+    ("SOA", 6),
+    ("PTR", 12),
+    ("MX", 15),
+    ("TXT", 16),
+    ("AAAA", 28),
+    ("SRV", 33),
+    ("HTTPS", 65),
+    ("ANY", 255),
+];
+/// Number of qtype buckets (the named ones plus `other`).
+pub const QTYPE_BUCKETS: usize = QTYPES.len() + 1;
+
+/// Response codes counted separately; everything else is `other` (the last bucket).
+pub const RCODES: [(&str, u16); 7] = [
+    ("NOERROR", 0),
+    ("FORMERR", 1),
+    ("SERVFAIL", 2),
+    ("NXDOMAIN", 3),
+    ("NOTIMP", 4),
+    ("REFUSED", 5),
+    ("BADVERS", 16),
+];
+/// Number of rcode buckets (the named ones plus `other`).
+pub const RCODE_BUCKETS: usize = RCODES.len() + 1;
+
+/// Upper bounds of the latency histogram buckets, in nanoseconds (10 µs .. 5 s); one more
+/// bucket (+Inf) follows.
+pub const LATENCY_BOUNDS_NS: [u64; 18] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+];
+const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
+#[inline]
+fn qtype_bucket(qtype: u16) -> usize {
+    match qtype {
+        1 => 0,
+        2 => 1,
+        5 => 2,
+        6 => 3,
+        12 => 4,
+        15 => 5,
+        16 => 6,
+        28 => 7,
+        33 => 8,
+        65 => 9,
+        255 => 10,
+        _ => QTYPE_BUCKETS - 1,
+    }
+}
+
+#[inline]
+fn rcode_bucket(rcode: u16) -> usize {
+    match rcode {
+        0..=5 => usize::from(rcode),
+        16 => 6,
+        _ => RCODE_BUCKETS - 1,
+    }
+}
+
+/// The question type echoed in a DNS message (`None` without a question). Walks the question
+/// name's labels; never reads past the message.
+#[inline]
+pub fn message_qtype(msg: &[u8]) -> Option<u16> {
+    if msg.len() < 12 || msg[4] == 0 && msg[5] == 0 {
+        return None;
+    }
+    let mut i = 12usize;
+    loop {
+        let len = *msg.get(i)?;
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        if len & 0xC0 == 0xC0 {
+            i += 2;
+            break;
+        }
+        i += 1 + usize::from(len);
+    }
+    Some(u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?]))
+}
+
+/// The full response code of a DNS message: the header's four bits, extended by the OPT record
+/// when the message ends with an option-less one (as every response dockns writes does).
+#[inline]
+pub fn message_rcode(msg: &[u8]) -> u16 {
+    if msg.len() < 12 {
+        return 0;
+    }
+    let low = u16::from(msg[3] & 0x0F);
+    let n = msg.len();
+    // OPT without options: 0 (root), type 41, class, ext-rcode, version, flags(2), rdlen 0.
+    if n >= 12 + 11 && msg[n - 11] == 0 && msg[n - 10] == 0 && msg[n - 9] == 41 {
+        let rdlen = u16::from_be_bytes([msg[n - 2], msg[n - 1]]);
+        if rdlen == 0 {
+            return (u16::from(msg[n - 6]) << 4) | low;
+        }
+    }
+    low
+}
+
+/// A latency histogram with fixed buckets; one writer per worker, summed on scrape.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    #[inline]
+    fn observe(&self, nanos: u64) {
+        let mut i = 0;
+        while i < LATENCY_BOUNDS_NS.len() && nanos > LATENCY_BOUNDS_NS[i] {
+            i += 1;
+        }
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// Summed histogram: per-bucket (not cumulative) counts and the sum of observations.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HistogramTotals {
+    /// Observations per bucket, bounds as [`LATENCY_BOUNDS_NS`], then +Inf.
+    pub buckets: [u64; LATENCY_BUCKETS],
+    /// Sum of all observations, nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl HistogramTotals {
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
 
 /// One worker's counters.
 #[derive(Debug, Default)]
@@ -16,6 +197,13 @@ pub struct WorkerStats {
     forwarded: AtomicU64,
     refused: AtomicU64,
     dropped: AtomicU64,
+    rate_limited: AtomicU64,
+    /// Replies by transport, qtype bucket and rcode bucket.
+    replies: [[[AtomicU64; RCODE_BUCKETS]; QTYPE_BUCKETS]; 2],
+    /// Replies by source.
+    sources: [AtomicU64; 3],
+    /// Latency by source.
+    latency: [Histogram; 3],
 }
 
 /// Summed counters.
@@ -35,6 +223,22 @@ pub struct Totals {
     pub dropped: u64,
 }
 
+/// Everything the workers counted, summed (for `/metrics`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Detailed {
+    /// The classic totals.
+    pub totals: Totals,
+    /// Queries dropped or refused by a rate limiter.
+    pub rate_limited: u64,
+    /// Replies by transport, qtype bucket, rcode bucket (label values: [`TRANSPORTS`],
+    /// [`QTYPES`] + `other`, [`RCODES`] + `other`).
+    pub replies: [[[u64; RCODE_BUCKETS]; QTYPE_BUCKETS]; 2],
+    /// Replies by source ([`SOURCES`]).
+    pub sources: [u64; 3],
+    /// Latency by source ([`SOURCES`]).
+    pub latency: [HistogramTotals; 3],
+}
+
 impl WorkerStats {
     /// Counts one reply.
     #[inline]
@@ -45,6 +249,18 @@ impl WorkerStats {
             (Outcome::Error, _) => &self.errors,
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one reply sent to a client: by transport, the question type and response code
+    /// read from `reply` itself, by source, and its latency (`nanos` from receiving the query
+    /// to having the reply ready).
+    #[inline]
+    pub fn answered(&self, tcp: bool, source: AnswerSource, reply: &[u8], nanos: u64) {
+        let q = message_qtype(reply).map_or(QTYPE_BUCKETS - 1, qtype_bucket);
+        let r = rcode_bucket(message_rcode(reply));
+        self.replies[usize::from(tcp)][q][r].fetch_add(1, Ordering::Relaxed);
+        self.sources[source as usize].fetch_add(1, Ordering::Relaxed);
+        self.latency[source as usize].observe(nanos);
     }
 
     /// Counts one forwarded question.
@@ -63,6 +279,12 @@ impl WorkerStats {
     #[inline]
     pub fn dropped(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one query a rate limiter dropped or refused.
+    #[inline]
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -85,16 +307,161 @@ impl Stats {
 
     /// Sums every worker's counters (including stopped workers').
     pub fn totals(&self) -> Totals {
+        self.detailed().totals
+    }
+
+    /// Sums every counter of every worker (including stopped workers').
+    pub fn detailed(&self) -> Detailed {
         let ws = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-        let mut t = Totals::default();
+        let mut d = Detailed::default();
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         for w in ws.iter() {
-            t.udp_local += w.udp_local.load(Ordering::Relaxed);
-            t.tcp_local += w.tcp_local.load(Ordering::Relaxed);
-            t.errors += w.errors.load(Ordering::Relaxed);
-            t.forwarded += w.forwarded.load(Ordering::Relaxed);
-            t.refused += w.refused.load(Ordering::Relaxed);
-            t.dropped += w.dropped.load(Ordering::Relaxed);
+            let t = &mut d.totals;
+            t.udp_local += ld(&w.udp_local);
+            t.tcp_local += ld(&w.tcp_local);
+            t.errors += ld(&w.errors);
+            t.forwarded += ld(&w.forwarded);
+            t.refused += ld(&w.refused);
+            t.dropped += ld(&w.dropped);
+            d.rate_limited += ld(&w.rate_limited);
+            for (dt, wt) in d.replies.iter_mut().zip(&w.replies) {
+                for (dq, wq) in dt.iter_mut().zip(wt) {
+                    for (dr, wr) in dq.iter_mut().zip(wq) {
+                        *dr += ld(wr);
+                    }
+                }
+            }
+            for (ds, ws) in d.sources.iter_mut().zip(&w.sources) {
+                *ds += ld(ws);
+            }
+            for (dh, wh) in d.latency.iter_mut().zip(&w.latency) {
+                for (db, wb) in dh.buckets.iter_mut().zip(&wh.buckets) {
+                    *db += ld(wb);
+                }
+                dh.sum_ns += ld(&wh.sum_ns);
+            }
         }
-        t
+        d
+    }
+}
+
+/// Target of the per-query log lines (`--log-level info,dockns::query=debug` turns them on).
+pub const QUERY_LOG_TARGET: &str = "dockns::query";
+
+/// Writes one debug line for a reply when the query log is enabled; costs one cached
+/// level check otherwise.
+#[inline]
+pub fn log_reply(client: std::net::SocketAddr, tcp: bool, source: AnswerSource, reply: &[u8]) {
+    if tracing::enabled!(target: QUERY_LOG_TARGET, tracing::Level::DEBUG) {
+        tracing::debug!(
+            target: QUERY_LOG_TARGET,
+            %client,
+            transport = TRANSPORTS[usize::from(tcp)],
+            name = %QuestionName(reply),
+            qtype = message_qtype(reply).unwrap_or(0),
+            rcode = message_rcode(reply),
+            source = SOURCES[source as usize],
+            "query"
+        );
+    }
+}
+
+/// Displays the question name of a DNS message as text (`.` for the root, `?` when absent).
+pub struct QuestionName<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for QuestionName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let msg = self.0;
+        if msg.len() < 13 || msg[4] == 0 && msg[5] == 0 {
+            return f.write_str("?");
+        }
+        let mut i = 12usize;
+        let mut first = true;
+        while let Some(&len) = msg.get(i) {
+            if len == 0 || len & 0xC0 != 0 {
+                break;
+            }
+            let Some(label) = msg.get(i + 1..i + 1 + usize::from(len)) else {
+                break;
+            };
+            if !first {
+                f.write_str(".")?;
+            }
+            first = false;
+            for &b in label {
+                if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
+                    write!(f, "{}", b as char)?;
+                } else {
+                    write!(f, "\\{b:03}")?;
+                }
+            }
+            i += 1 + usize::from(len);
+        }
+        if first {
+            f.write_str(".")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(qname: &[u8], qtype: u16, rcode: u8, opt_ext: Option<u8>) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x81, 0x80 | rcode, 0, 1, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(qname);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        if let Some(ext) = opt_ext {
+            m[11] = 1;
+            m.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, ext, 0, 0, 0, 0, 0]);
+        }
+        m
+    }
+
+    #[test]
+    fn reads_qtype_and_rcode_from_replies() {
+        let m = msg(b"\x03api\x04demo\x00", 28, 3, None);
+        assert_eq!(message_qtype(&m), Some(28));
+        assert_eq!(message_rcode(&m), 3);
+        let m = msg(b"\x00", 1, 0, Some(1));
+        assert_eq!(message_qtype(&m), Some(1));
+        assert_eq!(message_rcode(&m), 16, "BADVERS lives in the OPT record");
+        // No question, truncated name, short header: no panic, sensible answers.
+        let mut m = msg(b"\x03api\x00", 1, 1, None);
+        m[5] = 0;
+        assert_eq!(message_qtype(&m), None);
+        assert_eq!(
+            message_qtype(b"\x00\x00\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00\x05ab"),
+            None
+        );
+        assert_eq!(message_rcode(b"\x00"), 0);
+        let m = msg(b"\x03Api\x03a.b\x00", 1, 0, None);
+        assert_eq!(QuestionName(&m).to_string(), "Api.a\\046b");
+        assert_eq!(QuestionName(&msg(b"\x00", 1, 0, None)).to_string(), ".");
+    }
+
+    #[test]
+    fn buckets_and_aggregation() {
+        let stats = Stats::default();
+        let (w1, w2) = (stats.worker(), stats.worker());
+        let a = msg(b"\x02db\x00", 1, 0, None);
+        let nx = msg(b"\x02xx\x00", 99, 3, None);
+        w1.answered(false, AnswerSource::Local, &a, 5_000);
+        w2.answered(false, AnswerSource::Local, &a, 30_000);
+        w2.answered(true, AnswerSource::Upstream, &nx, 6_000_000_000);
+        w1.record(Outcome::Local, false);
+        w2.rate_limited();
+        let d = stats.detailed();
+        assert_eq!(d.replies[0][0][0], 2);
+        assert_eq!(d.replies[1][QTYPE_BUCKETS - 1][3], 1);
+        assert_eq!(d.sources, [2, 0, 1]);
+        assert_eq!(d.latency[0].buckets[0], 1);
+        assert_eq!(d.latency[0].buckets[2], 1);
+        assert_eq!(d.latency[0].sum_ns, 35_000);
+        assert_eq!(d.latency[2].buckets[LATENCY_BUCKETS - 1], 1);
+        assert_eq!(d.rate_limited, 1);
+        assert_eq!(stats.totals().udp_local, 1);
     }
 }

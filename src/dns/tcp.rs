@@ -7,14 +7,15 @@
 //! all bounded, so a slow or hostile client costs one connection slot and nothing else.
 
 use super::answer::{self, Action};
-use super::stats::WorkerStats;
+use super::guard::{Admission, Guard};
+use super::stats::{log_reply, AnswerSource, WorkerStats};
 use super::udp::canonical;
 use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +23,8 @@ use tokio::sync::{watch, Mutex, Semaphore};
 
 /// Time allowed to receive the rest of a message once its length arrived, and to write a reply.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// On shutdown, how long a connection waits for its in-flight forwards before closing.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(1500);
 /// Forwarded questions one connection may have in flight before reading pauses.
 const PER_CONN_INFLIGHT: usize = 64;
 
@@ -39,6 +42,8 @@ pub struct TcpContext {
     pub idle_timeout: Duration,
     /// Connection slots (shared by every TCP listener).
     pub connections: Arc<Semaphore>,
+    /// Access control and forward rate limits.
+    pub guard: Arc<Guard>,
 }
 
 /// Accepts connections until `stop` turns true.
@@ -95,15 +100,22 @@ async fn serve_conn(
 ) {
     let _ = stream.set_nodelay(true);
     let client = canonical(peer.ip());
+    if ctx.guard.admit(&ctx.snapshot.load(), client) == Admission::Drop {
+        return; // not ours to serve, and told to stay silent: close at once
+    }
     let (rd, wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(16 * 1024, rd);
     let wr = Arc::new(Mutex::new(BufWriter::with_capacity(16 * 1024, wr)));
     let inflight = Arc::new(Semaphore::new(PER_CONN_INFLIGHT));
     let mut pkt = vec![0u8; MAX_MESSAGE];
     let mut out = vec![0u8; MAX_MESSAGE + 2];
+    let mut stopping = false;
     loop {
         let len = tokio::select! {
-            _ = stop.changed() => break,
+            _ = stop.changed() => {
+                stopping = true;
+                break;
+            }
             r = tokio::time::timeout(ctx.idle_timeout, rd.read_u16()) => match r {
                 Ok(Ok(len)) => usize::from(len),
                 _ => break, // idle, EOF or reset
@@ -117,9 +129,13 @@ async fn serve_conn(
             Ok(Ok(_)) => {}
             _ => break, // half a message then silence, or a reset mid-message
         }
+        let t0 = Instant::now();
         let action = {
             let snap = ctx.snapshot.load();
-            answer::handle(&snap, client, ctx.local, body, &mut out[2..], true)
+            match ctx.guard.screen(&snap, client, body, &mut out[2..], true) {
+                Some(refused) => refused,
+                None => answer::handle(&snap, client, ctx.local, body, &mut out[2..], true),
+            }
         };
         // Flush only when no further query is already waiting in the read buffer, so pipelined
         // queries get their replies in batches.
@@ -127,6 +143,14 @@ async fn serve_conn(
         match action {
             Action::Reply(n, outcome) => {
                 ctx.stats.record(outcome, true);
+                let reply = &out[2..n + 2];
+                ctx.stats.answered(
+                    true,
+                    AnswerSource::Local,
+                    reply,
+                    t0.elapsed().as_nanos() as u64,
+                );
+                log_reply(peer, true, AnswerSource::Local, reply);
                 out[..2].copy_from_slice(&(n as u16).to_be_bytes());
                 if !write_frame(&wr, &out[..n + 2], !more).await {
                     break;
@@ -134,9 +158,28 @@ async fn serve_conn(
             }
             Action::Drop => ctx.stats.dropped(),
             Action::Forward => {
-                let Some(permit) = ctx.forwarder.try_acquire() else {
-                    ctx.stats.refused();
+                let permit = if ctx.guard.allow_forward(client) {
+                    let p = ctx.forwarder.try_acquire();
+                    if p.is_none() {
+                        ctx.stats.refused();
+                    }
+                    p
+                } else {
+                    ctx.stats.rate_limited();
+                    None
+                };
+                let Some(permit) = permit else {
                     let n = answer::error_response(body, rcode::REFUSED, &mut out[2..], true);
+                    if n > 0 {
+                        let reply = &out[2..n + 2];
+                        ctx.stats.answered(
+                            true,
+                            AnswerSource::Local,
+                            reply,
+                            t0.elapsed().as_nanos() as u64,
+                        );
+                        log_reply(peer, true, AnswerSource::Local, reply);
+                    }
                     out[..2].copy_from_slice(&(n as u16).to_be_bytes());
                     if n > 0 && !write_frame(&wr, &out[..n + 2], !more).await {
                         break;
@@ -154,9 +197,12 @@ async fn serve_conn(
                 let q = body.to_vec();
                 let fwd = ctx.forwarder.clone();
                 let wr = wr.clone();
+                let stats = ctx.stats.clone();
                 tokio::spawn(async move {
-                    let resp = fwd.resolve(&q, true).await;
+                    let (resp, source) = fwd.resolve_traced(&q, true).await;
                     if !resp.is_empty() {
+                        stats.answered(true, source, &resp, t0.elapsed().as_nanos() as u64);
+                        log_reply(peer, true, source, &resp);
                         let mut frame = Vec::with_capacity(resp.len() + 2);
                         frame.extend_from_slice(&(resp.len() as u16).to_be_bytes());
                         frame.extend_from_slice(&resp);
@@ -168,9 +214,14 @@ async fn serve_conn(
             }
         }
     }
-    // Let in-flight forwards on this connection finish (each is bounded by the upstream budget),
-    // then flush and close.
-    let _ = inflight.acquire_many(PER_CONN_INFLIGHT as u32).await;
+    // Let in-flight forwards on this connection finish (each is bounded by the upstream budget,
+    // and by SHUTDOWN_DRAIN when the server stops), then flush and close.
+    let all = inflight.acquire_many(PER_CONN_INFLIGHT as u32);
+    if stopping {
+        let _ = tokio::time::timeout(SHUTDOWN_DRAIN, all).await;
+    } else {
+        let _ = all.await;
+    }
     let mut w = wr.lock().await;
     let _ = tokio::time::timeout(IO_TIMEOUT, async {
         let _ = w.flush().await;

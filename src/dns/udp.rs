@@ -10,15 +10,17 @@
 //! batches (the socket has a short read timeout), which is how listeners are removed.
 
 use super::answer::{self, Action};
+use super::guard::Guard;
 use super::mmsg::MsgBatch;
-use super::stats::WorkerStats;
-use super::wire::rcode;
+use super::stats::{log_reply, AnswerSource, WorkerStats};
+use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a UDP worker needs.
 pub struct UdpWorker {
@@ -36,6 +38,8 @@ pub struct UdpWorker {
     pub stop: Arc<AtomicBool>,
     /// Counters.
     pub stats: Arc<WorkerStats>,
+    /// Access control and forward rate limits.
+    pub guard: Arc<Guard>,
 }
 
 /// Clients may reach us over an IPv4-mapped IPv6 address: scope by the IPv4 address.
@@ -49,11 +53,13 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Datagrams moved per system call.
 const BATCH: usize = 32;
-/// Largest query accepted over UDP (EDNS clients advertise at most 4096; a query is far smaller).
-const MAX_UDP_QUERY: usize = 4096;
-/// Room for one UDP response (dockns caps UDP responses at 1232 bytes; error responses are
-/// smaller still).
-const UDP_OUT: usize = 2048;
+/// Receive buffer per datagram: any UDP payload fits (a 64 KiB datagram of garbage still gets
+/// its FORMERR). The kernel only touches the bytes it writes, so the untouched tail of each
+/// buffer costs address space, not memory.
+const MAX_UDP_QUERY: usize = MAX_MESSAGE + 1;
+/// Room for one UDP response (dockns caps its own UDP responses at 1232 bytes; error and
+/// cached responses are checked against this size before they are written).
+const UDP_OUT: usize = 4096;
 
 impl UdpWorker {
     /// Runs until the stop flag is set.
@@ -73,6 +79,8 @@ impl UdpWorker {
                 Ok(n) => n,
                 Err(_) => continue,
             };
+            // One clock read per batch: latency is counted from the batch's arrival.
+            let t0 = Instant::now();
             let mut replies = 0;
             {
                 let snap = self.snapshot.load();
@@ -83,39 +91,44 @@ impl UdpWorker {
                     };
                     let pkt = inb.packet(i);
                     let client = canonical(src.ip());
-                    match answer::handle(
-                        &snap,
-                        client,
-                        self.local,
-                        pkt,
-                        outb.buf_mut(replies),
-                        false,
-                    ) {
+                    let out = outb.buf_mut(replies);
+                    let action = match self.guard.screen(&snap, client, pkt, out, false) {
+                        Some(refused) => refused,
+                        None => answer::handle(&snap, client, self.local, pkt, out, false),
+                    };
+                    let (len, source) = match action {
                         Action::Reply(len, outcome) => {
                             self.stats.record(outcome, false);
-                            outb.set_len(replies, len);
-                            outb.copy_addr(replies, &inb, i);
-                            replies += 1;
+                            (len, AnswerSource::Local)
                         }
-                        Action::Forward => {
-                            // A cached forward answer goes out with this batch; only a miss
-                            // becomes a task.
-                            match self.forwarder.answer_from_cache(
-                                pkt,
-                                outb.buf_mut(replies),
-                                false,
-                            ) {
-                                Some(len) => {
-                                    self.stats.forwarded();
-                                    outb.set_len(replies, len);
-                                    outb.copy_addr(replies, &inb, i);
-                                    replies += 1;
-                                }
-                                None => self.forward(pkt, src, &mut scratch),
+                        Action::Drop => {
+                            self.stats.dropped();
+                            continue;
+                        }
+                        // A cached forward answer goes out with this batch; only a miss
+                        // becomes a task.
+                        Action::Forward => match self.forwarder.answer_from_cache(
+                            pkt,
+                            outb.buf_mut(replies),
+                            false,
+                        ) {
+                            Some(len) => {
+                                self.stats.forwarded();
+                                (len, AnswerSource::Cache)
                             }
-                        }
-                        Action::Drop => self.stats.dropped(),
-                    }
+                            None => {
+                                self.forward(pkt, src, client, &mut scratch, t0);
+                                continue;
+                            }
+                        },
+                    };
+                    outb.set_len(replies, len);
+                    outb.copy_addr(replies, &inb, i);
+                    let reply = &outb.buf_mut(replies)[..len];
+                    self.stats
+                        .answered(false, source, reply, t0.elapsed().as_nanos() as u64);
+                    log_reply(src, false, source, reply);
+                    replies += 1;
                 }
             }
             if replies > 0 {
@@ -124,12 +137,30 @@ impl UdpWorker {
         }
     }
 
-    fn forward(&self, pkt: &[u8], src: SocketAddr, out: &mut [u8]) {
-        let Some(permit) = self.forwarder.try_acquire() else {
-            self.stats.refused();
+    fn forward(&self, pkt: &[u8], src: SocketAddr, client: IpAddr, out: &mut [u8], t0: Instant) {
+        // Over its forward rate or over the in-flight bound: REFUSED.
+        let permit = if self.guard.allow_forward(client) {
+            let p = self.forwarder.try_acquire();
+            if p.is_none() {
+                self.stats.refused();
+            }
+            p
+        } else {
+            self.stats.rate_limited();
+            None
+        };
+        let Some(permit) = permit else {
             let n = answer::error_response(pkt, rcode::REFUSED, out, false);
             if n > 0 {
-                let _ = self.socket.send_to(&out[..n], src);
+                let reply = &out[..n];
+                self.stats.answered(
+                    false,
+                    AnswerSource::Local,
+                    reply,
+                    t0.elapsed().as_nanos() as u64,
+                );
+                log_reply(src, false, AnswerSource::Local, reply);
+                let _ = self.socket.send_to(reply, src);
             }
             return;
         };
@@ -137,9 +168,12 @@ impl UdpWorker {
         let pkt = pkt.to_vec();
         let socket = self.socket.clone();
         let forwarder = self.forwarder.clone();
+        let stats = self.stats.clone();
         self.runtime.spawn(async move {
-            let resp = forwarder.resolve(&pkt, false).await;
+            let (resp, source) = forwarder.resolve_traced(&pkt, false).await;
             if !resp.is_empty() {
+                stats.answered(false, source, &resp, t0.elapsed().as_nanos() as u64);
+                log_reply(src, false, source, &resp);
                 let _ = socket.send_to(&resp, src);
             }
             drop(permit);

@@ -13,10 +13,12 @@
 //! take one uncontended shard lock and allocate nothing.
 
 use crate::dns::wire::{self, EdnsInfo, Parse};
+use crate::metrics::CacheMetrics;
 use crate::model::MAX_KEY_LEN;
 use rustc_hash::FxHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -108,6 +110,8 @@ pub struct CacheStats {
 pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
+    entries: AtomicU64,
+    metrics: Arc<CacheMetrics>,
 }
 
 fn shard_of(key: &[u8]) -> usize {
@@ -206,9 +210,16 @@ fn personalize(out: &mut [u8], q: &CacheQuestion<'_>) {
 }
 
 /// Writes `resp` for the client `q` into `out`, truncated (TC, question only) when it exceeds
-/// the client's UDP limit. Returns the length, or 0 when `out` is too small.
+/// the client's UDP limit (what it advertised, at least 512, as for answers straight from
+/// upstream). Returns the length, or 0 when `out` is too small.
 fn fit(resp: &[u8], q: &CacheQuestion<'_>, tcp: bool, out: &mut [u8]) -> usize {
-    let limit = wire::response_limit(q.edns, tcp);
+    let limit = if tcp {
+        wire::MAX_MESSAGE
+    } else {
+        q.edns.map_or(wire::PLAIN_UDP_LIMIT, |e| {
+            usize::from(e.udp_size).max(wire::PLAIN_UDP_LIMIT)
+        })
+    };
     if resp.len() <= limit {
         if resp.len() > out.len() {
             return 0;
@@ -237,12 +248,30 @@ pub fn fit_vec(resp: &[u8], q: &CacheQuestion<'_>, tcp: bool) -> Vec<u8> {
 }
 
 impl Cache {
-    /// A cache of at most `entries` responses; `None` when `entries` is 0 (disabled).
-    pub fn new(entries: usize) -> Option<Cache> {
-        (entries > 0).then(|| Cache {
+    /// A cache of at most `entries` responses that records into `metrics`; `None` when
+    /// `entries` is 0 (disabled).
+    pub fn new(entries: usize, metrics: Arc<CacheMetrics>) -> Option<Cache> {
+        if entries == 0 {
+            return None;
+        }
+        metrics.enabled.store(true, Ordering::Relaxed);
+        Some(Cache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: entries.div_ceil(SHARDS),
+            entries: AtomicU64::new(0),
+            metrics,
         })
+    }
+
+    fn count(&self, added: bool) {
+        let n = if added {
+            self.entries.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.entries
+                .fetch_sub(1, Ordering::Relaxed)
+                .saturating_sub(1)
+        };
+        self.metrics.set_entries(n);
     }
 
     fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Shard> {
@@ -254,7 +283,13 @@ impl Cache {
     /// Answers `q` from the cache into `out` (TTLs decremented by the entry's age); returns the
     /// length, or `None` on a miss (absent or expired).
     pub fn get(&self, q: &CacheQuestion<'_>, tcp: bool, out: &mut [u8]) -> Option<usize> {
-        self.get_at(q, tcp, out, Instant::now())
+        let r = self.get_at(q, tcp, out, Instant::now());
+        if r.is_some() {
+            self.metrics.hit();
+        } else {
+            self.metrics.miss();
+        }
+        r
     }
 
     fn get_at(
@@ -268,6 +303,7 @@ impl Cache {
         let e = shard.map.get(q.key())?;
         if now >= e.expires {
             shard.map.remove(q.key());
+            self.count(false);
             return None;
         }
         let n = fit(&e.resp, q, tcp, out);
@@ -307,15 +343,19 @@ impl Cache {
         let key: Box<[u8]> = q.key().into();
         let mut shard = self.shard(&key);
         let sh = &mut *shard;
-        if !sh.map.contains_key(&key) {
+        let fresh = !sh.map.contains_key(&key);
+        if fresh {
             while sh.map.len() >= self.per_shard {
                 let Some((old, seq)) = sh.order.pop_front() else {
                     break;
                 };
                 if sh.map.get(&old).is_some_and(|e| e.seq == seq) {
                     sh.map.remove(&old);
+                    self.count(false);
+                    self.metrics.evicted(1);
                 }
             }
+            self.count(true);
         }
         sh.seq += 1;
         let seq = sh.seq;
@@ -341,11 +381,7 @@ impl Cache {
     /// Current counters.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            entries: self
-                .shards
-                .iter()
-                .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).map.len())
-                .sum(),
+            entries: self.entries.load(Ordering::Relaxed) as usize,
         }
     }
 }
@@ -495,7 +531,7 @@ mod tests {
 
     #[test]
     fn positive_answers_age_and_expire() {
-        let c = Cache::new(100).unwrap();
+        let c = Cache::new(100, Arc::default()).unwrap();
         let q = query(b"\x03www\x07example\x00", 1, 1, None);
         let cq = CacheQuestion::parse(&q).unwrap();
         let t0 = Instant::now();
@@ -520,7 +556,7 @@ mod tests {
 
     #[test]
     fn negative_answers_use_soa_minimum() {
-        let c = Cache::new(100).unwrap();
+        let c = Cache::new(100, Arc::default()).unwrap();
         let q = query(b"\x04nope\x07example\x00", 1, 7, None);
         let cq = CacheQuestion::parse(&q).unwrap();
         let t0 = Instant::now();
@@ -546,7 +582,7 @@ mod tests {
 
     #[test]
     fn uncacheable_responses_are_skipped() {
-        let c = Cache::new(100).unwrap();
+        let c = Cache::new(100, Arc::default()).unwrap();
         let q = query(b"\x01a\x00", 1, 1, None);
         let cq = CacheQuestion::parse(&q).unwrap();
         let mut out = [0u8; 512];
@@ -564,12 +600,15 @@ mod tests {
         c.insert(&cq, &cut);
         assert!(c.get(&cq, false, &mut out).is_none());
         assert_eq!(c.stats().entries, 0);
-        assert!(Cache::new(0).is_none(), "cache_size 0 disables the cache");
+        assert!(
+            Cache::new(0, Arc::default()).is_none(),
+            "cache_size 0 disables the cache"
+        );
     }
 
     #[test]
     fn key_separates_type_do_bit_and_edns() {
-        let c = Cache::new(100).unwrap();
+        let c = Cache::new(100, Arc::default()).unwrap();
         let plain = query(b"\x01a\x00", 1, 1, None);
         c.insert(
             &CacheQuestion::parse(&plain).unwrap(),
@@ -592,7 +631,7 @@ mod tests {
 
     #[test]
     fn bounded_oldest_evicted_first() {
-        let c = Cache::new(SHARDS).unwrap(); // one entry per shard
+        let c = Cache::new(SHARDS, Arc::default()).unwrap(); // one entry per shard
         let mut qs = Vec::new();
         for i in 0..200u16 {
             let name = format!("\x04n{i:03}\x00");
@@ -612,7 +651,7 @@ mod tests {
 
     #[test]
     fn oversized_answers_are_truncated_for_small_udp_clients() {
-        let c = Cache::new(10).unwrap();
+        let c = Cache::new(10, Arc::default()).unwrap();
         let q = query(b"\x03big\x00", 1, 5, None);
         let cq = CacheQuestion::parse(&q).unwrap();
         let answers = vec![300u32; 40]; // 40 * 16 bytes > 512

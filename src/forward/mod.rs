@@ -6,28 +6,32 @@
 //! the client: the upstream's answer with the client's ID restored, or SERVFAIL once every
 //! server failed or the question's total budget ran out. It never answers with silence.
 //!
-//! A server that timed out is remembered as dead for a while and tried last, so one dead
-//! upstream costs one timeout, not one per question. In-flight forwards are bounded by a
-//! semaphore; the listeners answer REFUSED when it is exhausted, so memory stays bounded.
+//! A server that fails [`health::DEAD_AFTER`] tries in a row (timeouts, I/O errors, garbage) is
+//! marked dead and skipped; a background health probe (`. NS`, to that server only) revives it
+//! as soon as it answers (see `health.rs`). When every server is dead, clients get SERVFAIL at
+//! once. In-flight forwards are bounded by a semaphore; the listeners answer REFUSED when it is
+//! exhausted, so memory stays bounded. Deciding whether upstream bytes are the answer is a pure
+//! function ([`upstream_reply`]) so it can be fuzzed.
 //!
 //! In front of the upstreams sit the response cache and in-flight de-duplication (see
 //! `cache.rs`): [`Forwarder::resolve`] answers from the cache when it can, lets identical
 //! questions share one upstream query, and stores what comes back.
 
-pub mod cache;
-
 use crate::dns::answer::error_response;
+use crate::dns::stats::AnswerSource;
 use crate::dns::wire::{self, rcode, MAX_MESSAGE};
+use crate::metrics::{CacheMetrics, UpstreamTotals};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+pub mod cache;
+pub mod health;
+
+use health::Health;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// How long a server that timed out is tried last.
-const DEAD_FOR: Duration = Duration::from_secs(10);
 
 /// Settings of the forwarder.
 #[derive(Clone, Debug)]
@@ -46,8 +50,15 @@ pub struct ForwardSettings {
 
 struct Upstream {
     addr: SocketAddr,
-    /// Milliseconds since `epoch` until which the server counts as dead (0 = alive).
-    dead_until_ms: AtomicU64,
+    health: Health,
+    /// Tries sent.
+    queries: AtomicU64,
+    /// Tries that timed out.
+    timeouts: AtomicU64,
+    /// Tries that failed at the socket.
+    io_errors: AtomicU64,
+    /// Tries answered SERVFAIL/REFUSED.
+    rcode_errors: AtomicU64,
 }
 
 /// The upstream pool. See the module docs.
@@ -56,7 +67,10 @@ pub struct Forwarder {
     timeout: Duration,
     budget: Duration,
     inflight: Arc<Semaphore>,
-    epoch: Instant,
+    /// Itself, for spawning health probes from `&self`.
+    me: Weak<Forwarder>,
+    max_inflight: usize,
+    cache_metrics: Arc<CacheMetrics>,
     cache: Option<cache::Cache>,
     pending: Arc<cache::Inflight>,
 }
@@ -71,22 +85,55 @@ enum TryError {
 impl Forwarder {
     /// Builds the pool.
     pub fn new(s: &ForwardSettings) -> Arc<Forwarder> {
-        Arc::new(Forwarder {
+        let cache_metrics = Arc::new(CacheMetrics::default());
+        Arc::new_cyclic(|me| Forwarder {
             upstreams: s
                 .servers
                 .iter()
                 .map(|&addr| Upstream {
                     addr,
-                    dead_until_ms: AtomicU64::new(0),
+                    health: Health::default(),
+                    queries: AtomicU64::new(0),
+                    timeouts: AtomicU64::new(0),
+                    io_errors: AtomicU64::new(0),
+                    rcode_errors: AtomicU64::new(0),
                 })
                 .collect(),
             timeout: s.timeout,
             budget: s.budget,
             inflight: Arc::new(Semaphore::new(s.max_inflight)),
-            epoch: Instant::now(),
-            cache: cache::Cache::new(s.cache_size),
+            me: me.clone(),
+            max_inflight: s.max_inflight,
+            cache: cache::Cache::new(s.cache_size, cache_metrics.clone()),
+            cache_metrics,
             pending: Arc::default(),
         })
+    }
+
+    /// Counters for the answer cache (the cache records into them).
+    pub fn cache_metrics(&self) -> &Arc<CacheMetrics> {
+        &self.cache_metrics
+    }
+
+    /// Per-server counters, in configured order.
+    pub fn upstream_totals(&self) -> Vec<UpstreamTotals> {
+        self.upstreams
+            .iter()
+            .map(|u| UpstreamTotals {
+                addr: u.addr,
+                queries: u.queries.load(Ordering::Relaxed),
+                timeouts: u.timeouts.load(Ordering::Relaxed),
+                io_errors: u.io_errors.load(Ordering::Relaxed),
+                rcode_errors: u.rcode_errors.load(Ordering::Relaxed),
+                up: !u.health.is_dead(),
+            })
+            .collect()
+    }
+
+    /// Forwarded questions in flight now.
+    pub fn inflight(&self) -> usize {
+        self.max_inflight
+            .saturating_sub(self.inflight.available_permits())
     }
 
     /// The configured servers.
@@ -99,19 +146,39 @@ impl Forwarder {
         self.inflight.clone().try_acquire_owned().ok()
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    /// Whether each configured server is currently considered alive, in config order.
+    pub fn alive(&self) -> Vec<(SocketAddr, bool)> {
+        self.upstreams
+            .iter()
+            .map(|u| (u.addr, !u.health.is_dead()))
+            .collect()
     }
 
-    /// Upstreams in the order to try: live ones first (configured order), then dead ones.
-    fn order(&self) -> Vec<&Upstream> {
-        let now = self.now_ms();
-        let (mut alive, dead): (Vec<&Upstream>, Vec<&Upstream>) = self
-            .upstreams
+    /// Upstreams to try, in configured order; dead ones are skipped until a probe revives them.
+    /// When every server is dead they are all tried anyway (within the budget): a last resort
+    /// beats a certain SERVFAIL.
+    fn order(&self) -> impl Iterator<Item = (usize, &Upstream)> {
+        let all_dead = self.upstreams.iter().all(|u| u.health.is_dead());
+        self.upstreams
             .iter()
-            .partition(|u| u.dead_until_ms.load(Ordering::Relaxed) <= now);
-        alive.extend(dead);
-        alive
+            .enumerate()
+            .filter(move |(_, u)| all_dead || !u.health.is_dead())
+    }
+
+    /// Counts a failed try; when that makes the server dead, starts its health probe.
+    fn failed(&self, idx: usize, up: &Upstream) {
+        if up.health.failure() {
+            tracing::warn!(upstream = %up.addr, "upstream not answering; skipping it until a health probe succeeds");
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(health::probe_until_alive(self.me.clone(), idx));
+            }
+        }
+    }
+
+    /// Resolves a client's query upstream. Always returns a response for the client unless the
+    /// packet is not a query at all (then the result is empty).
+    pub async fn resolve(&self, pkt: &[u8], tcp: bool) -> Vec<u8> {
+        self.resolve_traced(pkt, tcp).await.0
     }
 
     /// Answers a query from the cache alone, without waiting (for the listeners' own threads):
@@ -121,34 +188,30 @@ impl Forwarder {
         c.get(&cache::CacheQuestion::parse(pkt)?, tcp, out)
     }
 
-    /// Cache counters (`None` when the cache is disabled).
-    pub fn cache_stats(&self) -> Option<cache::CacheStats> {
-        self.cache.as_ref().map(|c| c.stats())
-    }
-
-    /// Resolves a client's query: from the cache, by joining an identical question already in
-    /// flight, or upstream. Always returns a response for the client unless the packet is not a
-    /// query at all (then the result is empty).
-    pub async fn resolve(&self, pkt: &[u8], tcp: bool) -> Vec<u8> {
+    /// [`Forwarder::resolve`], also saying where the answer came from (for metrics): the cache,
+    /// an identical question already in flight, or the upstreams.
+    pub async fn resolve_traced(&self, pkt: &[u8], tcp: bool) -> (Vec<u8>, AnswerSource) {
+        let up = AnswerSource::Upstream;
         let Some(q) = QuestionRef::read(pkt) else {
-            return servfail(pkt, tcp);
+            return (servfail(pkt, tcp), up);
         };
         let Some(cq) = cache::CacheQuestion::parse(pkt) else {
             // Unusual shapes bypass the cache.
-            return self.upstream_for(pkt, &q, tcp).await;
+            return (self.resolve_upstream(pkt, &q, tcp).await, up);
         };
         if let Some(resp) = self.cache.as_ref().and_then(|c| c.get_vec(&cq, tcp)) {
-            return resp;
+            return (resp, AnswerSource::Cache);
         }
         let lead = match self.pending.join(cq.inflight_key(tcp)) {
             cache::Join::Leader(lead) => lead,
             cache::Join::Waiter(rx) => {
-                return match tokio::time::timeout(self.budget, rx).await {
+                let resp = match tokio::time::timeout(self.budget, rx).await {
                     Ok(Ok(Some(resp))) => cache::fit_vec(&resp, &cq, tcp),
                     Ok(Ok(None)) => servfail(pkt, tcp),
                     // The leader gave up (or took too long): ask for ourselves.
-                    _ => self.upstream_for(pkt, &q, tcp).await,
+                    _ => self.resolve_upstream(pkt, &q, tcp).await,
                 };
+                return (resp, up);
             }
         };
         match self.upstream(pkt, &q, tcp).await {
@@ -156,63 +219,58 @@ impl Forwarder {
                 if let Some(c) = &self.cache {
                     c.insert(&cq, &resp);
                 }
-                let out = cache::fit_vec(&resp, &cq, tcp);
+                let out = q.for_client(resp.clone(), tcp);
                 lead.finish(Some(resp.into()));
-                out
+                (out, up)
             }
             None => {
                 lead.finish(None);
-                servfail(pkt, tcp)
+                (servfail(pkt, tcp), up)
             }
         }
     }
 
-    /// Upstream only, with the client's UDP limit applied; SERVFAIL when every server failed.
-    async fn upstream_for(&self, pkt: &[u8], q: &QuestionRef, tcp: bool) -> Vec<u8> {
+    /// Upstream only, ready for the client; SERVFAIL when every server failed.
+    async fn resolve_upstream(&self, pkt: &[u8], q: &QuestionRef, tcp: bool) -> Vec<u8> {
         match self.upstream(pkt, q, tcp).await {
-            Some(resp) => {
-                if !tcp && resp.len() > wire::response_limit(q.edns, false) {
-                    truncated(&resp, q)
-                } else {
-                    resp
-                }
-            }
+            Some(resp) => q.for_client(resp, tcp),
             None => servfail(pkt, tcp),
         }
     }
 
-    /// Asks the upstream servers in order; the first usable response (with the client's ID),
-    /// whole, or `None` once every server failed or the budget ran out.
+    /// Asks the upstream servers in order: the first accepted answer, whole, or `None` once
+    /// every server failed or the budget ran out.
     async fn upstream(&self, pkt: &[u8], q: &QuestionRef, tcp: bool) -> Option<Vec<u8>> {
         let deadline = Instant::now() + self.budget;
-        for up in self.order() {
+        for (idx, up) in self.order() {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
             let per_try = self.timeout.min(deadline - now);
+            up.queries.fetch_add(1, Ordering::Relaxed);
             let res = if tcp {
                 tokio::time::timeout(per_try, try_tcp(up.addr, pkt, q)).await
             } else {
                 tokio::time::timeout(per_try, try_udp(up.addr, pkt, q)).await
             };
+            let timed_out = res.is_err();
             match res {
-                Ok(Ok(mut resp)) => {
-                    up.dead_until_ms.store(0, Ordering::Relaxed);
-                    resp[0..2].copy_from_slice(&q.id.to_be_bytes());
+                Ok(Ok(resp)) => {
+                    up.health.success();
                     return Some(resp);
                 }
                 Ok(Err(TryError::Rcode)) => {
+                    up.rcode_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(upstream = %up.addr, "upstream answered SERVFAIL/REFUSED, trying next");
                 }
                 Ok(Err(TryError::Io)) | Err(_) => {
-                    let was = up.dead_until_ms.swap(
-                        self.now_ms() + DEAD_FOR.as_millis() as u64,
-                        Ordering::Relaxed,
-                    );
-                    if was == 0 {
-                        tracing::warn!(upstream = %up.addr, "upstream not answering; trying it last for {}s", DEAD_FOR.as_secs());
+                    if timed_out {
+                        up.timeouts.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        up.io_errors.fetch_add(1, Ordering::Relaxed);
                     }
+                    self.failed(idx, up);
                 }
             }
         }
@@ -225,6 +283,33 @@ fn servfail(pkt: &[u8], tcp: bool) -> Vec<u8> {
     let n = error_response(pkt, rcode::SERVFAIL, &mut out, tcp);
     out.truncate(n);
     out
+}
+
+/// What the forwarder makes of bytes an upstream sent for a client's query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamReply {
+    /// The client's packet is not a query: nothing is forwarded.
+    NotAQuery,
+    /// Not the answer (wrong ID, wrong question, not a response, garbage): keep waiting.
+    Ignored,
+    /// The upstream answered SERVFAIL or REFUSED: try the next server.
+    Failed,
+    /// The answer, ready for the client (client's ID restored, TC-truncated for UDP).
+    Accepted(Vec<u8>),
+}
+
+/// Decides, without I/O, what the forwarder does with `resp` received from an upstream for the
+/// client's `query` that was sent upstream with ID `sent_id`. The same code the forwarding path
+/// runs; exposed for fuzzing and tests.
+pub fn upstream_reply(query: &[u8], sent_id: u16, resp: &[u8], tcp: bool) -> UpstreamReply {
+    let Some(q) = QuestionRef::read(query) else {
+        return UpstreamReply::NotAQuery;
+    };
+    match q.judge(resp, sent_id) {
+        Verdict::Ignore => UpstreamReply::Ignored,
+        Verdict::Failed => UpstreamReply::Failed,
+        Verdict::Accept => UpstreamReply::Accepted(q.for_client(resp.to_vec(), tcp)),
+    }
 }
 
 /// A response too large for the client's UDP limit: header and question with TC set.
@@ -266,6 +351,32 @@ impl QuestionRef {
         }
     }
 
+    /// Judges bytes received for this question sent with `id`.
+    fn judge(&self, resp: &[u8], id: u16) -> Verdict {
+        if !self.matches(resp, id) {
+            // Wrong ID or question: a spoofing attempt or a late answer. Keep waiting.
+            Verdict::Ignore
+        } else if rcode_fails(resp) {
+            Verdict::Failed
+        } else {
+            Verdict::Accept
+        }
+    }
+
+    /// Turns an accepted upstream answer into the client's response.
+    fn for_client(&self, mut resp: Vec<u8>, tcp: bool) -> Vec<u8> {
+        resp[0..2].copy_from_slice(&self.id.to_be_bytes());
+        // The client's own limit: what it advertised (at least 512), not the 1232 dockns caps
+        // its own answers at.
+        let limit = self.edns.map_or(wire::PLAIN_UDP_LIMIT, |e| {
+            usize::from(e.udp_size).max(wire::PLAIN_UDP_LIMIT)
+        });
+        if !tcp && resp.len() > limit {
+            return truncated(&resp, self);
+        }
+        resp
+    }
+
     /// Whether a response is the answer to this question sent with `id`.
     fn matches(&self, resp: &[u8], id: u16) -> bool {
         if resp.len() < 12 + self.question.len() {
@@ -277,6 +388,13 @@ impl QuestionRef {
             && u16::from_be_bytes([resp[4], resp[5]]) == 1
             && resp[12..12 + self.question.len()].eq_ignore_ascii_case(&self.question)
     }
+}
+
+/// The verdict on one upstream message.
+enum Verdict {
+    Ignore,
+    Failed,
+    Accept,
 }
 
 fn rcode_fails(resp: &[u8]) -> bool {
@@ -307,16 +425,14 @@ async fn try_udp(addr: SocketAddr, pkt: &[u8], q: &QuestionRef) -> Result<Vec<u8
     loop {
         // A refused port shows up as an error here: treat the server as failed.
         let n = sock.recv(&mut buf).await.map_err(|_| TryError::Io)?;
-        let resp = &buf[..n];
-        if !q.matches(resp, id) {
-            // Wrong ID or question: a spoofing attempt or a late answer. Keep waiting.
-            continue;
+        match q.judge(&buf[..n], id) {
+            Verdict::Ignore => continue,
+            Verdict::Failed => return Err(TryError::Rcode),
+            Verdict::Accept => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
         }
-        if rcode_fails(resp) {
-            return Err(TryError::Rcode);
-        }
-        buf.truncate(n);
-        return Ok(buf);
     }
 }
 
@@ -335,13 +451,11 @@ async fn try_tcp(addr: SocketAddr, pkt: &[u8], q: &QuestionRef) -> Result<Vec<u8
             .read_exact(&mut buf)
             .await
             .map_err(|_| TryError::Io)?;
-        if !q.matches(&buf, id) {
-            continue;
+        match q.judge(&buf, id) {
+            Verdict::Ignore => continue,
+            Verdict::Failed => return Err(TryError::Rcode),
+            Verdict::Accept => return Ok(buf),
         }
-        if rcode_fails(&buf) {
-            return Err(TryError::Rcode);
-        }
-        return Ok(buf);
     }
 }
 
@@ -350,7 +464,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn order_puts_dead_servers_last() {
+    fn order_skips_dead_servers() {
         let f = Forwarder::new(&ForwardSettings {
             servers: vec![
                 "127.0.0.1:1".parse().unwrap(),
@@ -361,15 +475,49 @@ mod tests {
             max_inflight: 1,
             cache_size: 0,
         });
-        f.upstreams[0]
-            .dead_until_ms
-            .store(f.now_ms() + 60_000, Ordering::Relaxed);
-        let order: Vec<u16> = f.order().iter().map(|u| u.addr.port()).collect();
-        assert_eq!(order, vec![2, 1]);
+        for _ in 0..health::DEAD_AFTER {
+            f.upstreams[0].health.failure();
+        }
+        let order: Vec<u16> = f.order().map(|(_, u)| u.addr.port()).collect();
+        assert_eq!(order, vec![2]);
         assert!(f.try_acquire().is_some_and(|p| {
             let second = f.try_acquire();
             drop(p);
             second.is_none()
         }));
+    }
+
+    #[test]
+    fn upstream_reply_judges_bytes() {
+        let q = [
+            0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1,
+        ];
+        let mut r = q.to_vec();
+        r[0..2].copy_from_slice(&[0xAB, 0xCD]);
+        r[2] = 0x81;
+        r[3] = 0x80;
+        // Right ID, right question (any case): accepted with the client's ID.
+        r[13] = b'A';
+        let UpstreamReply::Accepted(a) = upstream_reply(&q, 0xABCD, &r, false) else {
+            panic!("accepted")
+        };
+        assert_eq!(&a[0..2], &[0x12, 0x34]);
+        assert_eq!(
+            upstream_reply(&q, 0xABCE, &r, false),
+            UpstreamReply::Ignored
+        );
+        r[13] = b'b';
+        assert_eq!(
+            upstream_reply(&q, 0xABCD, &r, false),
+            UpstreamReply::Ignored
+        );
+        r[13] = b'a';
+        r[3] = 0x85;
+        assert_eq!(upstream_reply(&q, 0xABCD, &r, false), UpstreamReply::Failed);
+        assert_eq!(
+            upstream_reply(&q, 0xABCD, &r[..5], true),
+            UpstreamReply::Ignored
+        );
+        assert_eq!(upstream_reply(&[], 0, &r, true), UpstreamReply::NotAQuery);
     }
 }

@@ -53,7 +53,7 @@ pub struct Network {
     /// Addresses that belong to the network itself (gateways, or the sidecar's own address):
     /// a query arriving on one of them is scoped to this network.
     pub listen_addrs: Vec<std::net::IpAddr>,
-    /// Subnets, informational.
+    /// Subnets: clients inside them may use the server (see `dns::guard`).
     pub subnets: Vec<ipnet::IpNet>,
 }
 

@@ -94,13 +94,27 @@ impl Publisher {
         let mut snapshot = Snapshot::build(&merged, st.settings.clone());
         snapshot.generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let (generation, entries) = (snapshot.generation, snapshot.entry_count());
-        self.handle.store(Arc::new(snapshot));
+        let old = self.handle.swap(Arc::new(snapshot));
         tracing::debug!(
             generation,
             entries,
             build_us = started.elapsed().as_micros() as u64,
             "snapshot published"
         );
+        log_network_changes(&old, &self.handle.load());
+    }
+}
+
+/// One log line per network that appeared or went away between two snapshots.
+fn log_network_changes(old: &Snapshot, new: &Snapshot) {
+    let names =
+        |s: &Snapshot| -> Vec<String> { s.networks().iter().map(|n| n.name.clone()).collect() };
+    let (before, after) = (names(old), names(new));
+    for n in after.iter().filter(|n| !before.contains(n)) {
+        tracing::info!(network = %n, "serving network");
+    }
+    for n in before.iter().filter(|n| !after.contains(n)) {
+        tracing::info!(network = %n, "network removed, no longer served");
     }
 }
 

@@ -227,6 +227,8 @@ pub struct Snapshot {
     domain_key: Option<Box<[u8]>>,
     soa: RecordSet,
     soa_authority: Box<[u8]>,
+    /// Subnets of every served network (clients there may use the server).
+    served_subnets: Box<[ipnet::IpNet]>,
     /// Settings it was built with.
     pub settings: BuildSettings,
     /// Monotonic build counter (set by the publisher).
@@ -451,6 +453,11 @@ impl Snapshot {
             None => (RecordSet::default(), Box::default()),
         };
 
+        let served_subnets = catalog
+            .networks
+            .values()
+            .flat_map(|n| n.subnets.iter().copied())
+            .collect();
         Snapshot {
             entries,
             views,
@@ -461,6 +468,7 @@ impl Snapshot {
             domain_key,
             soa,
             soa_authority,
+            served_subnets,
             settings,
             generation: 0,
         }
@@ -477,6 +485,14 @@ impl Snapshot {
             .copied()
             .unwrap_or(self.host_view);
         &self.views[id as usize]
+    }
+
+    /// Whether `client` is a known container address or lies in a served network's subnet
+    /// (the access check in `dns::guard`). No allocation.
+    #[inline]
+    pub fn is_served_client(&self, client: IpAddr) -> bool {
+        self.client_views.contains_key(&client)
+            || self.served_subnets.iter().any(|n| n.contains(&client))
     }
 
     /// Which rule picked the view for a client (for `dockns query` and logs).
@@ -503,6 +519,28 @@ impl Snapshot {
     /// Number of compiled name entries.
     pub fn entry_count(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Every compiled name entry (for the admin API and tools; not used on the query path).
+    pub fn entries(&self) -> &[NameEntry] {
+        &self.entries
+    }
+
+    /// The entry a view answers `key` from, with the zone suffix stripped as [`Snapshot::resolve`]
+    /// does (for `dockns query` explanations; not used on the query path).
+    pub fn entry_for(&self, view: &View, key: &[u8]) -> Option<&NameEntry> {
+        let mut lookup = key;
+        if let Some(dk) = self.domain_key.as_deref() {
+            if key.len() > dk.len()
+                && key.ends_with(dk)
+                && is_label_boundary(key, key.len() - dk.len())
+            {
+                lookup = &key[..key.len() - dk.len()];
+            }
+        }
+        view.names
+            .get(lookup)
+            .map(|&idx| &self.entries[idx as usize])
     }
 
     /// Number of distinct views.

@@ -1,0 +1,298 @@
+//! Abuse protection on the query path: who may ask at all, and how fast a client may make us
+//! ask upstream.
+//!
+//! [`Guard::admit`] decides, per packet, whether a client is answered: loopback (unless
+//! disabled), addresses in configured `allow` CIDRs, known container addresses and addresses in
+//! a served network's subnet (both from the current snapshot) are; everyone else gets REFUSED or
+//! nothing (`refuse_mode`). It is a few comparisons against an immutable policy read through
+//! `arc-swap`: no allocation, no lock. [`Guard::allow_forward`] is a per-client token bucket for
+//! questions that go upstream (only those: local answers are never rate-limited); its table is
+//! bounded. This module decides; it never sends anything itself.
+
+use super::answer::{self, Action, Outcome};
+use super::wire::rcode;
+use crate::model::Snapshot;
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// What to do with a client that may not use this server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefuseMode {
+    /// Answer REFUSED (the client learns at once it asked the wrong server).
+    #[default]
+    Refused,
+    /// Say nothing (costs an attacker a timeout, gives reflection nothing).
+    Drop,
+}
+
+/// Access and rate settings (from `[server]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GuardSettings {
+    /// Extra client networks that are answered.
+    pub allow: Vec<IpNet>,
+    /// Answer any loopback client (127.0.0.0/8, ::1).
+    pub allow_loopback: bool,
+    /// REFUSED or silence for everyone else.
+    pub refuse_mode: RefuseMode,
+    /// Forwarded questions per second per client (0 = unlimited).
+    pub forward_rate: u32,
+    /// Burst of forwarded questions a client may send at once.
+    pub forward_burst: u32,
+    /// Apply the forward rate to loopback clients too.
+    pub rate_limit_loopback: bool,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        GuardSettings {
+            allow: Vec::new(),
+            allow_loopback: true,
+            refuse_mode: RefuseMode::Refused,
+            forward_rate: 100,
+            forward_burst: 200,
+            rate_limit_loopback: false,
+        }
+    }
+}
+
+/// Whether a packet from a client is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Answer it.
+    Allow,
+    /// Answer REFUSED.
+    Refuse,
+    /// Say nothing.
+    Drop,
+}
+
+/// Most clients tracked by the rate limiter; beyond, idle buckets are pruned (and, if none is
+/// idle, the table is cleared), so memory stays bounded even under a spoofed-source flood.
+pub const MAX_TRACKED_CLIENTS: usize = 65_536;
+const SHARDS: usize = 16;
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// The guard: an access policy and the forward rate limiter. See the module docs.
+pub struct Guard {
+    settings: ArcSwap<GuardSettings>,
+    shards: Vec<Mutex<HashMap<IpAddr, Bucket>>>,
+}
+
+impl Guard {
+    /// A guard with these settings.
+    pub fn new(settings: GuardSettings) -> Arc<Guard> {
+        Arc::new(Guard {
+            settings: ArcSwap::from_pointee(settings),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        })
+    }
+
+    /// Replaces the settings (config reload). Rate state is kept.
+    pub fn set(&self, settings: GuardSettings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<GuardSettings> {
+        self.settings.load_full()
+    }
+
+    /// Whether `client` is answered at all. Allocation-free and lock-free.
+    #[inline]
+    pub fn admit(&self, snap: &Snapshot, client: IpAddr) -> Admission {
+        let s = self.settings.load();
+        if (s.allow_loopback && client.is_loopback())
+            || s.allow.iter().any(|n| n.contains(&client))
+            || snap.is_served_client(client)
+        {
+            Admission::Allow
+        } else {
+            match s.refuse_mode {
+                RefuseMode::Refused => Admission::Refuse,
+                RefuseMode::Drop => Admission::Drop,
+            }
+        }
+    }
+
+    /// The reply for a client that is not admitted (REFUSED, or drop), or `None` when it is:
+    /// the listeners call this before answering. Allocation-free for ordinary queries.
+    #[inline]
+    pub fn screen(
+        &self,
+        snap: &Snapshot,
+        client: IpAddr,
+        pkt: &[u8],
+        out: &mut [u8],
+        tcp: bool,
+    ) -> Option<Action> {
+        match self.admit(snap, client) {
+            Admission::Allow => None,
+            Admission::Drop => Some(Action::Drop),
+            Admission::Refuse => match answer::error_response(pkt, rcode::REFUSED, out, tcp) {
+                0 => Some(Action::Drop),
+                n => Some(Action::Reply(n, Outcome::Error)),
+            },
+        }
+    }
+
+    /// Takes one token from `client`'s forward bucket; false when the client is over its rate.
+    pub fn allow_forward(&self, client: IpAddr) -> bool {
+        let s = self.settings.load();
+        if s.forward_rate == 0 || (client.is_loopback() && !s.rate_limit_loopback) {
+            return true;
+        }
+        let rate = f64::from(s.forward_rate);
+        let burst = f64::from(s.forward_burst.max(1));
+        let now = Instant::now();
+        let shard = &self.shards[shard_of(client)];
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_TRACKED_CLIENTS / SHARDS && !map.contains_key(&client) {
+            // A bucket that would be full again is the same as no bucket.
+            map.retain(|_, b| now.duration_since(b.last).as_secs_f64() * rate + b.tokens < burst);
+            if map.len() >= MAX_TRACKED_CLIENTS / SHARDS {
+                map.clear();
+            }
+        }
+        let b = map.entry(client).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Clients currently tracked by the rate limiter.
+    pub fn tracked_clients(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
+fn shard_of(ip: IpAddr) -> usize {
+    let h = match ip {
+        IpAddr::V4(v4) => u32::from(v4) as u64,
+        IpAddr::V6(v6) => {
+            let x = u128::from(v6);
+            (x as u64) ^ ((x >> 64) as u64)
+        }
+    };
+    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % SHARDS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BuildSettings, Catalog, Container, Endpoint, Health, Network};
+
+    fn snap() -> Snapshot {
+        let mut c = Catalog::default();
+        c.networks.insert(
+            "n".into(),
+            Network {
+                name: "n".into(),
+                id: String::new(),
+                internal: false,
+                listen_addrs: vec![],
+                subnets: vec!["10.1.0.0/24".parse().unwrap()],
+            },
+        );
+        c.networks.insert(
+            "m".into(),
+            Network {
+                name: "m".into(),
+                id: String::new(),
+                internal: false,
+                listen_addrs: vec![],
+                subnets: vec![],
+            },
+        );
+        c.containers.insert(
+            "x".into(),
+            Container {
+                id: String::new(),
+                name: "x".into(),
+                hostname: None,
+                health: Health::None,
+                extra_names: vec![],
+                endpoints: vec![Endpoint {
+                    network: "m".into(),
+                    ipv4: vec!["10.2.0.5".parse().unwrap()],
+                    ipv6: vec![],
+                    aliases: vec![],
+                }],
+            },
+        );
+        Snapshot::build(&c, BuildSettings::default())
+    }
+
+    #[test]
+    fn admission_rules() {
+        let s = snap();
+        let g = Guard::new(GuardSettings::default());
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert_eq!(g.admit(&s, ip("127.0.0.2")), Admission::Allow);
+        assert_eq!(g.admit(&s, ip("::1")), Admission::Allow);
+        assert_eq!(g.admit(&s, ip("10.1.0.77")), Admission::Allow, "subnet");
+        assert_eq!(g.admit(&s, ip("10.2.0.5")), Admission::Allow, "container");
+        assert_eq!(g.admit(&s, ip("10.2.0.6")), Admission::Refuse);
+        assert_eq!(g.admit(&s, ip("192.0.2.1")), Admission::Refuse);
+        g.set(GuardSettings {
+            allow: vec!["192.0.2.0/24".parse().unwrap()],
+            allow_loopback: false,
+            refuse_mode: RefuseMode::Drop,
+            ..GuardSettings::default()
+        });
+        assert_eq!(g.admit(&s, ip("192.0.2.1")), Admission::Allow);
+        assert_eq!(g.admit(&s, ip("127.0.0.1")), Admission::Drop);
+    }
+
+    #[test]
+    fn token_bucket_limits_each_client_separately() {
+        let g = Guard::new(GuardSettings {
+            forward_rate: 1,
+            forward_burst: 3,
+            ..GuardSettings::default()
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!((0..10).filter(|_| g.allow_forward(a)).count(), 3);
+        assert!(g.allow_forward(b), "another client has its own bucket");
+        assert!(
+            (0..100).all(|_| g.allow_forward("127.0.0.1".parse().unwrap())),
+            "loopback exempt"
+        );
+    }
+
+    #[test]
+    fn rate_table_is_bounded() {
+        let g = Guard::new(GuardSettings {
+            forward_rate: 1,
+            forward_burst: 5,
+            ..GuardSettings::default()
+        });
+        for i in 0..(MAX_TRACKED_CLIENTS as u32 * 2) {
+            let ip = IpAddr::V4((0x0A00_0000 + i).into());
+            g.allow_forward(ip);
+        }
+        assert!(g.tracked_clients() <= MAX_TRACKED_CLIENTS);
+    }
+}
