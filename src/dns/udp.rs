@@ -61,6 +61,10 @@ const MAX_UDP_QUERY: usize = MAX_MESSAGE + 1;
 /// cached responses are checked against this size before they are written).
 const UDP_OUT: usize = 4096;
 
+/// Batch size from which the worker keeps polling instead of sleeping, and for how long.
+const SPIN_MIN_BATCH: usize = 4;
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
 impl UdpWorker {
     /// Runs until the stop flag is set.
     ///
@@ -72,15 +76,30 @@ impl UdpWorker {
         let mut inb = MsgBatch::new(BATCH, MAX_UDP_QUERY, true);
         let mut outb = MsgBatch::new(BATCH, UDP_OUT, true);
         let mut scratch = vec![0u8; UDP_OUT];
+        // Under load (the last batch held several datagrams) the worker polls without sleeping
+        // for a short while before it blocks again: a sleep/wake cycle per batch costs more
+        // CPU than a few empty non-blocking receives.
+        let mut spin_until: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
+            let flags = if spin_until.is_some() {
+                libc::MSG_DONTWAIT
+            } else {
+                libc::MSG_WAITFORONE
+            };
             // Timeouts (the socket's 100 ms read timeout, so the stop flag is polled), EINTR
             // and ICMP errors from earlier sends (ECONNREFUSED) are all not fatal.
-            let n = match inb.recv(fd, BATCH, libc::MSG_WAITFORONE) {
-                Ok(n) => n,
-                Err(_) => continue,
+            let n = match inb.recv(fd, BATCH, flags) {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    if spin_until.is_some_and(|t| Instant::now() >= t) {
+                        spin_until = None;
+                    }
+                    continue;
+                }
             };
             // One clock read per batch: latency is counted from the batch's arrival.
             let t0 = Instant::now();
+            spin_until = (n >= SPIN_MIN_BATCH).then(|| t0 + SPIN);
             let mut replies = 0;
             {
                 let snap = self.snapshot.load();
