@@ -117,6 +117,8 @@ pub struct UpstreamSection {
     pub timeout_ms: u64,
     /// Total time one client question may spend upstream before it gets SERVFAIL.
     pub budget_ms: u64,
+    /// Forwarded responses kept in the cache (0 disables the cache).
+    pub cache_size: usize,
 }
 
 impl Default for UpstreamSection {
@@ -125,6 +127,7 @@ impl Default for UpstreamSection {
             servers: None,
             timeout_ms: 1500,
             budget_ms: 4000,
+            cache_size: 10_000,
         }
     }
 }
@@ -283,6 +286,8 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Total upstream budget per question.
     pub upstream_budget: Duration,
+    /// Forward cache entries (0 = no cache).
+    pub cache_size: usize,
     /// Docker, when watched.
     pub docker: Option<DockerConfig>,
     /// Admin HTTP listener.
@@ -671,6 +676,12 @@ impl Config {
         upstreams.retain(|u| !is_own(*u, &listen));
         upstreams.dedup();
         let u = &file.upstream;
+        if u.cache_size > 10_000_000 {
+            return err(format!(
+                "[upstream] cache_size = {} is too large; use at most 10000000 entries (0 disables the cache)",
+                u.cache_size
+            ));
+        }
         if u.timeout_ms == 0 || u.budget_ms == 0 {
             return err("[upstream] timeout_ms and budget_ms must be at least 1");
         }
@@ -714,6 +725,7 @@ impl Config {
             upstream_source,
             upstream_timeout: Duration::from_millis(u.timeout_ms),
             upstream_budget: Duration::from_millis(u.budget_ms),
+            cache_size: u.cache_size,
             docker,
             admin,
             static_catalog: catalog,
@@ -773,6 +785,16 @@ mod tests {
                 .unwrap_err()
                 .0;
         assert!(e.contains("ipv4 entry \"x\""), "{e}");
+    }
+
+    #[test]
+    fn upstream_cache_size() {
+        let up =
+            "[server]\nlisten = [\"127.0.0.1:5353\"]\n[upstream]\nservers = [\"127.0.0.1:5399\"]\n";
+        assert_eq!(load(up).unwrap().cache_size, 10_000);
+        assert_eq!(load(&format!("{up}cache_size = 0")).unwrap().cache_size, 0);
+        let e = load(&format!("{up}cache_size = 99999999")).unwrap_err().0;
+        assert!(e.contains("[upstream] cache_size"), "{e}");
     }
 
     #[test]

@@ -36,6 +36,11 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Load-test any DNS server (UDP or TCP, closed or open loop) and report latency percentiles.
+    #[command(
+        after_help = "Examples:\n  dockns bench -s 127.0.0.1:5353 -n api -n db:AAAA -l 10\n  dockns bench -s 127.0.0.1:5353 -d queries.txt -Q 50000 -l 10 --json\n  dockns bench -s 127.0.0.1:5353 -d queries.txt --tcp -q 64"
+    )]
+    Bench(dockns::bench::BenchArgs),
     /// Print the tables of a running dockns (networks, endpoints, names) via its admin API.
     #[command(
         after_help = "Examples:\n  dockns records                              # admin API at http://127.0.0.1:9153\n  dockns records --network demo\n  dockns records --json | jq '.networks[].names'\n  dockns records --admin http://127.0.0.1:9253\n\nThe server needs [admin] listen = \"127.0.0.1:9153\" in its configuration."
@@ -154,6 +159,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => ExitCode::from(dockns::bench::main(&args)),
         Command::Records(args) => client(records(args)),
         Command::Query(args) => client(query(args)),
     }

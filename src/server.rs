@@ -51,6 +51,7 @@ impl Server {
             timeout: config.upstream_timeout,
             budget: config.upstream_budget,
             max_inflight: config.max_inflight,
+            cache_size: config.cache_size,
         });
         let stats = Arc::new(Stats::default());
         let guard = Guard::new(config.guard.clone());
@@ -165,7 +166,10 @@ impl Server {
             );
         }
         self.guard.set(new.guard.clone());
-        self.publisher.set_settings(new.build.clone());
+        // Each publish is a full rebuild: skip the settings one when they did not change.
+        if new.build != old.build {
+            self.publisher.set_settings(new.build.clone());
+        }
         self.publisher
             .set_source(STATIC_SOURCE, new.static_catalog.clone());
         let bound: Vec<SocketAddr> = {

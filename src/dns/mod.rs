@@ -6,6 +6,7 @@
 pub mod answer;
 pub mod guard;
 pub mod listen;
+pub mod mmsg;
 pub mod slow;
 pub mod stats;
 pub mod tcp;

@@ -1,21 +1,26 @@
 //! UDP workers: one OS thread and one SO_REUSEPORT socket each, so the kernel spreads queries
 //! over the workers with no shared queue.
 //!
-//! A worker receives a datagram, loads the current snapshot (a lock-free `arc-swap` guard),
-//! answers local names in place and sends the reply: no allocation, no lock, no `.await`, no log
-//! line. Questions that must go upstream are handed to the tokio runtime as a task, bounded by the
+//! A worker receives a batch of datagrams (`recvmmsg`), loads the current snapshot once for the
+//! batch (a lock-free `arc-swap` guard), answers local names into a batch of reply buffers and
+//! sends them all with one `sendmmsg`: no allocation, no lock, no `.await`, no log line.
+//! Forwarded questions the cache can answer go out in the same batch (one shard lock, no
+//! allocation); the others are handed to the tokio runtime as a task, bounded by the
 //! forwarder's in-flight limit (REFUSED beyond it). The thread polls a stop flag between
-//! datagrams (the socket has a short read timeout), which is how listeners are removed.
+//! batches (the socket has a short read timeout), which is how listeners are removed.
 
 use super::answer::{self, Action};
 use super::guard::Guard;
+use super::mmsg::MsgBatch;
 use super::stats::{log_reply, since, stamp, AnswerSource, Stamp, WorkerStats};
 use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a UDP worker needs.
 pub struct UdpWorker {
@@ -31,9 +36,9 @@ pub struct UdpWorker {
     pub runtime: tokio::runtime::Handle,
     /// Set to stop the worker.
     pub stop: Arc<AtomicBool>,
-    /// This worker's counters, written only by its own thread (see `Stats::worker_owned`).
+    /// Counters.
     pub stats: Arc<WorkerStats>,
-    /// Counters the forward tasks write (shared, atomic read-modify-write).
+    /// Counters shared with forward tasks (the worker's own are written only by its thread).
     pub forward_stats: Arc<WorkerStats>,
     /// Access control and forward rate limits.
     pub guard: Arc<Guard>,
@@ -48,48 +53,106 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Datagrams moved per system call.
+const BATCH: usize = 32;
+/// Receive buffer per datagram: any UDP payload fits (a 64 KiB datagram of garbage still gets
+/// its FORMERR). The kernel only touches the bytes it writes, so the untouched tail of each
+/// buffer costs address space, not memory.
+const MAX_UDP_QUERY: usize = MAX_MESSAGE + 1;
+/// Room for one UDP response (dockns caps its own UDP responses at 1232 bytes; error and
+/// cached responses are checked against this size before they are written).
+const UDP_OUT: usize = 4096;
+
+/// Batch size from which the worker keeps polling instead of sleeping, and for how long.
+const SPIN_MIN_BATCH: usize = 4;
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
 impl UdpWorker {
     /// Runs until the stop flag is set.
+    ///
+    /// Each round receives up to [`BATCH`] datagrams with one `recvmmsg` (blocking for the
+    /// first only), answers them against one snapshot load into a second batch, and sends all
+    /// replies with one `sendmmsg`. Buffers are allocated once, before the loop.
     pub fn run(self) {
-        let mut buf = vec![0u8; MAX_MESSAGE + 1];
-        let mut out = vec![0u8; MAX_MESSAGE];
+        let fd = self.socket.as_raw_fd();
+        let mut inb = MsgBatch::new(BATCH, MAX_UDP_QUERY, true);
+        let mut outb = MsgBatch::new(BATCH, UDP_OUT, true);
+        let mut scratch = vec![0u8; UDP_OUT];
+        // Under load (the last batch held several datagrams) the worker polls without sleeping
+        // for a short while before it blocks again: a sleep/wake cycle per batch costs more
+        // CPU than a few empty non-blocking receives.
+        let mut spin_until: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
-            let (n, src) = match self.socket.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                // ICMP errors from earlier sends (ECONNREFUSED) and the like: not fatal.
-                Err(_) => continue,
+            let flags = if spin_until.is_some() {
+                libc::MSG_DONTWAIT
+            } else {
+                libc::MSG_WAITFORONE
             };
+            // Timeouts (the socket's 100 ms read timeout, so the stop flag is polled), EINTR
+            // and ICMP errors from earlier sends (ECONNREFUSED) are all not fatal.
+            let n = match inb.recv(fd, BATCH, flags) {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    if spin_until.is_some_and(|t| Instant::now() >= t) {
+                        spin_until = None;
+                    }
+                    continue;
+                }
+            };
+            // One clock read per batch: latency is counted from the batch's arrival.
             let t0 = stamp();
-            let pkt = &buf[..n];
-            let client = canonical(src.ip());
-            let action = {
+            spin_until = (n >= SPIN_MIN_BATCH).then(|| Instant::now() + SPIN);
+            let mut replies = 0;
+            {
                 let snap = self.snapshot.load();
-                match self.guard.screen(&snap, client, pkt, &mut out, false) {
-                    Some(refused) => refused,
-                    None => answer::handle(&snap, client, self.local, pkt, &mut out, false),
+                for i in 0..n {
+                    let (Some(src), false) = (inb.addr(i), inb.truncated(i)) else {
+                        self.stats.dropped();
+                        continue;
+                    };
+                    let pkt = inb.packet(i);
+                    let client = canonical(src.ip());
+                    let out = outb.buf_mut(replies);
+                    let action = match self.guard.screen(&snap, client, pkt, out, false) {
+                        Some(refused) => refused,
+                        None => answer::handle(&snap, client, self.local, pkt, out, false),
+                    };
+                    let (len, source) = match action {
+                        Action::Reply(len, outcome) => {
+                            self.stats.record(outcome, false);
+                            (len, AnswerSource::Local)
+                        }
+                        Action::Drop => {
+                            self.stats.dropped();
+                            continue;
+                        }
+                        // A cached forward answer goes out with this batch; only a miss
+                        // becomes a task.
+                        Action::Forward => match self.forwarder.answer_from_cache(
+                            pkt,
+                            outb.buf_mut(replies),
+                            false,
+                        ) {
+                            Some(len) => {
+                                self.stats.forwarded();
+                                (len, AnswerSource::Cache)
+                            }
+                            None => {
+                                self.forward(pkt, src, client, &mut scratch, t0);
+                                continue;
+                            }
+                        },
+                    };
+                    outb.set_len(replies, len);
+                    outb.copy_addr(replies, &inb, i);
+                    let reply = &outb.buf_mut(replies)[..len];
+                    self.stats.answered(false, source, reply, since(t0));
+                    log_reply(src, false, source, reply);
+                    replies += 1;
                 }
-            };
-            match action {
-                Action::Reply(len, outcome) => {
-                    let reply = &out[..len];
-                    self.stats.record(outcome, false);
-                    self.stats
-                        .answered(false, AnswerSource::Local, reply, since(t0));
-                    log_reply(src, false, AnswerSource::Local, reply);
-                    let _ = self.socket.send_to(reply, src);
-                }
-                Action::Forward => self.forward(pkt, src, client, &mut out, t0),
-                Action::Drop => self.stats.dropped(),
+            }
+            if replies > 0 {
+                outb.send_all(fd, replies);
             }
         }
     }

@@ -12,12 +12,17 @@
 //! once. In-flight forwards are bounded by a semaphore; the listeners answer REFUSED when it is
 //! exhausted, so memory stays bounded. Deciding whether upstream bytes are the answer is a pure
 //! function ([`upstream_reply`]) so it can be fuzzed.
+//!
+//! In front of the upstreams sit the response cache and in-flight de-duplication (see
+//! `cache.rs`): [`Forwarder::resolve`] answers from the cache when it can, lets identical
+//! questions share one upstream query, and stores what comes back.
 
 use crate::dns::answer::error_response;
 use crate::dns::stats::AnswerSource;
 use crate::dns::wire::{self, rcode, MAX_MESSAGE};
 use crate::metrics::{CacheMetrics, UpstreamTotals};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+pub mod cache;
 pub mod health;
 
 use health::Health;
@@ -39,6 +44,8 @@ pub struct ForwardSettings {
     pub budget: Duration,
     /// Most questions in flight.
     pub max_inflight: usize,
+    /// Responses kept in the cache (0 disables it).
+    pub cache_size: usize,
 }
 
 struct Upstream {
@@ -64,6 +71,8 @@ pub struct Forwarder {
     me: Weak<Forwarder>,
     max_inflight: usize,
     cache_metrics: Arc<CacheMetrics>,
+    cache: Option<cache::Cache>,
+    pending: Arc<cache::Inflight>,
 }
 
 /// Why one try failed.
@@ -76,6 +85,7 @@ enum TryError {
 impl Forwarder {
     /// Builds the pool.
     pub fn new(s: &ForwardSettings) -> Arc<Forwarder> {
+        let cache_metrics = Arc::new(CacheMetrics::default());
         Arc::new_cyclic(|me| Forwarder {
             upstreams: s
                 .servers
@@ -94,7 +104,9 @@ impl Forwarder {
             inflight: Arc::new(Semaphore::new(s.max_inflight)),
             me: me.clone(),
             max_inflight: s.max_inflight,
-            cache_metrics: Arc::new(CacheMetrics::default()),
+            cache: cache::Cache::new(s.cache_size, cache_metrics.clone()),
+            cache_metrics,
+            pending: Arc::default(),
         })
     }
 
@@ -169,18 +181,66 @@ impl Forwarder {
         self.resolve_traced(pkt, tcp).await.0
     }
 
-    /// [`Forwarder::resolve`], also saying where the answer came from (for metrics).
-    pub async fn resolve_traced(&self, pkt: &[u8], tcp: bool) -> (Vec<u8>, AnswerSource) {
-        (
-            self.resolve_upstream(pkt, tcp).await,
-            AnswerSource::Upstream,
-        )
+    /// Answers a query from the cache alone, without waiting (for the listeners' own threads):
+    /// the length written into `out`, or `None` on a miss.
+    pub fn answer_from_cache(&self, pkt: &[u8], out: &mut [u8], tcp: bool) -> Option<usize> {
+        let c = self.cache.as_ref()?;
+        c.get(&cache::CacheQuestion::parse(pkt)?, tcp, out)
     }
 
-    async fn resolve_upstream(&self, pkt: &[u8], tcp: bool) -> Vec<u8> {
+    /// [`Forwarder::resolve`], also saying where the answer came from (for metrics): the cache,
+    /// an identical question already in flight, or the upstreams.
+    pub async fn resolve_traced(&self, pkt: &[u8], tcp: bool) -> (Vec<u8>, AnswerSource) {
+        let up = AnswerSource::Upstream;
         let Some(q) = QuestionRef::read(pkt) else {
-            return servfail(pkt, tcp);
+            return (servfail(pkt, tcp), up);
         };
+        let Some(cq) = cache::CacheQuestion::parse(pkt) else {
+            // Unusual shapes bypass the cache.
+            return (self.resolve_upstream(pkt, &q, tcp).await, up);
+        };
+        if let Some(resp) = self.cache.as_ref().and_then(|c| c.get_vec(&cq, tcp)) {
+            return (resp, AnswerSource::Cache);
+        }
+        let lead = match self.pending.join(cq.inflight_key(tcp)) {
+            cache::Join::Leader(lead) => lead,
+            cache::Join::Waiter(rx) => {
+                let resp = match tokio::time::timeout(self.budget, rx).await {
+                    Ok(Ok(Some(resp))) => cache::fit_vec(&resp, &cq, tcp),
+                    Ok(Ok(None)) => servfail(pkt, tcp),
+                    // The leader gave up (or took too long): ask for ourselves.
+                    _ => self.resolve_upstream(pkt, &q, tcp).await,
+                };
+                return (resp, up);
+            }
+        };
+        match self.upstream(pkt, &q, tcp).await {
+            Some(resp) => {
+                if let Some(c) = &self.cache {
+                    c.insert(&cq, &resp);
+                }
+                let out = q.for_client(resp.clone(), tcp);
+                lead.finish(Some(resp.into()));
+                (out, up)
+            }
+            None => {
+                lead.finish(None);
+                (servfail(pkt, tcp), up)
+            }
+        }
+    }
+
+    /// Upstream only, ready for the client; SERVFAIL when every server failed.
+    async fn resolve_upstream(&self, pkt: &[u8], q: &QuestionRef, tcp: bool) -> Vec<u8> {
+        match self.upstream(pkt, q, tcp).await {
+            Some(resp) => q.for_client(resp, tcp),
+            None => servfail(pkt, tcp),
+        }
+    }
+
+    /// Asks the upstream servers in order: the first accepted answer, whole, or `None` once
+    /// every server failed or the budget ran out.
+    async fn upstream(&self, pkt: &[u8], q: &QuestionRef, tcp: bool) -> Option<Vec<u8>> {
         let deadline = Instant::now() + self.budget;
         for (idx, up) in self.order() {
             let now = Instant::now();
@@ -190,15 +250,15 @@ impl Forwarder {
             let per_try = self.timeout.min(deadline - now);
             up.queries.fetch_add(1, Ordering::Relaxed);
             let res = if tcp {
-                tokio::time::timeout(per_try, try_tcp(up.addr, pkt, &q)).await
+                tokio::time::timeout(per_try, try_tcp(up.addr, pkt, q)).await
             } else {
-                tokio::time::timeout(per_try, try_udp(up.addr, pkt, &q)).await
+                tokio::time::timeout(per_try, try_udp(up.addr, pkt, q)).await
             };
             let timed_out = res.is_err();
             match res {
                 Ok(Ok(resp)) => {
                     up.health.success();
-                    return q.for_client(resp, tcp);
+                    return Some(resp);
                 }
                 Ok(Err(TryError::Rcode)) => {
                     up.rcode_errors.fetch_add(1, Ordering::Relaxed);
@@ -214,7 +274,7 @@ impl Forwarder {
                 }
             }
         }
-        servfail(pkt, tcp)
+        None
     }
 }
 
@@ -359,7 +419,9 @@ async fn try_udp(addr: SocketAddr, pkt: &[u8], q: &QuestionRef) -> Result<Vec<u8
     sock.send(&with_id(pkt, id))
         .await
         .map_err(|_| TryError::Io)?;
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    // Room for what the client allows (the upstream honours the client's EDNS size), at least
+    // 4 KiB: zeroing 64 KiB per query cost more than the rest of the exchange.
+    let mut buf = vec![0u8; q.edns.map_or(0, |e| usize::from(e.udp_size)).max(4096)];
     loop {
         // A refused port shows up as an error here: treat the server as failed.
         let n = sock.recv(&mut buf).await.map_err(|_| TryError::Io)?;
@@ -411,6 +473,7 @@ mod tests {
             timeout: Duration::from_millis(10),
             budget: Duration::from_millis(20),
             max_inflight: 1,
+            cache_size: 0,
         });
         for _ in 0..health::DEAD_AFTER {
             f.upstreams[0].health.failure();

@@ -89,10 +89,18 @@ impl Publisher {
     }
 
     fn publish(&self, st: &State) {
+        let started = std::time::Instant::now();
         let merged = merge(&st.sources);
         let mut snapshot = Snapshot::build(&merged, st.settings.clone());
         snapshot.generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let (generation, entries) = (snapshot.generation, snapshot.entry_count());
         let old = self.handle.swap(Arc::new(snapshot));
+        tracing::debug!(
+            generation,
+            entries,
+            build_us = started.elapsed().as_micros() as u64,
+            "snapshot published"
+        );
         log_network_changes(&old, &self.handle.load());
     }
 }

@@ -1,0 +1,347 @@
+#!/usr/bin/env bash
+# benches/compare.sh: dockns against Knot DNS, dnsmasq and aardvark-dns, side by side, in one run.
+#
+# Installs what it needs from Debian (dnsperf knot dnsmasq-base aardvark-dns) when missing,
+# generates ONE set of records (280 local names) in each server's format, starts every server
+# on a loopback port, runs dnsperf against each in turn, reads each server's CPU time from
+# /proc/<pid>/stat and prints one table. Then: TCP vs Knot, forwarding (cache hits, cache
+# misses vs dnsmasq against the same local Knot upstream), 10k containers / 500 networks (RSS,
+# rebuild, throughput), churn under load, and latency at half of peak load.
+#
+# Loopback only, bounded: every phase runs DUR seconds (default 10); everything started here is
+# killed on exit. Usage:   benches/compare.sh            (DUR=5 benches/compare.sh for a quick run)
+# Env: DUR (seconds per phase), CLIENTS (dnsperf -c, default 8), INFLIGHT (dnsperf -q, 500),
+#      DOCKNS (binary; default: cargo build --release), WORKERS (dockns UDP workers, default 2).
+set -euo pipefail
+
+DUR=${DUR:-10}
+CLIENTS=${CLIENTS:-8}
+INFLIGHT=${INFLIGHT:-500}
+WORKERS=${WORKERS:-2}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/dockns-compare.XXXXXX)
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill "$p" 2>/dev/null || true
+    done
+    sleep 0.3
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
+    done
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+log() { echo "# $*" >&2; }
+
+# --- tools -----------------------------------------------------------------------------------
+need_pkg() { # command package
+    if ! command -v "$1" >/dev/null 2>&1 && ! [ -x "$1" ]; then
+        log "installing $2"
+        if [ "$(id -u)" -eq 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >&2 ||
+                { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >&2; }
+        else
+            sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >&2
+        fi
+    fi
+}
+need_pkg dnsperf dnsperf
+need_pkg knotd knot
+need_pkg dnsmasq dnsmasq-base
+AARDVARK=$(command -v aardvark-dns 2>/dev/null || echo /usr/lib/podman/aardvark-dns)
+need_pkg "$AARDVARK" aardvark-dns
+PATH=$PATH:/usr/sbin
+
+if [ -n "${DOCKNS:-}" ]; then
+    BIN=$DOCKNS
+else
+    log "building dockns (release)"
+    (cd "$ROOT" && cargo build --release --quiet) >&2
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/dockns
+fi
+
+# Loopback ports: a random base, each checked free.
+BASE=$((20000 + RANDOM % 30000))
+next_port() { # VAR: the next free loopback port (no subshell, so BASE advances)
+    while ss -Hltun "sport = :$BASE" 2>/dev/null | grep -q .; do BASE=$((BASE + 1)); done
+    printf -v "$1" '%s' "$BASE"
+    BASE=$((BASE + 1))
+}
+for v in P_KNOT P_DNSMASQ P_AARD P_DOCKNS P_FWD_DOCKNS P_FWD_NOCACHE P_FWD_DNSMASQ P_BIG; do next_port $v; done
+
+# --- one set of records ----------------------------------------------------------------------
+N=280
+NET=bench
+QUERIES=$WORK/queries.txt          # dnsperf format: name type
+: >"$QUERIES"
+KZONE=$WORK/knot/bench.zone; mkdir -p "$WORK/knot" "$WORK/aardvark"
+HOSTS=$WORK/dnsmasq.hosts; : >"$HOSTS"
+AFILE=$WORK/aardvark/$NET
+DTOML=$WORK/dockns.toml
+{
+    echo "\$ORIGIN $NET."
+    echo "\$TTL 5"
+    echo "@ SOA ns.$NET. hostmaster.$NET. 1 3600 600 86400 5"
+    echo "@ NS ns.$NET."
+    echo "ns A 127.0.0.1"
+} >"$KZONE"
+echo "127.0.0.1" >"$AFILE"
+cat >"$DTOML" <<EOF
+[server]
+listen = ["127.0.0.1:$P_DOCKNS"]
+host_view = ["$NET"]
+ttl = 5
+workers = $WORKERS
+
+[upstream]
+servers = ["127.0.0.1:$P_KNOT"]
+
+[[network]]
+name = "$NET"
+subnet = "10.77.0.0/16"
+EOF
+for i in $(seq 1 $N); do
+    name=$(printf 'c%04d' "$i")
+    v4="10.77.$((i / 250)).$((i % 250 + 2))"
+    v6="fd77::$(printf '%x' "$i")"
+    id=$(printf '%064x' "$i")
+    echo "$name.$NET A" >>"$QUERIES"
+    echo "$name A $v4" >>"$KZONE"
+    echo "$name AAAA $v6" >>"$KZONE"
+    echo "$v4 $name.$NET" >>"$HOSTS"
+    echo "$v6 $name.$NET" >>"$HOSTS"
+    echo "$id $v4 $v6 $name.$NET" >>"$AFILE"
+    printf '\n[[network.container]]\nname = "%s"\nipv4 = ["%s"]\nipv6 = ["%s"]\n' "$name" "$v4" "$v6" >>"$DTOML"
+done
+
+cat >"$WORK/knot/knot.conf" <<EOF
+server:
+    rundir: "$WORK/knot"
+    listen: 127.0.0.1@$P_KNOT
+    udp-workers: 2
+    tcp-workers: 2
+    background-workers: 1
+log:
+  - target: stderr
+    any: warning
+database:
+    storage: "$WORK/knot/db"
+template:
+  - id: default
+    storage: "$WORK/knot"
+    semantic-checks: off
+zone:
+  - domain: $NET.
+    file: "$KZONE"
+  - domain: fwd.
+    file: "$WORK/knot/fwd.zone"
+EOF
+# A zone for forwarding tests: Knot plays the fast local upstream. A wildcard answers unique
+# names (cache misses) without a table.
+cat >"$WORK/knot/fwd.zone" <<EOF
+\$ORIGIN fwd.
+\$TTL 300
+@ SOA ns.fwd. hostmaster.fwd. 1 3600 600 86400 300
+@ NS ns.fwd.
+ns A 127.0.0.1
+* A 192.0.2.1
+EOF
+FWD_HIT=$WORK/fwd-hit.txt; FWD_MISS=$WORK/fwd-miss.txt
+for i in $(seq 1 $N); do echo "h$i.fwd A"; done >"$FWD_HIT"
+awk -v n=$((DUR * 200000)) 'BEGIN { for (i = 1; i <= n; i++) printf "m%d.fwd A\n", i }' >"$FWD_MISS"
+
+# --- helpers ---------------------------------------------------------------------------------
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+wait_udp() { # port: until the server answers (max 10 s)
+    for _ in $(seq 1 100); do
+        if dig +tries=1 +time=1 @127.0.0.1 -p "$1" "c0001.$NET" A >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    log "server on port $1 did not answer within 10 s"; return 1
+}
+start() { # VAR logfile cmd...: runs cmd in the background, its pid in VAR (and in PIDS)
+    local var=$1 logf=$2; shift 2
+    "$@" >"$logf" 2>&1 &
+    PIDS+=($!)
+    printf -v "$var" '%s' "$!"
+    disown "$!" 2>/dev/null || true # no "Killed" job notices at cleanup
+}
+
+# run_dnsperf NAME PID PORT QUERYFILE [extra dnsperf args]: one line "name qps cpu_us mean_us p99_us"
+run_dnsperf() {
+    local name=$1 pid=$2 port=$3 qf=$4; shift 4
+    local out=$WORK/dnsperf-$name.txt c0 c1
+    c0=$(cpu_ticks "$pid")
+    dnsperf -s 127.0.0.1 -p "$port" -d "$qf" -l "$DUR" -c "$CLIENTS" -q "$INFLIGHT" -t 2 "$@" >"$out" 2>&1 || true
+    c1=$(cpu_ticks "$pid")
+    awk -v name="$name" -v cpu=$((c1 - c0)) -v tck="$TCK" '
+        /Queries completed:/ { done = $3 }
+        /Queries lost:/ { lost = $3 }
+        /Queries per second:/ { qps = $4 }
+        /Average Latency \(s\):/ { mean = $4 * 1e6 }
+        END { printf "%s %.0f %.2f %.0f %s\n", name, qps, (done > 0 ? cpu / tck * 1e6 / done : 0), mean, lost + 0 }' "$out"
+}
+
+# latency_at NAME PORT QUERYFILE RATE: "mean_us p99_us" from dnsperf -v per-query latencies
+latency_at() {
+    local name=$1 port=$2 qf=$3 rate=$4
+    dnsperf -s 127.0.0.1 -p "$port" -d "$qf" -l "$DUR" -c "$CLIENTS" -q "$INFLIGHT" -t 2 -Q "$rate" -v 2>/dev/null |
+        awk '/^> / && NF >= 5 { us = int($NF * 1e6); h[us]++; n++; s += $NF * 1e6 }
+             END { if (n == 0) { print "0 0"; exit }
+                   target = n * 0.99; c = 0
+                   for (u = 0; u <= 10000000; u++) if (u in h) { c += h[u]; if (c >= target) break }
+                   printf "%.0f %d\n", s / n, u }'
+}
+
+# --- start the peers -------------------------------------------------------------------------
+log "work dir $WORK; ports knot=$P_KNOT dnsmasq=$P_DNSMASQ aardvark=$P_AARD dockns=$P_DOCKNS"
+knotc_conf="$WORK/knot/knot.conf"
+start PID_KNOT "$WORK/knot.log" knotd -c "$knotc_conf" -s "$WORK/knot/knot.sock"
+start PID_DNSMASQ "$WORK/dnsmasq.log" dnsmasq -k -R -h -u root --pid-file= -z \
+    --listen-address=127.0.0.1 --port="$P_DNSMASQ" --addn-hosts="$HOSTS" --cache-size=10000 \
+    --log-facility=-
+# aardvark-dns 1.4 exits when it cannot reach syslog (/dev/log or /var/run/syslog), which many
+# containers and CI machines lack: then give it a private /run holding a syslog sink, in its own
+# mount namespace (nothing on the machine changes).
+AARD_CMD=("$AARDVARK" --config "$WORK/aardvark" -p "$P_AARD" run)
+if ! [ -S /dev/log ] && ! [ -S /var/run/syslog ]; then
+    mkdir -p "$WORK/run"
+    start PID_SYSLOG "$WORK/syslog.log" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+while True:
+    s.recv(65536)' "$WORK/run/syslog"
+    for _ in $(seq 1 50); do [ -S "$WORK/run/syslog" ] && break; sleep 0.1; done
+    AARD_CMD=(unshare -m sh -c 'mount --bind "$0" /run && exec "$@"' "$WORK/run" "${AARD_CMD[@]}")
+fi
+start PID_AARD "$WORK/aardvark.log" "${AARD_CMD[@]}"
+# `aardvark-dns run` forks into the background: the server is the pid it writes.
+for _ in $(seq 1 100); do [ -s "$WORK/aardvark/aardvark.pid" ] && break; sleep 0.1; done
+PID_AARD=$(cat "$WORK/aardvark/aardvark.pid")
+PIDS+=("$PID_AARD")
+start PID_DOCKNS "$WORK/dockns.log" "$BIN" serve --config "$DTOML" --log-level warn
+for p in $P_KNOT $P_DNSMASQ $P_AARD $P_DOCKNS; do wait_udp "$p"; done
+
+# --- 1. local names over UDP -----------------------------------------------------------------
+log "phase 1: local A queries over UDP, ${DUR}s each"
+declare -A QPS CPU MEAN LOST
+for s in knot:$PID_KNOT:$P_KNOT dnsmasq:$PID_DNSMASQ:$P_DNSMASQ aardvark-dns:$PID_AARD:$P_AARD dockns:$PID_DOCKNS:$P_DOCKNS; do
+    IFS=: read -r name pid port <<<"$s"
+    read -r _ q c m l < <(run_dnsperf "$name" "$pid" "$port" "$QUERIES")
+    QPS[$name]=$q; CPU[$name]=$c; MEAN[$name]=$m; LOST[$name]=$l
+done
+# p99 from dnsperf -v at half of each server's own peak (per-query latencies).
+declare -A HMEAN HP99
+for s in knot:$P_KNOT dnsmasq:$P_DNSMASQ aardvark-dns:$P_AARD dockns:$P_DOCKNS; do
+    IFS=: read -r name port <<<"$s"
+    half=$(( ${QPS[$name]} / 2 )); [ "$half" -lt 1 ] && half=1
+    read -r hm hp < <(latency_at "$name" "$port" "$QUERIES" "$half")
+    HMEAN[$name]=$hm; HP99[$name]=$hp
+done
+
+# --- 2. TCP ----------------------------------------------------------------------------------
+log "phase 2: TCP (several queries per connection)"
+read -r _ TQ_KNOT TC_KNOT TM_KNOT _ < <(run_dnsperf knot-tcp "$PID_KNOT" "$P_KNOT" "$QUERIES" -m tcp)
+read -r _ TQ_DOCKNS TC_DOCKNS TM_DOCKNS _ < <(run_dnsperf dockns-tcp "$PID_DOCKNS" "$P_DOCKNS" "$QUERIES" -m tcp)
+
+# --- 3. forwarding ---------------------------------------------------------------------------
+log "phase 3: forwarding (Knot on $P_KNOT is the upstream)"
+sed -e "s/127.0.0.1:$P_DOCKNS/127.0.0.1:$P_FWD_DOCKNS/" "$DTOML" >"$WORK/fwd.toml"
+sed -e "s/127.0.0.1:$P_DOCKNS/127.0.0.1:$P_FWD_NOCACHE/" -e "s/^\[upstream\]/[upstream]\ncache_size = 0/" "$DTOML" >"$WORK/nocache.toml"
+start PID_FWD "$WORK/fwd.log" "$BIN" serve --config "$WORK/fwd.toml" --log-level warn
+start PID_NOCACHE "$WORK/nocache.log" "$BIN" serve --config "$WORK/nocache.toml" --log-level warn
+start PID_FDM "$WORK/dnsmasq-fwd.log" dnsmasq -k -R -h -u root --pid-file= -z \
+    --listen-address=127.0.0.1 --port="$P_FWD_DNSMASQ" --server="127.0.0.1#$P_KNOT" \
+    --cache-size=0 --dns-forward-max=1000 --log-facility=-
+for p in $P_FWD_DOCKNS $P_FWD_NOCACHE $P_FWD_DNSMASQ; do wait_udp "$p"; done
+read -r _ FH_Q FH_C FH_M FH_L < <(run_dnsperf dockns-cache-hit "$PID_FWD" "$P_FWD_DOCKNS" "$FWD_HIT")
+read -r _ FM_Q FM_C FM_M FM_L < <(run_dnsperf dockns-cache-miss "$PID_NOCACHE" "$P_FWD_NOCACHE" "$FWD_MISS")
+read -r _ DM_Q DM_C DM_M DM_L < <(run_dnsperf dnsmasq-forward "$PID_FDM" "$P_FWD_DNSMASQ" "$FWD_MISS")
+kill "$PID_FWD" "$PID_NOCACHE" "$PID_FDM" 2>/dev/null || true
+
+# --- 4. 10k containers over 500 networks -----------------------------------------------------
+log "phase 4: 10,000 containers over 500 networks"
+BIG=$WORK/big.toml
+{
+    printf '[server]\nlisten = ["127.0.0.1:%s"]\nttl = 5\nworkers = %s\nhost_view = ["%s"]\n' "$P_BIG" "$WORKERS" "$NET"
+    printf '\n[upstream]\nservers = ["127.0.0.1:%s"]\n' "$P_KNOT"
+    # Network 0 is the same 280-name network as above; 9,720 more containers over 499 networks.
+    awk -v net="$NET" -v n="$N" 'BEGIN {
+        printf "\n[[network]]\nname = \"%s\"\n", net
+        for (k = 1; k <= n; k++)
+            printf "\n[[network.container]]\nname = \"c%04d\"\nipv4 = [\"10.77.%d.%d\"]\n", k, int(k / 250), k % 250 + 2
+        per = (10000 - n) / 499
+        for (w = 1; w < 500; w++) {
+            printf "\n[[network]]\nname = \"n%03d\"\n", w
+            for (c = int((w - 1) * per); c < int(w * per); c++)
+                printf "\n[[network.container]]\nname = \"x%05d\"\nipv4 = [\"10.%d.%d.%d\"]\n", c, 100 + int(w / 100), w % 100, c % 200 + 2
+        }
+    }'
+} >"$BIG"
+start PID_BIG "$WORK/big.log" "$BIN" serve --config "$BIG" --log-level "warn,dockns::model=debug"
+wait_udp "$P_BIG"
+BIG_RSS=$(rss_kib "$PID_BIG")
+read -r _ BIG_Q BIG_C BIG_M _ < <(run_dnsperf dockns-10k "$PID_BIG" "$P_BIG" "$QUERIES")
+# One change: rename one container, reload; the publisher logs each rebuild's duration.
+sed -i '0,/name = "x00020"/s//name = "x00020b"/' "$BIG"
+before=$(grep -c "snapshot published" "$WORK/big.log" || true)
+kill -HUP "$PID_BIG"
+for _ in $(seq 1 100); do
+    now=$(grep -c "snapshot published" "$WORK/big.log" || true)
+    [ "$now" -ge $((before + 1)) ] && break
+    sleep 0.1
+done
+BIG_REBUILD=$(grep "snapshot published" "$WORK/big.log" | tail -1 | sed -e 's/\x1b\[[0-9;]*m//g' | sed -n 's/.*build_us=\([0-9]*\).*/\1/p')
+BIG_RSS_AFTER=$(rss_kib "$PID_BIG")
+
+# --- 5. churn: 50 changes per second under load ----------------------------------------------
+log "phase 5: churn (SIGHUP reload with one changed container, 50/s) under load"
+(
+    end=$((SECONDS + DUR)); k=0
+    while [ $SECONDS -lt $end ]; do
+        k=$((k + 1))
+        sed -i "s/name = \"x00040[a-z0-9]*\"/name = \"x00040c$k\"/" "$BIG"
+        kill -HUP "$PID_BIG" 2>/dev/null || break
+        sleep 0.02
+    done
+) &
+CHURN=$!
+PIDS+=($CHURN)
+read -r _ CH_Q CH_C CH_M CH_L < <(run_dnsperf dockns-churn "$PID_BIG" "$P_BIG" "$QUERIES")
+wait "$CHURN" 2>/dev/null || true
+CH_ERR=$(awk '/Response codes:/ { sub(/.*Response codes: */, ""); print }' "$WORK/dnsperf-dockns-churn.txt")
+
+# --- report ----------------------------------------------------------------------------------
+KQ=${QPS[knot]}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+echo
+echo "dockns vs peers: $N local names, UDP, dnsperf -c $CLIENTS -q $INFLIGHT, ${DUR}s each, $(nproc) CPUs shared by dnsperf and the server"
+echo
+printf '| %-13s | %9s | %12s | %10s | %13s | %12s | %7s |\n' server "queries/s" "CPU µs/query" "mean µs" "mean µs @½" "p99 µs @½" "vs Knot"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------------: ----------: --------------: ------------: ---------------: --------------: ---------:
+for name in knot dnsmasq aardvark-dns dockns; do
+    printf '| %-13s | %9s | %12s | %10s | %13s | %12s | %6sx |\n' "$name" "${QPS[$name]}" "${CPU[$name]}" "${MEAN[$name]}" \
+        "${HMEAN[$name]}" "${HP99[$name]}" "$(ratio "${QPS[$name]}" "$KQ")"
+done
+echo
+echo "(mean µs: dnsperf average at peak; @½: dnsperf -Q <half of that server's peak> -v, per-query latencies)"
+echo
+echo "| measurement | queries/s | CPU µs/query | mean µs | ratio | target |"
+echo "|---|---:|---:|---:|---:|---|"
+echo "| TCP, Knot | $TQ_KNOT | $TC_KNOT | $TM_KNOT | | |"
+echo "| TCP, dockns | $TQ_DOCKNS | $TC_DOCKNS | $TM_DOCKNS | $(ratio "$TQ_DOCKNS" "$TQ_KNOT")x Knot | ≥ 1.0x |"
+echo "| forwarded, cache hits (dockns) | $FH_Q | $FH_C | $FH_M | $(ratio "$FH_Q" "${QPS[dockns]}")x local | ≥ 0.8x |"
+echo "| forwarded, cache misses (dockns, cache off) | $FM_Q | $FM_C | $FM_M | $(ratio "$FM_Q" "$DM_Q")x dnsmasq | ≥ 1.0x |"
+echo "| forwarded, dnsmasq (cache off), same upstream | $DM_Q | $DM_C | $DM_M | | |"
+echo "| 10k containers / 500 networks | $BIG_Q | $BIG_C | $BIG_M | $(ratio "$BIG_Q" "${QPS[dockns]}")x 280-name | ≥ 0.9x |"
+echo "| 10k, churn: 50 SIGHUP reloads/s | $CH_Q | $CH_C | $CH_M | $(ratio "$CH_Q" "$BIG_Q")x no churn | ≥ 0.9x, no errors |"
+echo
+echo "10k containers / 500 networks: RSS $((BIG_RSS / 1024)) MiB at start, $((BIG_RSS_AFTER / 1024)) MiB after reload (target ≤ 64 MiB); snapshot rebuild after one change: $(awk -v u="${BIG_REBUILD:-0}" 'BEGIN { printf "%.2f", u / 1000 }') ms (target ≤ 5 ms)"
+echo "churn run: lost ${CH_L:-?} queries; response codes: ${CH_ERR:-?}"
+echo "lost queries at peak: knot ${LOST[knot]}, dnsmasq ${LOST[dnsmasq]}, aardvark-dns ${LOST[aardvark-dns]}, dockns ${LOST[dockns]}; forward hit/miss/dnsmasq lost: $FH_L/$FM_L/$DM_L"

@@ -1,0 +1,181 @@
+//! Criterion benches for the pieces of the query path and the snapshot build: the fast-path
+//! parse, the table lookup, a full answer (`answer::handle`), and a snapshot rebuild at 10,000
+//! containers over 500 networks. Run with `cargo bench --bench dns`.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use dockns::dns::answer::{handle, Action};
+use dockns::dns::wire::{parse_query, Parse};
+use dockns::model::{
+    BuildSettings, Catalog, Container, Endpoint, Health, Network, Publisher, Snapshot, MAX_KEY_LEN,
+};
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// `containers` containers spread evenly over `networks` networks; network 0 is "bench" and
+/// holds the names the lookups ask for (`c0001`...).
+fn catalog(containers: usize, networks: usize) -> Catalog {
+    let mut cat = Catalog::default();
+    for n in 0..networks {
+        let name = if n == 0 {
+            "bench".to_string()
+        } else {
+            format!("n{n:03}")
+        };
+        cat.networks.insert(
+            name.clone(),
+            Network {
+                name,
+                id: String::new(),
+                internal: false,
+                listen_addrs: Vec::new(),
+                subnets: Vec::new(),
+            },
+        );
+    }
+    for i in 0..containers {
+        let n = i % networks;
+        let net = if n == 0 {
+            "bench".to_string()
+        } else {
+            format!("n{n:03}")
+        };
+        let name = format!(
+            "c{:04}",
+            i / networks + 1 + if n == 0 { 0 } else { 100_000 * n }
+        );
+        cat.containers.insert(
+            name.clone(),
+            Container {
+                id: String::new(),
+                name,
+                hostname: None,
+                health: Health::None,
+                extra_names: Vec::new(),
+                endpoints: vec![Endpoint {
+                    network: net,
+                    ipv4: vec![Ipv4Addr::new(
+                        10,
+                        (n >> 8) as u8 + 64,
+                        n as u8,
+                        (i / networks) as u8 + 2,
+                    )],
+                    ipv6: Vec::new(),
+                    aliases: Vec::new(),
+                }],
+            },
+        );
+    }
+    cat
+}
+
+fn settings() -> BuildSettings {
+    BuildSettings {
+        host_view: Some(vec!["bench".into()]),
+        ..BuildSettings::default()
+    }
+}
+
+fn query(name: &str, edns: bool) -> Vec<u8> {
+    dockns::bench::encode_query(name, 1, edns).expect("valid bench name")
+}
+
+fn benches(c: &mut Criterion) {
+    let snap = Snapshot::build(&catalog(280, 1), settings());
+    let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let q = query("c0123.bench", false);
+    let qe = query("C0123.Bench", true);
+    let mut key = [0u8; MAX_KEY_LEN];
+
+    c.bench_function("parse/plain", |b| {
+        b.iter(|| black_box(parse_query(black_box(&q), &mut key)))
+    });
+    c.bench_function("parse/edns_mixed_case", |b| {
+        b.iter(|| black_box(parse_query(black_box(&qe), &mut key)))
+    });
+
+    let Parse::Query(parsed) = parse_query(&q, &mut key) else {
+        panic!("bench query did not parse on the fast path")
+    };
+    let k = key[..parsed.key_len].to_vec();
+    c.bench_function("lookup/view_and_resolve", |b| {
+        b.iter(|| {
+            let view = snap.view_for(black_box(client), None);
+            black_box(matches!(
+                snap.resolve(view, black_box(&k), 1, 1),
+                dockns::model::Resolution::Answer { .. }
+            ))
+        })
+    });
+
+    let mut out = vec![0u8; 65535];
+    assert!(matches!(
+        handle(&snap, client, None, &q, &mut out, false),
+        Action::Reply(..)
+    ));
+    c.bench_function("handle/local_a", |b| {
+        b.iter(|| {
+            black_box(handle(
+                &snap,
+                black_box(client),
+                None,
+                black_box(&q),
+                &mut out,
+                false,
+            ))
+        })
+    });
+    c.bench_function("handle/local_a_edns", |b| {
+        b.iter(|| {
+            black_box(handle(
+                &snap,
+                black_box(client),
+                None,
+                black_box(&qe),
+                &mut out,
+                false,
+            ))
+        })
+    });
+    let nx = query("nosuch.bench", false);
+    c.bench_function("handle/forward_decision", |b| {
+        b.iter(|| {
+            black_box(handle(
+                &snap,
+                black_box(client),
+                None,
+                black_box(&nx),
+                &mut out,
+                false,
+            ))
+        })
+    });
+
+    // 10k containers / 500 networks: compile from a catalog, and publish after one change.
+    let big = catalog(10_000, 500);
+    let mut g = c.benchmark_group("rebuild");
+    g.sample_size(20);
+    g.bench_function("snapshot_10k_500", |b| {
+        b.iter(|| black_box(Snapshot::build(black_box(&big), settings()).entry_count()))
+    });
+    let publisher = Publisher::new(settings());
+    publisher.set_source("static", big.clone());
+    let mut changed = big.clone();
+    let mut flip = false;
+    g.bench_function("publish_one_change_10k_500", |b| {
+        b.iter(|| {
+            flip = !flip;
+            if let Some(c) = changed.containers.values_mut().nth(77) {
+                c.endpoints[0].aliases = if flip {
+                    vec!["extra".into()]
+                } else {
+                    Vec::new()
+                };
+            }
+            publisher.set_source("static", changed.clone());
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(dns, benches);
+criterion_main!(dns);
