@@ -2,7 +2,7 @@
 //!
 //! It keeps per-network tables of container names (from Docker or a static config), answers
 //! them authoritatively over UDP and TCP with rotating A/AAAA records, and forwards everything
-//! else upstream. See `DESIGN` in the README for the data flow: sources → [`model::Publisher`] →
+//! else upstream. See "Architecture" in the README for the data flow: sources → [`model::Publisher`] →
 //! immutable [`model::Snapshot`] → [`dns`] listeners, with [`forward`] for the rest.
 
 #![warn(missing_docs)]

@@ -3,9 +3,11 @@
 //! dockns binary, dockns runs as a non-root sidecar on a user network the test creates, and an
 //! application container resolves through it with glibc (`getent`) and `dockns query`.
 //!
-//! Until the Docker source's sidecar mode is on this branch, the sidecar serves the example's
-//! names from a static config with fixed addresses (`--ip`); everything else (image, non-root,
-//! read-only root, network, resolv.conf, admin API over the network) is what the example uses.
+//! The sidecar serves the example's names from a static config with fixed addresses (`--ip`),
+//! so this test checks the image and the plumbing on their own; everything else (image,
+//! non-root, read-only root, network, resolv.conf, admin API over the network) is what the
+//! example uses. The Docker source's sidecar mode itself is tested in `tests/docker.rs`
+//! (`sidecar_listens_on_its_own_addresses`).
 //!
 //! Skips loudly without Docker, unless DOCKNS_REQUIRE_DOCKER=1. Every network, container and
 //! image carries a unique prefix and is removed by a Drop guard, even on failure.

@@ -8,9 +8,10 @@
 //!
 //! A server that fails [`health::DEAD_AFTER`] tries in a row (timeouts, I/O errors, garbage) is
 //! marked dead and skipped; a background health probe (`. NS`, to that server only) revives it
-//! as soon as it answers (see `health.rs`). When every server is dead, clients get SERVFAIL at
-//! once. In-flight forwards are bounded by a semaphore; the listeners answer REFUSED when it is
-//! exhausted, so memory stays bounded. Deciding whether upstream bytes are the answer is a pure
+//! as soon as it answers (see `health.rs`). When every server is dead, all are still tried in
+//! order within the budget (a last resort beats a certain SERVFAIL). In-flight forwards are
+//! bounded by a semaphore; the listeners answer REFUSED when it is exhausted, so memory stays
+//! bounded. Deciding whether upstream bytes are the answer is a pure
 //! function ([`upstream_reply`]) so it can be fuzzed.
 //!
 //! In front of the upstreams sit the response cache and in-flight de-duplication (see
