@@ -1,8 +1,10 @@
 //! dockns against a real Docker daemon: names, scope, live changes, health, resync after the
-//! event stream is cut or the daemon restarts, and swarm services. Each test builds its own
-//! networks and containers (unique prefix, always removed), runs dockns in-process with gateway
-//! listeners, and asks from inside a client container's network namespace, comparing with
-//! Docker's own 127.0.0.11 wherever Docker answers the question locally.
+//! event stream is cut or the daemon restarts, a 30 s daemon outage (checked as whole tables
+//! against `docker inspect`), and swarm services. Each test
+//! builds its own networks and containers (unique prefix, always removed), runs dockns
+//! in-process with gateway listeners, and asks from inside a client container's network
+//! namespace, comparing with Docker's own 127.0.0.11 wherever Docker answers the question
+//! locally.
 //!
 //! The tests share one daemon, so they run one at a time (a global lock). Without Docker they
 //! are skipped loudly, unless DOCKNS_REQUIRE_DOCKER=1 (CI) makes that a failure.
@@ -15,7 +17,7 @@ use hickory_proto::rr::RecordType;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -996,4 +998,277 @@ fn default_bridge_opt_in() {
         ask_from(pc, gb, &reverse(ip), RecordType::PTR).answers,
         vec![format!("{web}.bridge.")]
     );
+}
+
+/// Length of the daemon outage in [`outage_serves_the_last_tables_then_resyncs_within_2s`];
+/// `DOCKNS_OUTAGE_SECS` overrides it for local iteration.
+const OUTAGE: Duration = Duration::from_secs(30);
+/// Once the daemon is back, dockns's tables must equal a fresh `docker inspect` within this.
+const RESYNC_BOUND: Duration = Duration::from_secs(2);
+
+fn outage_len() -> Duration {
+    match std::env::var("DOCKNS_OUTAGE_SECS") {
+        Ok(s) => {
+            let secs: u64 = s
+                .parse()
+                .expect("DOCKNS_OUTAGE_SECS is a number of seconds");
+            eprintln!("!!! DOCKNS_OUTAGE_SECS={secs}: outage shortened/lengthened from {OUTAGE:?}");
+            Duration::from_secs(secs)
+        }
+        Err(_) => OUTAGE,
+    }
+}
+
+/// Polls until dockns serves exactly `truth` for `nets`; returns the time from `since` until
+/// then. On timeout, panics with the differences.
+fn until_tables_equal(
+    d: &Dockns,
+    nets: &[String],
+    truth: &Tables,
+    since: Instant,
+    timeout: Duration,
+) -> Duration {
+    loop {
+        let served = served_tables(d, nets);
+        if &served == truth {
+            return since.elapsed();
+        }
+        if since.elapsed() > timeout {
+            panic!(
+                "after {timeout:?}, dockns's tables still differ from Docker's:\n{}",
+                table_diff(&served, truth)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every name of `tables` is answered with exactly its addresses (A, and AAAA where it has
+/// IPv6): `name.network` asked from the host over loopback, and the plain names of
+/// `client_net` asked from a client container that is attached to that network only.
+fn answers_match(d: &Dockns, client: u32, gw: SocketAddr, client_net: &str, tables: &Tables) {
+    for (net, t) in tables {
+        let suffix = format!(".{}", net.to_ascii_lowercase());
+        for (name, want) in &t.names {
+            let qualified = name.ends_with(&suffix);
+            if !qualified && net != client_net {
+                continue;
+            }
+            for (qtype, v6) in [(RecordType::A, false), (RecordType::AAAA, true)] {
+                let want: BTreeSet<IpAddr> =
+                    want.iter().copied().filter(|a| a.is_ipv6() == v6).collect();
+                if v6 && want.is_empty() {
+                    continue;
+                }
+                let got = if qualified {
+                    ask(d.loopback, name, qtype)
+                } else {
+                    ask_from(client, gw, name, qtype)
+                };
+                assert_eq!(got.addrs(), want, "{name} {qtype} on {net}: {got:?}");
+            }
+        }
+    }
+}
+
+/// Acceptance: the daemon is gone for dockns for 30 s while containers are started, stopped,
+/// renamed and removed and networks (dis)connected, created and removed. Meanwhile the last
+/// tables keep being served, whole and unchanged, and answered; within 2 s of the daemon's
+/// return the tables equal a fresh `docker inspect` of every container, as a whole.
+#[test]
+fn outage_serves_the_last_tables_then_resyncs_within_2s() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let outage = outage_len();
+    let lab = Lab::new("outage");
+    let na = lab.network(
+        "a",
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.233.0.0/24",
+            "--subnet",
+            "fd5a:e1:9::/64",
+        ],
+    );
+    let nb = lab.network("b", &[]);
+    let ngone = lab.network("gone", &[]);
+    // Created during the outage.
+    let nlate = lab.name("late");
+    let nets = vec![na.clone(), nb.clone(), ngone.clone(), nlate.clone()];
+    let proxy = SocketProxy::start("/var/run/docker.sock");
+    let d = Dockns::start(&format!("endpoint = \"unix://{}\"", proxy.path));
+    let client = lab.run("c", &["--network", &na]);
+    let stopme = lab.run("stopme", &["--network", &na, "--network-alias", "pool"]);
+    let renameme = lab.run("renameme", &["--network", &na, "--network-alias", "pool"]);
+    let removeme = lab.run("removeme", &["--network", &nb]);
+    let leaves = lab.run("leaves", &["--network", &na]);
+    dk(&["network", "connect", "--alias", "leaving", &nb, &leaves]);
+    let joins = lab.run("joins", &["--network", &na]);
+    let g1 = lab.run("g1", &["--network", &ngone]);
+    let ga = d.on(&na);
+    let pc = pid(&client);
+
+    // Before: dockns serves exactly what Docker says.
+    let before = truth_tables(&lab.prefix, &nets);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        vec![&na, &nb, &ngone],
+        "the lab's networks"
+    );
+    assert_eq!(endpoint_count(&before), 8, "{before:#?}");
+    assert!(
+        before[&na].endpoints.values().all(|e| !e.ipv6.is_empty()),
+        "dual-stack endpoints on {na}: {before:#?}"
+    );
+    until_tables_equal(&d, &nets, &before, Instant::now(), WAIT);
+    answers_match(&d, pc, ga, &na, &before);
+
+    let status = d.watcher.status();
+    let syncs = status.syncs();
+    proxy.cut();
+    let cut_at = Instant::now();
+    wait_for("dockns to lose the daemon", WAIT, || {
+        (!status.connected()).then_some(())
+    });
+
+    let renamed = lab.name("renamed");
+    lab.track_container(&renamed);
+    type Action<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let actions: Vec<Action> = vec![
+        (
+            "start a container",
+            Box::new(|| {
+                lab.run("new1", &["--network", &na, "--network-alias", "pool"]);
+            }),
+        ),
+        (
+            "stop one",
+            Box::new(|| {
+                dk(&["stop", "-t", "1", &stopme]);
+            }),
+        ),
+        (
+            "rename one",
+            Box::new(|| {
+                dk(&["rename", &renameme, &renamed]);
+            }),
+        ),
+        (
+            "remove one",
+            Box::new(|| {
+                dk(&["rm", "-f", &removeme]);
+            }),
+        ),
+        (
+            "connect a network",
+            Box::new(|| {
+                dk(&["network", "connect", "--alias", "joined", &nb, &joins]);
+            }),
+        ),
+        (
+            "disconnect a network",
+            Box::new(|| {
+                dk(&["network", "disconnect", &nb, &leaves]);
+            }),
+        ),
+        (
+            "remove a network",
+            Box::new(|| {
+                dk(&["rm", "-f", &g1]);
+                dk(&["network", "rm", &ngone]);
+            }),
+        ),
+        (
+            "create a network",
+            Box::new(|| {
+                lab.network("late", &[]);
+                lab.run("new2", &["--network", &nlate]);
+            }),
+        ),
+        (
+            "start another",
+            Box::new(|| {
+                lab.run("new3", &["--network", &nb, "--network-alias", "pool"]);
+            }),
+        ),
+    ];
+
+    // The outage: the changes are spread over it; between them, the last tables are checked
+    // as a whole and asked for, name by name.
+    let (mut done, mut rounds) = (0usize, 0u32);
+    while cut_at.elapsed() < outage || done < actions.len() {
+        let due = outage * (done as u32 + 1) / (actions.len() as u32 + 1);
+        if done < actions.len() && cut_at.elapsed() >= due {
+            let (what, act) = &actions[done];
+            act();
+            eprintln!("outage +{:.1?}: {what}", cut_at.elapsed());
+            done += 1;
+        }
+        let served = served_tables(&d, &nets);
+        assert!(
+            served == before,
+            "{:?} into the outage, the last tables are no longer served:\n{}",
+            cut_at.elapsed(),
+            table_diff(&served, &before)
+        );
+        assert!(!status.connected(), "the proxy is cut");
+        answers_match(&d, pc, ga, &na, &before);
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // What the daemon says now, taken before it "returns" (nothing changes meanwhile).
+    let truth = truth_tables(&lab.prefix, &nets);
+    let has =
+        |t: &Tables, net: &str, c: &str| t.get(net).is_some_and(|n| n.endpoints.contains_key(c));
+    for (net, c, present) in [
+        (&na, &lab.name("new1"), true),
+        (&na, &stopme, false),
+        (&na, &renameme, false),
+        (&na, &renamed, true),
+        (&nb, &removeme, false),
+        (&nb, &joins, true),
+        (&nb, &leaves, false),
+        (&na, &leaves, true),
+        (&nlate, &lab.name("new2"), true),
+        (&nb, &lab.name("new3"), true),
+    ] {
+        assert_eq!(
+            has(&truth, net, c),
+            present,
+            "{c} on {net} after the changes"
+        );
+    }
+    assert!(!truth.contains_key(&ngone), "{ngone} was removed");
+
+    let away = cut_at.elapsed();
+    proxy.restore();
+    let back = Instant::now();
+    let took = until_tables_equal(&d, &nets, &truth, back, Duration::from_secs(30));
+    eprintln!(
+        "daemon away {away:.1?} ({rounds} checks of the last tables); after its return the tables \
+         equal Docker's in {took:?} ({} endpoints, {} names)",
+        endpoint_count(&truth),
+        truth.values().map(|t| t.names.len()).sum::<usize>()
+    );
+    assert!(
+        took <= RESYNC_BOUND,
+        "resync took {took:?}, more than {RESYNC_BOUND:?}"
+    );
+    assert!(status.connected() && status.syncs() > syncs, "reconnected");
+
+    // And it stays so, as tables and as answers; the names that went are gone.
+    assert_eq!(truth_tables(&lab.prefix, &nets), truth, "Docker is quiet");
+    let served = served_tables(&d, &nets);
+    assert!(served == truth, "{}", table_diff(&served, &truth));
+    answers_match(&d, pc, ga, &na, &truth);
+    for gone in [&stopme, &renameme] {
+        let r = ask_from(pc, ga, gone, RecordType::A);
+        assert_eq!(r.rcode, ResponseCode::NXDomain, "{gone}: {r:?}");
+    }
+    let r = ask(d.loopback, &format!("{g1}.{ngone}"), RecordType::A);
+    assert_eq!(r.rcode, ResponseCode::NXDomain, "{g1}.{ngone}: {r:?}");
 }
