@@ -1,6 +1,6 @@
 //! dockns against a real Docker daemon: names, scope, live changes, health, resync after the
-//! event stream is cut or the daemon restarts, a 30 s daemon outage (checked as whole tables
-//! against `docker inspect`), and swarm services. Each test
+//! event stream is cut or the daemon restarts, a 30 s daemon outage and a 200-container storm
+//! (both checked as whole tables against `docker inspect`), and swarm services. Each test
 //! builds its own networks and containers (unique prefix, always removed), runs dockns
 //! in-process with gateway listeners, and asks from inside a client container's network
 //! namespace, comparing with Docker's own 127.0.0.11 wherever Docker answers the question
@@ -16,6 +16,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -1271,4 +1272,169 @@ fn outage_serves_the_last_tables_then_resyncs_within_2s() {
     }
     let r = ask(d.loopback, &format!("{g1}.{ngone}"), RecordType::A);
     assert_eq!(r.rcode, ResponseCode::NXDomain, "{g1}.{ngone}: {r:?}");
+}
+
+/// Containers started in [`storm_of_200_containers_ends_in_the_true_tables`], and how many
+/// `docker` commands it runs at once.
+const STORM: usize = 200;
+const STORM_PARALLEL: usize = 6;
+
+/// Acceptance: 200 containers started in parallel on two networks (some also connected to the
+/// other, all with shared aliases), a third of them removed while the rest are still starting,
+/// then the rest removed in parallel, with dockns watching: after each wave its tables equal
+/// a fresh `docker inspect`, as a whole.
+#[test]
+fn storm_of_200_containers_ends_in_the_true_tables() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let test_start = Instant::now();
+    let lab = Lab::new("storm");
+    let na = lab.network("a", &[]);
+    let nb = lab.network("b", &[]);
+    let nets = vec![na.clone(), nb.clone()];
+    let d = Dockns::start("");
+    let img = image();
+    // Storm containers are not tracked one by one: the lab's cleanup removes everything named
+    // with its prefix, so all 200 go even when this test fails half-way.
+    let name = |i: usize| lab.name(&format!("s{i:03}"));
+    let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let errors = &errors;
+
+    // Wave 1: start all, remove every third as soon as it runs.
+    let next = AtomicUsize::new(0);
+    let starting = AtomicBool::new(true);
+    let removed_while_starting = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    std::thread::scope(|s| {
+        let starters: Vec<_> = (0..STORM_PARALLEL)
+            .map(|_| {
+                let tx = tx.clone();
+                let (next, na, nb, img) = (&next, &na, &nb, &img);
+                s.spawn(move || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= STORM {
+                        return;
+                    }
+                    let (own, other) = if i % 2 == 0 { (na, nb) } else { (nb, na) };
+                    let (n, grp) = (name(i), format!("grp{}", i % 8));
+                    let run = [
+                        "run",
+                        "-d",
+                        "--name",
+                        &n,
+                        "--stop-timeout",
+                        "1",
+                        "--network",
+                        own,
+                        "--network-alias",
+                        &grp,
+                        img,
+                    ];
+                    let extra = format!("x{i}");
+                    let r = docker(&run).and_then(|_| {
+                        if i % 10 == 0 {
+                            docker(&["network", "connect", "--alias", &extra, other, &n])
+                        } else {
+                            Ok(String::new())
+                        }
+                    });
+                    match r {
+                        Ok(_) => {
+                            let _ = tx.send(i);
+                        }
+                        Err(e) => errors.lock().unwrap().push(e),
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let (starting, removed_while_starting) = (&starting, &removed_while_starting);
+        s.spawn(move || {
+            for i in rx.iter().filter(|i| i % 3 == 0) {
+                match docker(&["rm", "-f", &name(i)]) {
+                    Ok(_) if starting.load(Ordering::Relaxed) => {
+                        removed_while_starting.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => errors.lock().unwrap().push(e),
+                }
+            }
+        });
+        for t in starters {
+            t.join().expect("starter thread");
+        }
+        starting.store(false, Ordering::Relaxed);
+    });
+    let wave1_end = Instant::now();
+    let wave1_secs = test_start.elapsed();
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "docker failed: {:?}",
+        errors.lock().unwrap()
+    );
+    let removed_early = removed_while_starting.load(Ordering::Relaxed);
+    assert!(removed_early > 0, "some were removed while others started");
+
+    let truth = truth_tables(&lab.prefix, &nets);
+    let survivors: Vec<usize> = (0..STORM).filter(|i| i % 3 != 0).collect();
+    let doubles = survivors.iter().filter(|i| *i % 10 == 0).count();
+    assert_eq!(
+        endpoint_count(&truth),
+        survivors.len() + doubles,
+        "Docker's own view after wave 1"
+    );
+    let took1 = until_tables_equal(&d, &nets, &truth, wave1_end, Duration::from_secs(60));
+    for net in &nets {
+        for g in 0..8 {
+            // Even groups live on a, odd ones on b; the other network has no such name.
+            let q = format!("grp{g}.{net}");
+            let want = truth[net].names.get(&q.to_ascii_lowercase());
+            assert_eq!(
+                (g % 2 == 0) == (net == &na),
+                want.is_some(),
+                "{q} in Docker's view"
+            );
+            assert_eq!(
+                ask(d.loopback, &q, RecordType::A).addrs(),
+                want.cloned().unwrap_or_default(),
+                "{q}"
+            );
+        }
+    }
+
+    // Wave 2: remove the survivors, in parallel.
+    let wave2_start = Instant::now();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..STORM_PARALLEL {
+            let (next, survivors) = (&next, &survivors);
+            s.spawn(move || loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(i) = survivors.get(k) else { return };
+                if let Err(e) = docker(&["rm", "-f", &name(*i)]) {
+                    errors.lock().unwrap().push(e);
+                }
+            });
+        }
+    });
+    let wave2_end = Instant::now();
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "docker failed: {:?}",
+        errors.lock().unwrap()
+    );
+    let truth = truth_tables(&lab.prefix, &nets);
+    assert_eq!(endpoint_count(&truth), 0, "Docker's own view after wave 2");
+    assert_eq!(truth.len(), 2, "both networks remain");
+    let took2 = until_tables_equal(&d, &nets, &truth, wave2_end, Duration::from_secs(60));
+    eprintln!(
+        "storm: {STORM} started ({removed_early} removed while others started) in {wave1_secs:.1?}, \
+         tables equal Docker's {took1:.2?} after the last command; {} removed in {:.1?}, tables \
+         equal {took2:.2?} after; test {:.1?}",
+        survivors.len(),
+        wave2_end - wave2_start,
+        test_start.elapsed()
+    );
 }
