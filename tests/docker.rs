@@ -1,8 +1,10 @@
 //! dockns against a real Docker daemon: names, scope, live changes, health, resync after the
-//! event stream is cut or the daemon restarts, and swarm services. Each test builds its own
-//! networks and containers (unique prefix, always removed), runs dockns in-process with gateway
-//! listeners, and asks from inside a client container's network namespace, comparing with
-//! Docker's own 127.0.0.11 wherever Docker answers the question locally.
+//! event stream is cut or the daemon restarts, a 30 s daemon outage and a 200-container storm
+//! (both checked as whole tables against `docker inspect`), and swarm services. Each test
+//! builds its own networks and containers (unique prefix, always removed), runs dockns
+//! in-process with gateway listeners, and asks from inside a client container's network
+//! namespace, comparing with Docker's own 127.0.0.11 wherever Docker answers the question
+//! locally.
 //!
 //! The tests share one daemon, so they run one at a time (a global lock). Without Docker they
 //! are skipped loudly, unless DOCKNS_REQUIRE_DOCKER=1 (CI) makes that a failure.
@@ -14,8 +16,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -995,5 +998,443 @@ fn default_bridge_opt_in() {
     assert_eq!(
         ask_from(pc, gb, &reverse(ip), RecordType::PTR).answers,
         vec![format!("{web}.bridge.")]
+    );
+}
+
+/// Length of the daemon outage in [`outage_serves_the_last_tables_then_resyncs_within_2s`];
+/// `DOCKNS_OUTAGE_SECS` overrides it for local iteration.
+const OUTAGE: Duration = Duration::from_secs(30);
+/// Once the daemon is back, dockns's tables must equal a fresh `docker inspect` within this.
+const RESYNC_BOUND: Duration = Duration::from_secs(2);
+
+fn outage_len() -> Duration {
+    match std::env::var("DOCKNS_OUTAGE_SECS") {
+        Ok(s) => {
+            let secs: u64 = s
+                .parse()
+                .expect("DOCKNS_OUTAGE_SECS is a number of seconds");
+            eprintln!("!!! DOCKNS_OUTAGE_SECS={secs}: outage shortened/lengthened from {OUTAGE:?}");
+            Duration::from_secs(secs)
+        }
+        Err(_) => OUTAGE,
+    }
+}
+
+/// Polls until dockns serves exactly `truth` for `nets`; returns the time from `since` until
+/// then. On timeout, panics with the differences.
+fn until_tables_equal(
+    d: &Dockns,
+    nets: &[String],
+    truth: &Tables,
+    since: Instant,
+    timeout: Duration,
+) -> Duration {
+    loop {
+        let served = served_tables(d, nets);
+        if &served == truth {
+            return since.elapsed();
+        }
+        if since.elapsed() > timeout {
+            panic!(
+                "after {timeout:?}, dockns's tables still differ from Docker's:\n{}",
+                table_diff(&served, truth)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every name of `tables` is answered with exactly its addresses (A, and AAAA where it has
+/// IPv6): `name.network` asked from the host over loopback, and the plain names of
+/// `client_net` asked from a client container that is attached to that network only.
+fn answers_match(d: &Dockns, client: u32, gw: SocketAddr, client_net: &str, tables: &Tables) {
+    for (net, t) in tables {
+        let suffix = format!(".{}", net.to_ascii_lowercase());
+        for (name, want) in &t.names {
+            let qualified = name.ends_with(&suffix);
+            if !qualified && net != client_net {
+                continue;
+            }
+            for (qtype, v6) in [(RecordType::A, false), (RecordType::AAAA, true)] {
+                let want: BTreeSet<IpAddr> =
+                    want.iter().copied().filter(|a| a.is_ipv6() == v6).collect();
+                if v6 && want.is_empty() {
+                    continue;
+                }
+                let got = if qualified {
+                    ask(d.loopback, name, qtype)
+                } else {
+                    ask_from(client, gw, name, qtype)
+                };
+                assert_eq!(got.addrs(), want, "{name} {qtype} on {net}: {got:?}");
+            }
+        }
+    }
+}
+
+/// Acceptance: the daemon is gone for dockns for 30 s while containers are started, stopped,
+/// renamed and removed and networks (dis)connected, created and removed. Meanwhile the last
+/// tables keep being served, whole and unchanged, and answered; within 2 s of the daemon's
+/// return the tables equal a fresh `docker inspect` of every container, as a whole.
+#[test]
+fn outage_serves_the_last_tables_then_resyncs_within_2s() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let outage = outage_len();
+    let lab = Lab::new("outage");
+    let na = lab.network(
+        "a",
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.233.0.0/24",
+            "--subnet",
+            "fd5a:e1:9::/64",
+        ],
+    );
+    let nb = lab.network("b", &[]);
+    let ngone = lab.network("gone", &[]);
+    // Created during the outage.
+    let nlate = lab.name("late");
+    let nets = vec![na.clone(), nb.clone(), ngone.clone(), nlate.clone()];
+    let proxy = SocketProxy::start("/var/run/docker.sock");
+    let d = Dockns::start(&format!("endpoint = \"unix://{}\"", proxy.path));
+    let client = lab.run("c", &["--network", &na]);
+    let stopme = lab.run("stopme", &["--network", &na, "--network-alias", "pool"]);
+    let renameme = lab.run("renameme", &["--network", &na, "--network-alias", "pool"]);
+    let removeme = lab.run("removeme", &["--network", &nb]);
+    let leaves = lab.run("leaves", &["--network", &na]);
+    dk(&["network", "connect", "--alias", "leaving", &nb, &leaves]);
+    let joins = lab.run("joins", &["--network", &na]);
+    let g1 = lab.run("g1", &["--network", &ngone]);
+    let ga = d.on(&na);
+    let pc = pid(&client);
+
+    // Before: dockns serves exactly what Docker says.
+    let before = truth_tables(&lab.prefix, &nets);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        vec![&na, &nb, &ngone],
+        "the lab's networks"
+    );
+    assert_eq!(endpoint_count(&before), 8, "{before:#?}");
+    assert!(
+        before[&na].endpoints.values().all(|e| !e.ipv6.is_empty()),
+        "dual-stack endpoints on {na}: {before:#?}"
+    );
+    until_tables_equal(&d, &nets, &before, Instant::now(), WAIT);
+    answers_match(&d, pc, ga, &na, &before);
+
+    let status = d.watcher.status();
+    let syncs = status.syncs();
+    proxy.cut();
+    let cut_at = Instant::now();
+    wait_for("dockns to lose the daemon", WAIT, || {
+        (!status.connected()).then_some(())
+    });
+
+    let renamed = lab.name("renamed");
+    lab.track_container(&renamed);
+    type Action<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let actions: Vec<Action> = vec![
+        (
+            "start a container",
+            Box::new(|| {
+                lab.run("new1", &["--network", &na, "--network-alias", "pool"]);
+            }),
+        ),
+        (
+            "stop one",
+            Box::new(|| {
+                dk(&["stop", "-t", "1", &stopme]);
+            }),
+        ),
+        (
+            "rename one",
+            Box::new(|| {
+                dk(&["rename", &renameme, &renamed]);
+            }),
+        ),
+        (
+            "remove one",
+            Box::new(|| {
+                dk(&["rm", "-f", &removeme]);
+            }),
+        ),
+        (
+            "connect a network",
+            Box::new(|| {
+                dk(&["network", "connect", "--alias", "joined", &nb, &joins]);
+            }),
+        ),
+        (
+            "disconnect a network",
+            Box::new(|| {
+                dk(&["network", "disconnect", &nb, &leaves]);
+            }),
+        ),
+        (
+            "remove a network",
+            Box::new(|| {
+                dk(&["rm", "-f", &g1]);
+                dk(&["network", "rm", &ngone]);
+            }),
+        ),
+        (
+            "create a network",
+            Box::new(|| {
+                lab.network("late", &[]);
+                lab.run("new2", &["--network", &nlate]);
+            }),
+        ),
+        (
+            "start another",
+            Box::new(|| {
+                lab.run("new3", &["--network", &nb, "--network-alias", "pool"]);
+            }),
+        ),
+    ];
+
+    // The outage: the changes are spread over it; between them, the last tables are checked
+    // as a whole and asked for, name by name.
+    let (mut done, mut rounds) = (0usize, 0u32);
+    while cut_at.elapsed() < outage || done < actions.len() {
+        let due = outage * (done as u32 + 1) / (actions.len() as u32 + 1);
+        if done < actions.len() && cut_at.elapsed() >= due {
+            let (what, act) = &actions[done];
+            act();
+            eprintln!("outage +{:.1?}: {what}", cut_at.elapsed());
+            done += 1;
+        }
+        let served = served_tables(&d, &nets);
+        assert!(
+            served == before,
+            "{:?} into the outage, the last tables are no longer served:\n{}",
+            cut_at.elapsed(),
+            table_diff(&served, &before)
+        );
+        assert!(!status.connected(), "the proxy is cut");
+        answers_match(&d, pc, ga, &na, &before);
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // What the daemon says now, taken before it "returns" (nothing changes meanwhile).
+    let truth = truth_tables(&lab.prefix, &nets);
+    let has =
+        |t: &Tables, net: &str, c: &str| t.get(net).is_some_and(|n| n.endpoints.contains_key(c));
+    for (net, c, present) in [
+        (&na, &lab.name("new1"), true),
+        (&na, &stopme, false),
+        (&na, &renameme, false),
+        (&na, &renamed, true),
+        (&nb, &removeme, false),
+        (&nb, &joins, true),
+        (&nb, &leaves, false),
+        (&na, &leaves, true),
+        (&nlate, &lab.name("new2"), true),
+        (&nb, &lab.name("new3"), true),
+    ] {
+        assert_eq!(
+            has(&truth, net, c),
+            present,
+            "{c} on {net} after the changes"
+        );
+    }
+    assert!(!truth.contains_key(&ngone), "{ngone} was removed");
+
+    let away = cut_at.elapsed();
+    proxy.restore();
+    let back = Instant::now();
+    let took = until_tables_equal(&d, &nets, &truth, back, Duration::from_secs(30));
+    eprintln!(
+        "daemon away {away:.1?} ({rounds} checks of the last tables); after its return the tables \
+         equal Docker's in {took:?} ({} endpoints, {} names)",
+        endpoint_count(&truth),
+        truth.values().map(|t| t.names.len()).sum::<usize>()
+    );
+    assert!(
+        took <= RESYNC_BOUND,
+        "resync took {took:?}, more than {RESYNC_BOUND:?}"
+    );
+    assert!(status.connected() && status.syncs() > syncs, "reconnected");
+
+    // And it stays so, as tables and as answers; the names that went are gone.
+    assert_eq!(truth_tables(&lab.prefix, &nets), truth, "Docker is quiet");
+    let served = served_tables(&d, &nets);
+    assert!(served == truth, "{}", table_diff(&served, &truth));
+    answers_match(&d, pc, ga, &na, &truth);
+    for gone in [&stopme, &renameme] {
+        let r = ask_from(pc, ga, gone, RecordType::A);
+        assert_eq!(r.rcode, ResponseCode::NXDomain, "{gone}: {r:?}");
+    }
+    let r = ask(d.loopback, &format!("{g1}.{ngone}"), RecordType::A);
+    assert_eq!(r.rcode, ResponseCode::NXDomain, "{g1}.{ngone}: {r:?}");
+}
+
+/// Containers started in [`storm_of_200_containers_ends_in_the_true_tables`], and how many
+/// `docker` commands it runs at once.
+const STORM: usize = 200;
+const STORM_PARALLEL: usize = 6;
+
+/// Acceptance: 200 containers started in parallel on two networks (some also connected to the
+/// other, all with shared aliases), a third of them removed while the rest are still starting,
+/// then the rest removed in parallel, with dockns watching: after each wave its tables equal
+/// a fresh `docker inspect`, as a whole.
+#[test]
+fn storm_of_200_containers_ends_in_the_true_tables() {
+    let _serial = serial();
+    if !docker_available() {
+        return;
+    }
+    let test_start = Instant::now();
+    let lab = Lab::new("storm");
+    let na = lab.network("a", &[]);
+    let nb = lab.network("b", &[]);
+    let nets = vec![na.clone(), nb.clone()];
+    let d = Dockns::start("");
+    let img = image();
+    // Storm containers are not tracked one by one: the lab's cleanup removes everything named
+    // with its prefix, so all 200 go even when this test fails half-way.
+    let name = |i: usize| lab.name(&format!("s{i:03}"));
+    let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let errors = &errors;
+
+    // Wave 1: start all, remove every third as soon as it runs.
+    let next = AtomicUsize::new(0);
+    let starting = AtomicBool::new(true);
+    let removed_while_starting = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    std::thread::scope(|s| {
+        let starters: Vec<_> = (0..STORM_PARALLEL)
+            .map(|_| {
+                let tx = tx.clone();
+                let (next, na, nb, img) = (&next, &na, &nb, &img);
+                s.spawn(move || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= STORM {
+                        return;
+                    }
+                    let (own, other) = if i % 2 == 0 { (na, nb) } else { (nb, na) };
+                    let (n, grp) = (name(i), format!("grp{}", i % 8));
+                    let run = [
+                        "run",
+                        "-d",
+                        "--name",
+                        &n,
+                        "--stop-timeout",
+                        "1",
+                        "--network",
+                        own,
+                        "--network-alias",
+                        &grp,
+                        img,
+                    ];
+                    let extra = format!("x{i}");
+                    let r = docker(&run).and_then(|_| {
+                        if i % 10 == 0 {
+                            docker(&["network", "connect", "--alias", &extra, other, &n])
+                        } else {
+                            Ok(String::new())
+                        }
+                    });
+                    match r {
+                        Ok(_) => {
+                            let _ = tx.send(i);
+                        }
+                        Err(e) => errors.lock().unwrap().push(e),
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let (starting, removed_while_starting) = (&starting, &removed_while_starting);
+        s.spawn(move || {
+            for i in rx.iter().filter(|i| i % 3 == 0) {
+                match docker(&["rm", "-f", &name(i)]) {
+                    Ok(_) if starting.load(Ordering::Relaxed) => {
+                        removed_while_starting.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => errors.lock().unwrap().push(e),
+                }
+            }
+        });
+        for t in starters {
+            t.join().expect("starter thread");
+        }
+        starting.store(false, Ordering::Relaxed);
+    });
+    let wave1_end = Instant::now();
+    let wave1_secs = test_start.elapsed();
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "docker failed: {:?}",
+        errors.lock().unwrap()
+    );
+    let removed_early = removed_while_starting.load(Ordering::Relaxed);
+    assert!(removed_early > 0, "some were removed while others started");
+
+    let truth = truth_tables(&lab.prefix, &nets);
+    let survivors: Vec<usize> = (0..STORM).filter(|i| i % 3 != 0).collect();
+    let doubles = survivors.iter().filter(|i| *i % 10 == 0).count();
+    assert_eq!(
+        endpoint_count(&truth),
+        survivors.len() + doubles,
+        "Docker's own view after wave 1"
+    );
+    let took1 = until_tables_equal(&d, &nets, &truth, wave1_end, Duration::from_secs(60));
+    for net in &nets {
+        for g in 0..8 {
+            // Even groups live on a, odd ones on b; the other network has no such name.
+            let q = format!("grp{g}.{net}");
+            let want = truth[net].names.get(&q.to_ascii_lowercase());
+            assert_eq!(
+                (g % 2 == 0) == (net == &na),
+                want.is_some(),
+                "{q} in Docker's view"
+            );
+            assert_eq!(
+                ask(d.loopback, &q, RecordType::A).addrs(),
+                want.cloned().unwrap_or_default(),
+                "{q}"
+            );
+        }
+    }
+
+    // Wave 2: remove the survivors, in parallel.
+    let wave2_start = Instant::now();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..STORM_PARALLEL {
+            let (next, survivors) = (&next, &survivors);
+            s.spawn(move || loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(i) = survivors.get(k) else { return };
+                if let Err(e) = docker(&["rm", "-f", &name(*i)]) {
+                    errors.lock().unwrap().push(e);
+                }
+            });
+        }
+    });
+    let wave2_end = Instant::now();
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "docker failed: {:?}",
+        errors.lock().unwrap()
+    );
+    let truth = truth_tables(&lab.prefix, &nets);
+    assert_eq!(endpoint_count(&truth), 0, "Docker's own view after wave 2");
+    assert_eq!(truth.len(), 2, "both networks remain");
+    let took2 = until_tables_equal(&d, &nets, &truth, wave2_end, Duration::from_secs(60));
+    eprintln!(
+        "storm: {STORM} started ({removed_early} removed while others started) in {wave1_secs:.1?}, \
+         tables equal Docker's {took1:.2?} after the last command; {} removed in {:.1?}, tables \
+         equal {took2:.2?} after; test {:.1?}",
+        survivors.len(),
+        wave2_end - wave2_start,
+        test_start.elapsed()
     );
 }

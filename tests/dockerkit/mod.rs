@@ -12,7 +12,7 @@ use dockns::docker::DockerWatcher;
 use dockns::server::Server;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -216,6 +216,13 @@ impl Lab {
         // which `docker rm -f a b c` does.
         let containers = std::mem::take(&mut *self.containers.lock().unwrap());
         for c in containers.iter().rev() {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        // Anything else named with the prefix (bulk tests do not track each container, and a
+        // thread that failed half-way may have left one behind).
+        let filter = format!("name={}-", self.prefix);
+        let left = docker(&["ps", "-aq", "--filter", &filter]).unwrap_or_default();
+        for c in left.split_whitespace() {
             let _ = docker(&["rm", "-f", c]);
         }
         for img in std::mem::take(&mut *self.images.lock().unwrap()) {
@@ -590,5 +597,306 @@ impl Drop for Dockns {
         self.watcher.stop();
         let l = self.server.listeners.clone();
         self.rt.block_on(async move { l.stop_all().await });
+    }
+}
+
+/// One network's table, reduced to what both sides can state: the network itself, each
+/// container's endpoint on it, the names answered with their addresses, and the reverse names.
+/// Built either from `docker inspect` ([`truth_tables`]) or from what dockns serves
+/// ([`served_tables`]), so the two compare as wholes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetTable {
+    /// Docker network ID.
+    pub id: String,
+    /// Internal network.
+    pub internal: bool,
+    /// Subnets from the IPAM configuration.
+    pub subnets: BTreeSet<String>,
+    /// Endpoints by container name.
+    pub endpoints: BTreeMap<String, EndpointRow>,
+    /// Every answered name (plain and `name.network`, lower case) with its addresses.
+    pub names: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// Reverse names with their PTR targets (lower case).
+    pub reverse: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// One container's endpoint on one network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointRow {
+    /// Short (12-digit) container ID.
+    pub id: String,
+    /// IPv4 addresses.
+    pub ipv4: BTreeSet<String>,
+    /// IPv6 addresses.
+    pub ipv6: BTreeSet<String>,
+    /// Names the endpoint answers to (lower case).
+    pub names: BTreeSet<String>,
+}
+
+/// Tables by network name; a network absent from the map does not exist (or is not served).
+pub type Tables = BTreeMap<String, NetTable>;
+
+/// Number of endpoints over all networks.
+pub fn endpoint_count(t: &Tables) -> usize {
+    t.values().map(|n| n.endpoints.len()).sum()
+}
+
+/// What dockns serves now for `networks`: the records of its published catalog and compiled
+/// snapshot (the same document as the admin API's `/v1/records`).
+pub fn served_tables(d: &Dockns, networks: &[String]) -> Tables {
+    let mut out = Tables::new();
+    for net in networks {
+        let doc = dockns::admin::records(&d.server.publisher, Some(net));
+        for n in doc.networks {
+            let endpoints = n
+                .endpoints
+                .into_iter()
+                .map(|e| {
+                    let row = EndpointRow {
+                        id: e.id,
+                        ipv4: e.ipv4.into_iter().collect(),
+                        ipv6: e.ipv6.into_iter().collect(),
+                        names: e.names.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                    };
+                    (e.container, row)
+                })
+                .collect();
+            let mut names: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+            for nd in n.names {
+                names
+                    .entry(nd.name.to_ascii_lowercase())
+                    .or_default()
+                    .extend(nd.addresses);
+            }
+            let mut reverse: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for r in n.reverse {
+                reverse
+                    .entry(r.name.to_ascii_lowercase())
+                    .or_default()
+                    .insert(r.ptr.to_ascii_lowercase());
+            }
+            out.insert(
+                n.name,
+                NetTable {
+                    id: n.id,
+                    internal: n.internal,
+                    subnets: n.subnets.into_iter().collect(),
+                    endpoints,
+                    names,
+                    reverse,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The tables Docker implies right now for `networks`, from `docker network inspect` and a
+/// fresh `docker inspect` of every container named with `prefix` (a lab's containers): each
+/// running container's endpoint on each of those networks answers to its name, its short ID,
+/// its hostname, its network aliases (and `DNSNames` on newer daemons) and its `dockns.alias`
+/// label names, plain and as `name.network`; a container with `dockns.enable=false` is left
+/// out; each address's reverse name points at `container.network.`.
+///
+/// Panics when Docker cannot be asked (call it while the daemon is quiet: a container removed
+/// between the listing and the inspect is retried).
+pub fn truth_tables(prefix: &str, networks: &[String]) -> Tables {
+    for _ in 0..5 {
+        if let Some(t) = try_truth_tables(prefix, networks) {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("could not read a consistent listing from Docker for {prefix}");
+}
+
+fn try_truth_tables(prefix: &str, networks: &[String]) -> Option<Tables> {
+    let existing: BTreeSet<String> = dk(&["network", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut out = Tables::new();
+    for net in networks.iter().filter(|n| existing.contains(*n)) {
+        let raw = docker(&["network", "inspect", net]).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&raw).expect("network inspect JSON");
+        let n = &v[0];
+        let subnets = n["IPAM"]["Config"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["Subnet"].as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        out.insert(
+            net.clone(),
+            NetTable {
+                id: n["Id"].as_str().unwrap_or_default().to_string(),
+                internal: n["Internal"].as_bool().unwrap_or(false),
+                subnets,
+                ..NetTable::default()
+            },
+        );
+    }
+    let filter = format!("name={prefix}-");
+    let ids = dk(&["ps", "-aq", "--no-trunc", "--filter", &filter]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Some(out);
+    }
+    let mut args = vec!["inspect"];
+    args.extend(&ids);
+    let raw = docker(&args).ok()?;
+    let all: Vec<serde_json::Value> = serde_json::from_str(&raw).expect("inspect JSON");
+    for c in &all {
+        if c["State"]["Running"].as_bool() != Some(true) {
+            continue;
+        }
+        let labels = &c["Config"]["Labels"];
+        if labels["dockns.enable"]
+            .as_str()
+            .is_some_and(|v| matches!(v.trim(), "false" | "0" | "no" | "off"))
+        {
+            continue;
+        }
+        let name = c["Name"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
+        let full_id = c["Id"].as_str().unwrap_or_default();
+        let short = full_id.get(..12).unwrap_or(full_id).to_string();
+        let mut common: Vec<String> = vec![name.clone(), short.clone()];
+        common.extend(c["Config"]["Hostname"].as_str().map(str::to_string));
+        common.extend(
+            labels["dockns.alias"]
+                .as_str()
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_string()),
+        );
+        let Some(eps) = c["NetworkSettings"]["Networks"].as_object() else {
+            continue;
+        };
+        for (net, ep) in eps {
+            let Some(table) = out.get_mut(net) else {
+                continue;
+            };
+            let field = |k: &str| -> BTreeSet<String> {
+                ep[k]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .into_iter()
+                    .collect()
+            };
+            let (ipv4, ipv6) = (field("IPAddress"), field("GlobalIPv6Address"));
+            if ipv4.is_empty() && ipv6.is_empty() {
+                continue;
+            }
+            let list = |k: &str| -> Vec<String> {
+                ep[k]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str().map(str::to_string))
+                    .collect()
+            };
+            let names: BTreeSet<String> = common
+                .iter()
+                .cloned()
+                .chain(list("Aliases"))
+                .chain(list("DNSNames"))
+                .filter(|s| !s.is_empty())
+                .map(|s| s.to_ascii_lowercase())
+                .collect();
+            let addrs: BTreeSet<IpAddr> = ipv4
+                .iter()
+                .chain(&ipv6)
+                .map(|a| a.parse().expect("an address"))
+                .collect();
+            for n in &names {
+                for key in [n.clone(), format!("{n}.{}", net.to_ascii_lowercase())] {
+                    table
+                        .names
+                        .entry(key)
+                        .or_default()
+                        .extend(addrs.iter().copied());
+                }
+            }
+            for a in &addrs {
+                table
+                    .reverse
+                    .entry(dockns::model::reverse_name(*a))
+                    .or_default()
+                    .insert(format!("{name}.{net}.").to_ascii_lowercase());
+            }
+            table.endpoints.insert(
+                name.clone(),
+                EndpointRow {
+                    id: short.clone(),
+                    ipv4,
+                    ipv6,
+                    names,
+                },
+            );
+        }
+    }
+    Some(out)
+}
+
+/// What differs between two tables, one line per difference (for failure messages).
+pub fn table_diff(served: &Tables, truth: &Tables) -> String {
+    let mut out = Vec::new();
+    let nets: BTreeSet<&String> = served.keys().chain(truth.keys()).collect();
+    for net in nets {
+        let (s, t) = match (served.get(net), truth.get(net)) {
+            (Some(s), Some(t)) => (s, t),
+            (Some(_), None) => {
+                out.push(format!("network {net}: served, but not in Docker"));
+                continue;
+            }
+            (None, Some(_)) => {
+                out.push(format!("network {net}: in Docker, but not served"));
+                continue;
+            }
+            (None, None) => continue,
+        };
+        if (&s.id, s.internal, &s.subnets) != (&t.id, t.internal, &t.subnets) {
+            out.push(format!(
+                "network {net}: served {:?}/{}/{:?}, Docker {:?}/{}/{:?}",
+                s.id, s.internal, s.subnets, t.id, t.internal, t.subnets
+            ));
+        }
+        diff_maps(&mut out, net, "endpoint", &s.endpoints, &t.endpoints);
+        diff_maps(&mut out, net, "name", &s.names, &t.names);
+        diff_maps(&mut out, net, "reverse", &s.reverse, &t.reverse);
+    }
+    const SHOW: usize = 40;
+    let more = out.len().saturating_sub(SHOW);
+    out.truncate(SHOW);
+    if more > 0 {
+        out.push(format!("... and {more} more differences"));
+    }
+    out.join("\n")
+}
+
+fn diff_maps<V: PartialEq + std::fmt::Debug>(
+    out: &mut Vec<String>,
+    net: &str,
+    what: &str,
+    served: &BTreeMap<String, V>,
+    truth: &BTreeMap<String, V>,
+) {
+    let keys: BTreeSet<&String> = served.keys().chain(truth.keys()).collect();
+    for k in keys {
+        match (served.get(k), truth.get(k)) {
+            (Some(s), Some(t)) if s != t => {
+                out.push(format!("{net}: {what} {k}: served {s:?}, Docker {t:?}"))
+            }
+            (Some(s), None) => out.push(format!("{net}: {what} {k}: stale, served {s:?}")),
+            (None, Some(t)) => out.push(format!("{net}: {what} {k}: missing, Docker {t:?}")),
+            _ => {}
+        }
     }
 }
