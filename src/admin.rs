@@ -412,10 +412,7 @@ pub fn records(publisher: &Publisher, only: Option<&str>) -> RecordsDoc {
         let index = snap.networks().iter().position(|n| n.name == net.name);
         let mut names = Vec::new();
         let mut reverse = Vec::new();
-        for e in snap.entries() {
-            if Some(e.network as usize) != index {
-                continue;
-            }
+        for e in index.map_or(&[][..], |i| snap.network_entries(i)) {
             if !e.ptr.is_empty() {
                 for ptr in decode_set(&e.ptr) {
                     reverse.push(ReverseDoc {
@@ -582,7 +579,7 @@ pub fn explain(
         })
         .collect();
     let entry = snap.entry_for(view, &key);
-    let network = entry.and_then(|e| nets.get(e.network as usize).map(|n| n.name.clone()));
+    let network = entry.and_then(|(ni, _)| nets.get(ni as usize).map(|n| n.name.clone()));
     let (result, why, answers) = match snap.resolve(view, &key, code, 1) {
         Resolution::Answer { set, .. } => (
             "answer",

@@ -4,6 +4,11 @@
 //! whole catalog; the publisher merges, compiles and atomically replaces the snapshot that the
 //! listeners read through a [`SnapshotHandle`]. Compilation happens on the caller's thread, never
 //! on the query path, and readers keep the old snapshot until they load the next one.
+//!
+//! Builds are incremental: the publisher keeps the merged catalog the current snapshot came
+//! from, and the next build reuses (shares) the compiled table of every network whose
+//! containers and services are unchanged, so one container change recompiles one network's
+//! table, not ten thousand containers' worth. Only the views are reassembled every time.
 
 use super::{BuildSettings, Catalog, Snapshot};
 use arc_swap::ArcSwap;
@@ -15,8 +20,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub type SnapshotHandle = Arc<ArcSwap<Snapshot>>;
 
 struct State {
-    sources: BTreeMap<&'static str, Catalog>,
+    sources: BTreeMap<&'static str, Arc<Catalog>>,
     settings: BuildSettings,
+    /// The merged catalog the current snapshot was compiled from: the next build reuses the
+    /// tables of every network whose inputs it shares with this one.
+    built_from: Arc<Catalog>,
 }
 
 /// Owns the sources' catalogs and the current snapshot. See the module docs.
@@ -35,6 +43,7 @@ impl Publisher {
             state: Mutex::new(State {
                 sources: BTreeMap::new(),
                 settings,
+                built_from: Arc::new(Catalog::default()),
             }),
             generation: AtomicU64::new(0),
         })
@@ -59,15 +68,15 @@ impl Publisher {
     /// Replaces one source's catalog and publishes the result.
     pub fn set_source(&self, source: &'static str, catalog: Catalog) {
         let mut st = self.lock();
-        st.sources.insert(source, catalog);
-        self.publish(&st);
+        st.sources.insert(source, Arc::new(catalog));
+        self.publish(&mut st);
     }
 
     /// Removes a source entirely and publishes the result.
     pub fn remove_source(&self, source: &'static str) {
         let mut st = self.lock();
         if st.sources.remove(source).is_some() {
-            self.publish(&st);
+            self.publish(&mut st);
         }
     }
 
@@ -75,23 +84,28 @@ impl Publisher {
     pub fn set_settings(&self, settings: BuildSettings) {
         let mut st = self.lock();
         st.settings = settings;
-        self.publish(&st);
+        self.publish(&mut st);
     }
 
     /// The merged catalog of every source, as the current snapshot was built from.
     pub fn catalog(&self) -> Catalog {
-        merge(&self.lock().sources)
+        Catalog::clone(&self.lock().built_from)
     }
 
     /// One source's catalog, if it has published one.
     pub fn source(&self, source: &'static str) -> Option<Catalog> {
-        self.lock().sources.get(source).cloned()
+        self.lock().sources.get(source).map(|c| Catalog::clone(c))
     }
 
-    fn publish(&self, st: &State) {
+    fn publish(&self, st: &mut State) {
         let started = std::time::Instant::now();
         let merged = merge(&st.sources);
-        let mut snapshot = Snapshot::build(&merged, st.settings.clone());
+        let prev = self.handle.load();
+        let mut snapshot = Snapshot::rebuild(&merged, st.settings.clone(), &prev, &st.built_from);
+        drop(prev);
+        // The old catalog and snapshot are freed after the swap: a change is visible as soon
+        // as it is compiled.
+        let old_catalog = std::mem::replace(&mut st.built_from, merged);
         snapshot.generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let (generation, entries) = (snapshot.generation, snapshot.entry_count());
         let old = self.handle.swap(Arc::new(snapshot));
@@ -102,6 +116,7 @@ impl Publisher {
             "snapshot published"
         );
         log_network_changes(&old, &self.handle.load());
+        drop(old_catalog);
     }
 }
 
@@ -120,7 +135,7 @@ fn log_network_changes(old: &Snapshot, new: &Snapshot) {
 
 /// Merges catalogs: the first source (in name order) that defines a network wins; containers
 /// are kept apart by prefixing their keys with the source name.
-fn merge(sources: &BTreeMap<&'static str, Catalog>) -> Catalog {
+fn merge(sources: &BTreeMap<&'static str, Arc<Catalog>>) -> Arc<Catalog> {
     if sources.len() == 1 {
         if let Some(c) = sources.values().next() {
             return c.clone();
@@ -136,5 +151,5 @@ fn merge(sources: &BTreeMap<&'static str, Catalog>) -> Catalog {
         }
         out.services.extend(cat.services.iter().cloned());
     }
-    out
+    Arc::new(out)
 }
