@@ -144,6 +144,10 @@ async fn cache_answers_repeats_negatives_and_shares_inflight() {
         1,
         "NXDOMAIN cached per RFC 2308"
     );
+    // Exact accounting: every client question is one cache lookup, counted once (the UDP
+    // worker's own probe and the forwarder's lookup must not both count a miss).
+    let m = srv.forwarder.cache_metrics();
+    assert_eq!((m.hits.get(), m.misses.get()), (5, 2), "(hits, misses)");
 
     // In-flight de-duplication: ten clients ask a slow name at once, one upstream query.
     let mut tasks = Vec::new();

@@ -292,6 +292,17 @@ impl Cache {
         r
     }
 
+    /// [`Cache::get`] for a probe that is followed, on a miss, by the full forwarding path
+    /// (which looks again and counts the miss): counts hits only, so each client question is
+    /// one lookup in the metrics.
+    pub fn probe(&self, q: &CacheQuestion<'_>, tcp: bool, out: &mut [u8]) -> Option<usize> {
+        let r = self.get_at(q, tcp, out, Instant::now());
+        if r.is_some() {
+            self.metrics.hit();
+        }
+        r
+    }
+
     fn get_at(
         &self,
         q: &CacheQuestion<'_>,

@@ -183,10 +183,11 @@ impl Forwarder {
     }
 
     /// Answers a query from the cache alone, without waiting (for the listeners' own threads):
-    /// the length written into `out`, or `None` on a miss.
+    /// the length written into `out`, or `None` on a miss. A miss is not counted here: the
+    /// caller goes on to [`Forwarder::resolve`], which counts it.
     pub fn answer_from_cache(&self, pkt: &[u8], out: &mut [u8], tcp: bool) -> Option<usize> {
         let c = self.cache.as_ref()?;
-        c.get(&cache::CacheQuestion::parse(pkt)?, tcp, out)
+        c.probe(&cache::CacheQuestion::parse(pkt)?, tcp, out)
     }
 
     /// [`Forwarder::resolve`], also saying where the answer came from (for metrics): the cache,
