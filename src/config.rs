@@ -299,6 +299,56 @@ pub struct Config {
     pub static_networks: Vec<String>,
 }
 
+impl Config {
+    /// The keys that differ between `self` and `new` but are read at start only (a reload
+    /// keeps the running values): what a SIGHUP warns about.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let docker_rest = |c: &Config| {
+            c.docker.as_ref().map(|d| DockerConfig {
+                health_aware: true,
+                ..d.clone()
+            })
+        };
+        [
+            ("[server] workers", self.workers != new.workers),
+            ("[server] gateways", self.gateways != new.gateways),
+            (
+                "[server] gateway_port",
+                self.gateway_port != new.gateway_port,
+            ),
+            ("[server] sidecar", self.sidecar != new.sidecar),
+            (
+                "[server] tcp_idle_timeout_ms",
+                self.tcp_idle_timeout != new.tcp_idle_timeout,
+            ),
+            (
+                "[server] max_tcp_connections",
+                self.max_tcp_connections != new.max_tcp_connections,
+            ),
+            (
+                "[server] max_inflight",
+                self.max_inflight != new.max_inflight,
+            ),
+            ("[server] user", self.user != new.user),
+            ("[upstream] servers", self.upstreams != new.upstreams),
+            (
+                "[upstream] timeout_ms",
+                self.upstream_timeout != new.upstream_timeout,
+            ),
+            (
+                "[upstream] budget_ms",
+                self.upstream_budget != new.upstream_budget,
+            ),
+            ("[upstream] cache_size", self.cache_size != new.cache_size),
+            ("[docker]", docker_rest(self) != docker_rest(new)),
+            ("[admin]", self.admin != new.admin),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+}
+
 /// Parses "ADDR:PORT" for listeners.
 fn parse_listen(s: &str, key: &str) -> Result<SocketAddr, ConfigError> {
     s.parse::<SocketAddr>().or_else(|_| {
@@ -758,6 +808,27 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
         assert!(cfg.static_catalog.networks.contains_key("demo"));
+    }
+
+    #[test]
+    fn reload_warns_about_exactly_the_start_only_keys() {
+        let base = "[server]\nlisten = [\"127.0.0.1:5353\"]\nworkers = 2\nttl = 5\n[upstream]\nservers = [\"127.0.0.1:5399\"]\n[docker]\nhealth_aware = true\n";
+        let a = load(base).unwrap();
+        assert!(a.restart_only_changes(&load(base).unwrap()).is_empty());
+        // ttl, listen and health_aware are applied by a reload: no warning.
+        let applied = base
+            .replace("ttl = 5", "ttl = 9")
+            .replace("5353", "5354")
+            .replace("health_aware = true", "health_aware = false");
+        assert!(a.restart_only_changes(&load(&applied).unwrap()).is_empty());
+        let later = base
+            .replace("workers = 2", "workers = 3")
+            .replace("5399", "5398")
+            .replace("[docker]\n", "[docker]\nsweep_interval_s = 7\n");
+        assert_eq!(
+            a.restart_only_changes(&load(&later).unwrap()),
+            ["[server] workers", "[upstream] servers", "[docker]"]
+        );
     }
 
     #[test]

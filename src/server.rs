@@ -156,13 +156,11 @@ impl Server {
         for addr in old.listen.iter().filter(|a| !new.listen.contains(a)) {
             self.listeners.remove(*addr);
         }
-        if new.upstreams != old.upstreams
-            || new.upstream_timeout != old.upstream_timeout
-            || new.docker != old.docker
-            || new.admin != old.admin
-        {
+        let pending = old.restart_only_changes(&new);
+        if !pending.is_empty() {
             tracing::warn!(
-                "reload: upstream, docker and admin settings take effect after a restart"
+                keys = %pending.join(", "),
+                "reload: these changed settings are read at start only and take effect after a restart"
             );
         }
         self.guard.set(new.guard.clone());
