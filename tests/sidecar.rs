@@ -1,24 +1,58 @@
-//! The container image and the compose sidecar example against a real dockerd, with plain
-//! `docker run` commands (no compose tool here): the offline image is built from the test's
-//! dockns binary, dockns runs as a non-root sidecar on a user network the test creates, and an
-//! application container resolves through it with glibc (`getent`) and `dockns query`.
+//! The compose sidecar example (`examples/compose-sidecar/`) for real, against a real dockerd.
+//! There is no compose tool here, so `compose.yaml` is translated service by service into plain
+//! `docker run` commands (the translation is spelled out at each `docker run` below, and
+//! `example_is_what_the_test_translates` fails when compose.yaml no longer says what is
+//! translated):
 //!
-//! The sidecar serves the example's names from a static config with fixed addresses (`--ip`),
-//! so this test checks the image and the plumbing on their own; everything else (image,
-//! non-root, read-only root, network, resolv.conf, admin API over the network) is what the
-//! example uses. The Docker source's sidecar mode itself is tested in `tests/docker.rs`
-//! (`sidecar_listens_on_its_own_addresses`).
+//! - `dns`: the offline image built from the test's dockns binary (`build-offline.sh`), with the
+//!   example's `dockns.toml` mounted unchanged (`[server] sidecar = true`, `[docker]` on the
+//!   socket, `domain = "docker"`, admin API on 0.0.0.0:9153), `/var/run/docker.sock` mounted
+//!   read-only, uid 65532 plus the socket's group (`group_add`), read-only root, `cap_drop: ALL`,
+//!   `no-new-privileges`, at the example's fixed address 10.53.0.53 on a user network with the
+//!   example's subnet 10.53.0.0/24. The one difference from compose.yaml: the command gets
+//!   `--upstream <fake>`, so that forwarded questions go to a stand-in upstream the test runs on
+//!   that network (a static dockns that knows one outside name and answers NXDOMAIN for the
+//!   rest) instead of Docker's 127.0.0.11 and the host's real resolvers.
+//! - `db` (aliases `database`, `postgres`), three replicas of `web` and `app`: idle containers
+//!   with the service name as network alias and the example's `resolv.conf` mounted, named the
+//!   way compose names them (`<project>-web-1`, ...).
 //!
-//! Skips loudly without Docker, unless DOCKNS_REQUIRE_DOCKER=1. Every network, container and
-//! image carries a unique prefix and is removed by a Drop guard, even on failure.
+//! From `app`, glibc's `getent` (the client image carries it) must resolve: `web` to the three
+//! replicas' addresses as `docker inspect` reports them, `db`/`database`/`postgres`, a container
+//! name, `name.network`, `name.docker` and `name.network.docker`, a forwarded name through the
+//! stand-in upstream, and nothing of a network `app` is not on. Live Docker events: a fourth
+//! replica started after dockns resolves within seconds, and a stopped replica disappears (from
+//! `web`, by name, and as NXDOMAIN under the zone). The admin API over the network answers
+//! `/v1/records` (the replicas, the sidecar's listen address) and `/metrics` (Docker connected,
+//! the only upstream being the stand-in). The sidecar's process runs as uid 65532 with the
+//! socket's group, no capabilities and `no_new_privs`, and the example's healthcheck command
+//! succeeds inside it.
+//!
+//! The subnet and address are the example's own (its resolv.conf names 10.53.0.53), so the test
+//! cannot run while something else uses 10.53.0.0/24 (e.g. the example itself): it fails then,
+//! saying so. Skips loudly without Docker, unless DOCKNS_REQUIRE_DOCKER=1. Every network,
+//! container and image carries a unique prefix and is removed by a Drop guard, even on failure.
 
+use dockns::admin::RecordsDoc;
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dockns");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/compose-sidecar");
+
+/// compose.yaml's `ipam` subnet and the `dns` service's `ipv4_address` (resolv.conf names it).
+const SUBNET: &str = "10.53.0.0/24";
+const DNS_IP: &str = "10.53.0.53";
+const SOCKET: &str = "/var/run/docker.sock";
+/// What the stand-in upstream answers for a name nobody else knows (TEST-NET-2).
+const OUTSIDE_NAME: &str = "outside.test";
+const OUTSIDE_IP: &str = "198.51.100.80";
+/// How long a start or stop may take to show in the answers ("within a few seconds").
+const LIVE_BOUND: Duration = Duration::from_secs(5);
 
 fn docker_raw(args: &[&str]) -> Output {
     Command::new("docker")
@@ -96,71 +130,114 @@ fn build_image(tag: &str, extra: &str) {
     );
 }
 
-/// The static stand-in for sidecar mode: the example's names at fixed addresses.
-fn sidecar_config(net: &str) -> String {
-    format!(
-        r#"# What the sidecar would learn from Docker, written out (static mode).
-[server]
-listen = ["0.0.0.0:53"]
-ttl = 5
+/// A file of the example, which containers running as uid 65532 read through a bind mount.
+fn example_file(name: &str) -> String {
+    let path = format!("{EXAMPLE}/{name}");
+    let mode = std::fs::metadata(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .mode();
+    assert!(
+        mode & 0o004 != 0,
+        "{path} is not world-readable (mode {mode:o}): the example's containers read it as uid 65532; chmod o+r it"
+    );
+    path
+}
 
-[upstream]
-servers = ["127.0.0.1:9"]   # nothing there: the test never forwards on purpose
-timeout_ms = 300
-budget_ms = 600
+/// Polls `f` until it returns true; returns how long that took, or panics after `bound` with
+/// `context()`.
+fn wait_for(
+    what: &str,
+    bound: Duration,
+    mut f: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < bound,
+            "{what}: not within {bound:?}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
-[admin]
-listen = "0.0.0.0:9153"
-
-[[network]]
-name = "appnet"
-subnet = "{net}.0/24"
-
-[[network.container]]
-name = "db"
-ipv4 = ["{net}.10"]
-aliases = ["database", "postgres"]
-
-[[network.container]]
-name = "web-1"
-ipv4 = ["{net}.21"]
-aliases = ["web"]
-
-[[network.container]]
-name = "web-2"
-ipv4 = ["{net}.22"]
-aliases = ["web"]
-
-[[network.container]]
-name = "web-3"
-ipv4 = ["{net}.23"]
-aliases = ["web"]
-
-[[network.container]]
-name = "app"
-ipv4 = ["{net}.5"]
-
-[[network]]
-name = "othernet"
-
-[[network.container]]
-name = "secret"
-ipv4 = ["10.214.0.9"]
-"#
-    )
+/// compose.yaml still says what this test translates into `docker run` flags. When this fails,
+/// the example changed: update the translation in `sidecar_example_for_real` with it.
+#[test]
+fn example_is_what_the_test_translates() {
+    let compose = std::fs::read_to_string(format!("{EXAMPLE}/compose.yaml")).unwrap();
+    let lines: Vec<&str> = compose
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or(l).trim())
+        .collect();
+    for want in [
+        "name: appnet",
+        &format!("- subnet: {SUBNET}"),
+        r#"command: ["serve", "--config", "/etc/dockns/dockns.toml"]"#,
+        r#"user: "65532:65532""#,
+        r#"group_add: ["${DOCKER_GID:-999}"]"#,
+        "read_only: true",
+        "cap_drop: [ALL]",
+        r#"security_opt: ["no-new-privileges:true"]"#,
+        &format!("- {SOCKET}:{SOCKET}:ro"),
+        "- ./dockns.toml:/etc/dockns/dockns.toml:ro",
+        &format!("ipv4_address: {DNS_IP}"),
+        r#"test: ["CMD", "/usr/local/bin/dockns", "records", "--admin", "http://127.0.0.1:9153", "--json"]"#,
+        "restart: unless-stopped",
+        "aliases: [database, postgres]",
+        "replicas: 3",
+        "- ./resolv.conf:/etc/resolv.conf:ro",
+    ] {
+        assert!(
+            lines.contains(&want),
+            "compose.yaml no longer has the line {want:?}; update tests/sidecar.rs's translation"
+        );
+    }
+    let resolv = std::fs::read_to_string(format!("{EXAMPLE}/resolv.conf")).unwrap();
+    assert!(resolv.lines().any(|l| l == format!("nameserver {DNS_IP}")));
+    let toml = std::fs::read_to_string(format!("{EXAMPLE}/dockns.toml")).unwrap();
+    let cfg = dockns::config::Config::from_toml(&toml, &Default::default()).unwrap();
+    assert!(cfg.sidecar && cfg.docker.is_some() && cfg.listen.is_empty());
+    assert_eq!(cfg.domain.as_deref(), Some("docker"));
+    assert_eq!(cfg.admin, Some("0.0.0.0:9153".parse().unwrap()));
+    assert_eq!(
+        cfg.docker.unwrap().endpoint.as_deref(),
+        Some(&*format!("unix://{SOCKET}"))
+    );
 }
 
 #[test]
-fn sidecar_image_answers_an_app_container() {
+fn sidecar_example_for_real() {
     if !docker_ready() {
         return;
     }
+    let started = Instant::now();
+    let example_toml = example_file("dockns.toml");
+    let example_resolv = example_file("resolv.conf");
+    let docker_gid = std::fs::metadata(SOCKET)
+        .unwrap_or_else(|e| {
+            panic!("{SOCKET}: {e}; the example mounts the local daemon's socket into the sidecar")
+        })
+        .gid()
+        .to_string();
+
+    // The compose project name: every container is `<project>-<service>-<n>`, as compose names
+    // them. Lower case letters, digits and dashes: each name is also a DNS label.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let prefix = format!("dockns-ops-{}-{}", std::process::id(), nanos % 100_000);
-    let dir = std::env::temp_dir().join(&prefix);
+    let project = format!(
+        "dnsdemo-{}-{}",
+        std::process::id() % 100_000,
+        nanos % 100_000
+    );
+    let c = |service: &str, n: u32| format!("{project}-{service}-{n}");
+    let dir = std::env::temp_dir().join(&project);
     std::fs::create_dir_all(&dir).unwrap();
     let mut guard = Cleanup {
         containers: vec![],
@@ -169,9 +246,11 @@ fn sidecar_image_answers_an_app_container() {
         dir: dir.clone(),
     };
 
-    // Images: dockns alone, and a client image with glibc's getent next to dockns.
-    let img = format!("{prefix}-img:1");
-    let app_img = format!("{prefix}-app:1");
+    // Images: dockns alone (DOCKNS_IMAGE), and a client image with glibc's getent next to
+    // dockns for the application containers (the example's postgres, nginx and alpine images
+    // need a registry).
+    let img = format!("{project}-img:1");
+    let app_img = format!("{project}-app:1");
     guard.images.push(img.clone());
     guard.images.push(app_img.clone());
     build_image(&img, "");
@@ -184,228 +263,456 @@ fn sidecar_image_answers_an_app_container() {
     let sh = docker_raw(&["run", "--rm", "--entrypoint", "/bin/sh", &img, "-c", "true"]);
     assert!(!sh.status.success(), "the image has no shell");
 
-    // A user network with a free /24 (the test owns it; nothing else is ever addressed).
-    let net_name = format!("{prefix}-appnet");
-    let mut net = String::new();
-    for attempt in 0..20u32 {
-        let third = (std::process::id() + nanos + attempt * 37) % 200 + 20;
-        let candidate = format!("10.213.{third}");
-        let out = docker_raw(&[
-            "network",
-            "create",
-            "--subnet",
-            &format!("{candidate}.0/24"),
-            &net_name,
-        ]);
-        if out.status.success() {
-            net = candidate;
-            break;
-        }
+    // networks: appnet, with the example's subnet. compose.yaml names it exactly `appnet`;
+    // the test gives it the project prefix so that it can always be told apart and removed.
+    let net = format!("{project}-appnet");
+    let out = docker_raw(&["network", "create", "--subnet", SUBNET, &net]);
+    if !out.status.success() {
+        let users = docker(&["network", "ls", "--format", "{{.Name}}"])
+            .lines()
+            .filter(|n| {
+                let ours: ipnet::IpNet = SUBNET.parse().unwrap();
+                let o = docker_raw(&[
+                    "network",
+                    "inspect",
+                    "-f",
+                    "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+                    n,
+                ]);
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .filter_map(|s| s.parse::<ipnet::IpNet>().ok())
+                    .any(|s| s.contains(&ours.network()) || ours.contains(&s.network()))
+            })
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        panic!(
+            "cannot create the example's network {SUBNET}: {}; networks overlapping it: {users:?} (is the example itself running? `docker compose down` it first)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    assert!(!net.is_empty(), "could not create a test network");
-    guard.networks.push(net_name.clone());
+    guard.networks.push(net.clone());
+    // A network `app` is not on, with one container: its name must stay invisible to `app`.
+    let othernet = format!("{project}-othernet");
+    docker(&["network", "create", &othernet]);
+    guard.networks.push(othernet.clone());
 
-    let cfg = dir.join("dockns.toml");
-    write(&cfg, &sidecar_config(&net));
     let idle = dir.join("idle.toml");
     write(
         &idle,
-        "[server]\nlisten = [\"127.0.0.1:5300\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n",
+        "# Keeps an application container alive: loopback only, never forwards.\n\
+         [server]\nlisten = [\"127.0.0.1:5300\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n",
     );
-    let resolv = dir.join("resolv.conf");
-    write(
-        &resolv,
-        &format!("nameserver {net}.53\noptions ndots:0 timeout:2 attempts:2\n"),
-    );
-    let mount = |p: &Path, at: &str| format!("{}:{at}:ro", p.display());
+    let mount = |from: &str, at: &str| format!("{from}:{at}:ro");
+    let idle_mount = mount(&idle.display().to_string(), "/etc/dockns/dockns.toml");
+    let resolv_mount = mount(&example_resolv, "/etc/resolv.conf");
+    let ip_of = |container: &str, network: &str| -> String {
+        docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+            container,
+        ])
+    };
+    // An application container: its compose service name among its network aliases, the
+    // example's resolv.conf, and an idle process where the example's images do real work.
+    let run_app = |guard: &mut Cleanup, name: &str, network: &str, aliases: &[&str]| -> String {
+        guard.containers.push(name.to_string());
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--stop-timeout",
+            "2",
+            "--network",
+            network,
+        ];
+        for a in aliases {
+            args.extend(["--network-alias", a]);
+        }
+        args.extend(["-v", &resolv_mount, "-v", &idle_mount, &app_img]);
+        docker(&args);
+        ip_of(name, network)
+    };
 
-    // The sidecar, as in examples/compose-sidecar: non-root, read-only root, no capabilities.
-    let dns = format!("{prefix}-dns");
+    // The stand-in upstream: a static dockns on the same network that knows one outside name
+    // and, its only network being internal, answers NXDOMAIN for everything else without
+    // forwarding. The sidecar is pointed at it instead of Docker's 127.0.0.11 (which forwards
+    // to the host's real resolvers).
+    let upstream_cfg = dir.join("upstream.toml");
+    write(
+        &upstream_cfg,
+        &format!(
+            "[server]\nlisten = [\"0.0.0.0:53\"]\nallow = [\"{SUBNET}\"]\n\
+             [upstream]\nservers = [\"127.0.0.1:9\"]\n\
+             [[network]]\nname = \"outside\"\ninternal = true\n\
+             [[network.container]]\nname = \"{OUTSIDE_NAME}\"\nipv4 = [\"{OUTSIDE_IP}\"]\n"
+        ),
+    );
+    let upstream = c("upstream", 1);
+    guard.containers.push(upstream.clone());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &upstream,
+        "--network",
+        &net,
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "-v",
+        &mount(
+            &upstream_cfg.display().to_string(),
+            "/etc/dockns/dockns.toml",
+        ),
+        &img,
+    ]);
+    let upstream_ip = ip_of(&upstream, &net);
+
+    // services db and web (3 replicas), started before dns: the initial sync must find them.
+    let db = c("db", 1);
+    let db_ip = run_app(&mut guard, &db, &net, &["db", "database", "postgres"]);
+    let mut web_ips = std::collections::BTreeMap::new();
+    for n in 1..=3 {
+        let w = c("web", n);
+        let ip = run_app(&mut guard, &w, &net, &["web"]);
+        web_ips.insert(w, ip);
+    }
+    let secret = c("secret", 1);
+    run_app(&mut guard, &secret, &othernet, &[]);
+
+    // service dns, flag by flag:
+    let dns = c("dns", 1);
     guard.containers.push(dns.clone());
+    let toml_mount = mount(&example_toml, "/etc/dockns/dockns.toml");
+    let sock_mount = mount(SOCKET, SOCKET);
     docker(&[
         "run",
         "-d",
         "--name",
         &dns,
-        "--network",
-        &net_name,
-        "--ip",
-        &format!("{net}.53"),
-        "--read-only",
-        "--cap-drop",
+        "--user", // user: "65532:65532"
+        "65532:65532",
+        "--group-add", // group_add: ["${DOCKER_GID}"], DOCKER_GID=$(stat -c %g /var/run/docker.sock)
+        &docker_gid,
+        "--read-only", // read_only: true
+        "--cap-drop",  // cap_drop: [ALL]
         "ALL",
-        "--security-opt",
+        "--security-opt", // security_opt: ["no-new-privileges:true"]
         "no-new-privileges:true",
-        "-v",
-        &mount(&cfg, "/etc/dockns/dockns.toml"),
+        "-v", // volumes: the socket, read-only
+        &sock_mount,
+        "-v", // volumes: ./dockns.toml, unchanged
+        &toml_mount,
+        "--network", // networks: appnet: ipv4_address: 10.53.0.53
+        &net,
+        "--ip",
+        DNS_IP,
+        "--network-alias",
+        "dns",
+        "--restart", // restart: unless-stopped
+        "unless-stopped",
+        // healthcheck: not translatable: `docker run --health-cmd` runs its command through
+        // /bin/sh, which the image does not have; the command itself is run below.
         &img,
+        // command: ["serve", "--config", "/etc/dockns/dockns.toml"], plus the stand-in upstream
+        // (the one difference from compose.yaml; the file keeps its default, resolv.conf).
+        "serve",
+        "--config",
+        "/etc/dockns/dockns.toml",
+        "--upstream",
+        &upstream_ip,
     ]);
-    // The database and three web replicas at the addresses the tables name (idle processes).
-    for (name, ip, alias) in [
-        ("db", "10", "database"),
-        ("web-1", "21", "web"),
-        ("web-2", "22", "web"),
-        ("web-3", "23", "web"),
-    ] {
-        let c = format!("{prefix}-{name}");
-        guard.containers.push(c.clone());
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &c,
-            "--network",
-            &net_name,
-            "--ip",
-            &format!("{net}.{ip}"),
-            "--network-alias",
-            alias,
-            "-v",
-            &mount(&idle, "/etc/dockns/dockns.toml"),
-            &app_img,
-        ]);
-    }
+    let logs = || {
+        let o = docker_raw(&["logs", &dns]);
+        format!(
+            "sidecar log:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
 
-    // Ready: poll /readyz over the network from the host.
-    let admin = format!("http://{net}.53:9153");
+    // Ready (initial Docker sync done, listeners bound): /readyz over the network, from the host.
+    let admin = format!("http://{DNS_IP}:9153");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok((200, _)) = rt.block_on(dockns::cli::http_get(&admin, "/readyz")) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sidecar never became ready; its log:\n{}",
-            String::from_utf8_lossy(&docker_raw(&["logs", &dns]).stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
-    // The application container asks through its mounted resolv.conf, like the example's app.
-    let app = |entry: &str, args: &[&str]| -> Output {
-        let app_name = format!("{prefix}-app");
-        let ip = format!("{net}.5");
-        let resolv_mount = mount(&resolv, "/etc/resolv.conf");
-        let mut v = vec![
-            "run",
-            "--rm",
-            "--name",
-            &app_name,
-            "--network",
-            &net_name,
-            "--ip",
-            &ip,
-            "-v",
-            &resolv_mount,
-            "--entrypoint",
-            entry,
-            &app_img,
-        ];
-        v.extend_from_slice(args);
-        docker_raw(&v)
+    let get = |path: &str| -> (u16, String) {
+        rt.block_on(dockns::cli::http_get(&admin, path))
+            .unwrap_or_else(|e| panic!("GET {admin}{path}: {e}\n{}", logs()))
     };
-    let getent = |args: &[&str]| -> (bool, String) {
-        let o = app("/usr/bin/getent", args);
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
-    };
-    let (ok, out) = getent(&["hosts", "db"]);
-    assert!(ok, "getent hosts db failed");
-    assert_eq!(
-        out.split_whitespace().next(),
-        Some(format!("{net}.10").as_str()),
-        "{out}"
+    wait_for(
+        "the sidecar to be ready",
+        Duration::from_secs(60),
+        || {
+            matches!(
+                rt.block_on(dockns::cli::http_get(&admin, "/readyz")),
+                Ok((200, _))
+            )
+        },
+        logs,
     );
-    let (ok, out) = getent(&["hosts", "database"]);
-    assert!(ok && out.starts_with(&format!("{net}.10 ")), "{out}");
-    let (ok, out) = getent(&["hosts", "db.appnet"]);
-    assert!(ok && out.starts_with(&format!("{net}.10 ")), "{out}");
-    let (ok, out) = getent(&["ahostsv4", "web"]);
-    assert!(ok, "getent ahostsv4 web failed");
-    let replicas: BTreeSet<&str> = out
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    let want: BTreeSet<String> = ["21", "22", "23"]
-        .iter()
-        .map(|i| format!("{net}.{i}"))
-        .collect();
-    assert_eq!(
-        replicas,
-        want.iter().map(String::as_str).collect::<BTreeSet<_>>(),
-        "{out}"
-    );
-    // A name on a network the app is not attached to is not answered from the tables.
-    let (ok, out) = getent(&["hosts", "secret"]);
-    assert!(!ok, "the app must not see othernet's names: {out}");
 
-    // dockns query from inside the app: the answer, and the scope dockns chose for it.
-    let o = app(
+    // The hardening is real: the process's credentials as the kernel sees them.
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &dns]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |key: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(field("Uid:"), ["65532"; 4], "{status}");
+    assert_eq!(field("Gid:"), ["65532"; 4], "{status}");
+    assert!(field("Groups:").contains(&docker_gid), "{status}");
+    assert_eq!(field("CapEff:"), ["0000000000000000"], "{status}");
+    assert_eq!(field("NoNewPrivs:"), ["1"], "{status}");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.HostConfig.ReadonlyRootfs}}", &dns]),
+        "true"
+    );
+    // The example's healthcheck command, in the sidecar as compose would run it.
+    let health = docker_raw(&[
+        "exec",
+        &dns,
         "/usr/local/bin/dockns",
-        &[
+        "records",
+        "--admin",
+        "http://127.0.0.1:9153",
+        "--json",
+    ]);
+    assert!(
+        health.status.success(),
+        "the example's healthcheck fails: {}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    serde_json::from_slice::<RecordsDoc>(&health.stdout).expect("healthcheck prints the records");
+
+    // service app (depends_on: dns, db, web).
+    let app = c("app", 1);
+    run_app(&mut guard, &app, &net, &["app"]);
+    // `docker compose exec app getent ahostsv4 NAME`: the IPv4 addresses glibc returns, or None
+    // when the name does not resolve.
+    let getent = |db: &str, name: &str| -> Option<BTreeSet<String>> {
+        let o = docker_raw(&["exec", &app, "/usr/bin/getent", db, name]);
+        o.status.success().then(|| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_string)
+                .collect()
+        })
+    };
+    let set = |ips: &[&String]| -> Option<BTreeSet<String>> {
+        Some(ips.iter().map(|s| s.to_string()).collect())
+    };
+
+    // The service name answers with every replica, as Docker reports their addresses.
+    let replicas: Vec<&String> = web_ips.values().collect();
+    assert_eq!(replicas.iter().collect::<BTreeSet<_>>().len(), 3);
+    assert_eq!(getent("ahostsv4", "web"), set(&replicas), "{}", logs());
+    // db and its aliases, with `getent hosts` as in the example's comment.
+    for name in ["db", "database", "postgres"] {
+        assert_eq!(getent("hosts", name), set(&[&db_ip]), "{name}\n{}", logs());
+    }
+    // A container name, name.network, name.docker, name.network.docker.
+    let web2 = c("web", 2);
+    let web2_ip = web_ips[&web2].clone();
+    for name in [
+        web2.clone(),
+        format!("{web2}.{net}"),
+        format!("{web2}.docker"),
+        format!("{web2}.{net}.docker"),
+        format!("db.{net}"),
+        "db.docker".to_string(),
+        format!("db.{net}.docker"),
+        format!("web.{net}"),
+    ] {
+        let want = if name.starts_with("db.") {
+            set(&[&db_ip])
+        } else if name.starts_with("web.") {
+            set(&replicas)
+        } else {
+            set(&[&web2_ip])
+        };
+        assert_eq!(getent("ahostsv4", &name), want, "{name}\n{}", logs());
+    }
+    // Not on app's network: not answered from the tables (and the stand-in upstream does not
+    // know it either).
+    assert_eq!(getent("ahostsv4", &secret), None, "{secret} leaked to app");
+    // A name only the upstream knows: forwarded, answered.
+    assert_eq!(
+        getent("ahostsv4", OUTSIDE_NAME),
+        set(&[&OUTSIDE_IP.to_string()]),
+        "{}",
+        logs()
+    );
+
+    // dockns query from inside app: the answer, and the scope dockns chose for it.
+    let query = |name: &str| -> String {
+        let server = format!("{DNS_IP}:53");
+        let o = docker_raw(&[
+            "exec",
+            &app,
+            "/usr/local/bin/dockns",
             "query",
-            "web",
+            name,
             "--server",
-            &format!("{net}.53"),
+            &server,
             "--admin",
             &admin,
-        ],
-    );
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    let app_ip = ip_of(&app, &net);
+    let out = query("web");
     assert!(
         out.contains("STATUS: NOERROR") && out.contains("answers: 3"),
         "{out}"
     );
     assert!(
-        out.contains(&format!(";; SCOPE: client {net}.5"))
+        out.contains(&format!(";; SCOPE: client {app_ip}"))
             && out.contains("client address belongs to a known container"),
         "{out}"
     );
-    assert!(out.contains(";; VIEW: appnet;"), "{out}");
+    assert!(out.contains(&format!(";; VIEW: {net};")), "{out}");
 
-    // The host reads the tables and the metrics over the network.
-    let o = Command::new(BIN)
-        .args(["records", "--admin", &admin, "--network", "appnet"])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for c in ["db", "web-1", "web-2", "web-3", "app"] {
-        assert!(
-            table
-                .lines()
-                .any(|l| l.split_whitespace().nth(1) == Some(c)),
-            "{c} missing:\n{table}"
-        );
-    }
-    let (status, metrics) = rt
-        .block_on(dockns::cli::http_get(&admin, "/metrics"))
-        .unwrap();
-    assert_eq!(status, 200);
-    let answered: f64 = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("dockns_queries_total{transport=\"udp\",qtype=\"A\",rcode=\"NOERROR\"}")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(answered >= 5.0, "A answers counted: {answered}\n{metrics}");
+    // Live: a fourth replica started now (`docker compose up -d --scale web=4`) resolves by
+    // name and joins `web` within seconds, from Docker's events alone.
+    let web4 = c("web", 4);
+    let web4_ip = run_app(&mut guard, &web4, &net, &["web"]);
+    let mut four = replicas.clone();
+    four.push(&web4_ip);
+    let joined = wait_for(
+        "a replica started after dockns to resolve",
+        LIVE_BOUND,
+        || getent("ahostsv4", &web4) == set(&[&web4_ip]) && getent("ahostsv4", "web") == set(&four),
+        logs,
+    );
 
-    // The sidecar never crashed along the way.
+    // A stopped replica disappears: from `web`, by name, and from the zone (authoritative
+    // NXDOMAIN, not forwarded).
+    docker(&["stop", &web2]);
+    let three: Vec<&String> = four.iter().copied().filter(|ip| **ip != web2_ip).collect();
+    let left = wait_for(
+        "a stopped replica to disappear",
+        LIVE_BOUND,
+        || getent("ahostsv4", &web2).is_none() && getent("ahostsv4", "web") == set(&three),
+        logs,
+    );
+    let out = query(&format!("{web2}.docker"));
+    assert!(
+        out.contains("STATUS: NXDOMAIN, flags: qr aa"),
+        "{web2}.docker after the stop: {out}"
+    );
+
+    // The admin API over the network: the tables as JSON, and the metrics.
+    let (code, body) = get("/v1/records");
+    assert_eq!(code, 200, "{body}");
+    let doc: RecordsDoc = serde_json::from_str(&body).unwrap();
+    let nd = doc
+        .networks
+        .iter()
+        .find(|n| n.name == net)
+        .unwrap_or_else(|| panic!("{net} missing from /v1/records:\n{body}"));
+    assert_eq!(nd.subnets, [SUBNET], "{body}");
     assert_eq!(
-        docker(&["inspect", "-f", "{{.State.Running}}", &dns]),
-        "true"
+        nd.listen_addrs,
+        [DNS_IP.parse::<std::net::IpAddr>().unwrap()]
+    );
+    let endpoints: BTreeSet<&str> = nd.endpoints.iter().map(|e| e.container.as_str()).collect();
+    for want in [
+        c("web", 1),
+        c("web", 3),
+        web4.clone(),
+        db.clone(),
+        app.clone(),
+        dns.clone(),
+    ] {
+        assert!(endpoints.contains(want.as_str()), "{want} missing:\n{body}");
+    }
+    assert!(
+        !endpoints.contains(web2.as_str()),
+        "stopped {web2} listed:\n{body}"
+    );
+    assert!(!endpoints.contains(secret.as_str()), "{body}");
+    let web_doc: BTreeSet<String> = nd
+        .names
+        .iter()
+        .find(|n| n.name == "web")
+        .unwrap_or_else(|| panic!("no name web:\n{body}"))
+        .addresses
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(Some(web_doc), set(&three), "{body}");
+
+    let (code, metrics) = get("/metrics");
+    assert_eq!(code, 200);
+    let metric = |prefix: &str| -> Vec<(String, f64)> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    };
+    assert_eq!(
+        metric("dockns_docker_connected "),
+        [("dockns_docker_connected".to_string(), 1.0)],
+        "{metrics}"
+    );
+    let container_events: f64 = metric("dockns_docker_events_total{type=\"container\"}")
+        .iter()
+        .map(|x| x.1)
+        .sum();
+    assert!(container_events >= 2.0, "{metrics}");
+    // Forwarded questions went to the stand-in, and only there.
+    let upstreams = metric("dockns_upstream_queries_total{");
+    assert_eq!(
+        upstreams.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+        [format!(
+            "dockns_upstream_queries_total{{server=\"{upstream_ip}:53\"}}"
+        )],
+        "{metrics}"
+    );
+    assert!(upstreams[0].1 >= 1.0, "{metrics}");
+    let answered: f64 =
+        metric("dockns_queries_total{transport=\"udp\",qtype=\"A\",rcode=\"NOERROR\"}")
+            .iter()
+            .map(|x| x.1)
+            .sum();
+    assert!(answered >= 10.0, "A answers counted: {answered}\n{metrics}");
+
+    // The sidecar never crashed (no restart by its policy) along the way.
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.RestartCount}}",
+            &dns
+        ]),
+        "true 0",
+        "{}",
+        logs()
+    );
+    eprintln!(
+        "sidecar example: replica joined in {joined:?}, stopped one left in {left:?}, {:?} in all",
+        started.elapsed()
     );
     drop(guard);
 }
