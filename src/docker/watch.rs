@@ -273,6 +273,28 @@ fn client(endpoint: &str) -> Result<Docker, BollardError> {
     }
 }
 
+/// For a Unix-socket endpoint, why connecting fails, in words a user can act on (bollard's
+/// own error says only "client error (Connect)"). `None` for other endpoints, or when a plain
+/// connect works (the failure is then further up, e.g. the API).
+fn socket_diagnosis(endpoint: &str) -> Option<String> {
+    let path = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.starts_with('/').then_some(endpoint))?;
+    let e = std::os::unix::net::UnixStream::connect(path).err()?;
+    Some(match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "no socket at {path} (is dockerd running? in a container: mount it with -v /var/run/docker.sock:{path}:ro)"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "permission denied on {path}: run dockns as root or in the socket's group (in a container: --group-add $(stat -c %g /var/run/docker.sock))"
+        ),
+        std::io::ErrorKind::ConnectionRefused => {
+            format!("nothing listens on {path} (dockerd stopped, or a stale socket file)")
+        }
+        _ => format!("{path}: {e}"),
+    })
+}
+
 /// The wait before the next reconnect attempt: doubling, capped at [`BACKOFF_MAX`].
 fn next_backoff(current: Duration) -> Duration {
     (current * 2).clamp(BACKOFF_MIN, BACKOFF_MAX)
@@ -307,6 +329,7 @@ impl Watcher {
             }
             match end {
                 SessionEnd::Unreachable(e) => {
+                    let e = socket_diagnosis(&endpoint).unwrap_or(e);
                     if self.up != Some(false) {
                         tracing::warn!(
                             "Docker is unreachable at {endpoint}: {e}; serving the last known tables and retrying in the background (is dockerd running? set [docker] endpoint or --docker)"
@@ -1049,5 +1072,23 @@ mod tests {
     #[test]
     fn unreachable_endpoint_is_an_error_not_a_panic() {
         assert!(client("unix:///nonexistent/docker.sock").is_err());
+    }
+
+    #[test]
+    fn socket_problems_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.sock");
+        let d = socket_diagnosis(&format!("unix://{}", missing.display())).unwrap();
+        assert!(d.starts_with("no socket at"), "{d}");
+        // A socket file nobody listens on (bound, then the listener dropped).
+        let stale = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let d = socket_diagnosis(stale.to_str().unwrap()).unwrap();
+        assert!(d.starts_with("nothing listens on"), "{d}");
+        // A live socket: no diagnosis (the problem is elsewhere).
+        let live = dir.path().join("live.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&live).unwrap();
+        assert_eq!(socket_diagnosis(live.to_str().unwrap()), None);
+        assert_eq!(socket_diagnosis("tcp://127.0.0.1:2375"), None);
     }
 }
