@@ -129,8 +129,10 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
         format!("--log-level {level:?} is not a level or filter ({e}); use info, debug, ...")
     })?;
+    // Colours only on a terminal: `docker logs`, journald and files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
