@@ -11,13 +11,15 @@
 # Loopback only, bounded: every phase runs DUR seconds (default 10); everything started here is
 # killed on exit. Usage:   benches/compare.sh            (DUR=5 benches/compare.sh for a quick run)
 # Env: DUR (seconds per phase), CLIENTS (dnsperf -c, default 8), INFLIGHT (dnsperf -q, 500),
-#      DOCKNS (binary; default: cargo build --release), WORKERS (dockns UDP workers, default 2).
+#      DOCKNS (binary; default: cargo build --release), WORKERS (dockns UDP workers, default 2),
+#      ROUNDS (interleaved rounds of the peer comparison, default 3; the table shows medians).
 set -euo pipefail
 
 DUR=${DUR:-10}
 CLIENTS=${CLIENTS:-8}
 INFLIGHT=${INFLIGHT:-500}
 WORKERS=${WORKERS:-2}
+ROUNDS=${ROUNDS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/dockns-compare.XXXXXX)
 PIDS=()
@@ -254,18 +256,30 @@ start PID_DOCKNS "$WORK/dockns.log" "$BIN" serve --config "$DLIVE" --log-level "
 for p in $P_KNOT $P_DNSMASQ $P_AARD $P_DOCKNS; do wait_udp "$p"; done
 
 # --- 1. local names over UDP -----------------------------------------------------------------
-log "phase 1: local A queries over UDP, ${DUR}s each"
-declare -A QPS CPU MEAN LOST
-for s in knot:$PID_KNOT:$P_KNOT dnsmasq:$PID_DNSMASQ:$P_DNSMASQ aardvark-dns:$PID_AARD:$P_AARD dockns:$PID_DOCKNS:$P_DOCKNS; do
-    IFS=: read -r name pid port <<<"$s"
-    read -r _ q c m l < <(run_dnsperf "$name" "$pid" "$port" "$QUERIES")
-    QPS[$name]=$q; CPU[$name]=$c; MEAN[$name]=$m; LOST[$name]=$l
+# ROUNDS interleaved rounds (knot, dnsmasq, aardvark, dockns, knot, ...): each figure in the
+# table is the median over the rounds, so a burst of noise on the shared machine moves one
+# sample, not the result.
+log "phase 1: local A queries over UDP, ${DUR}s each, $ROUNDS interleaved rounds"
+declare -A QPS CPU MEAN LOST SAMPLES
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+for r in $(seq 1 "$ROUNDS"); do
+    for s in knot:$PID_KNOT:$P_KNOT dnsmasq:$PID_DNSMASQ:$P_DNSMASQ aardvark-dns:$PID_AARD:$P_AARD dockns:$PID_DOCKNS:$P_DOCKNS; do
+        IFS=: read -r name pid port <<<"$s"
+        read -r _ q c m l < <(run_dnsperf "$name" "$pid" "$port" "$QUERIES")
+        QPS[$name]="${QPS[$name]:-} $q"; CPU[$name]="${CPU[$name]:-} $c"
+        MEAN[$name]="${MEAN[$name]:-} $m"; LOST[$name]="${LOST[$name]:-} $l"
+    done
+done
+for name in knot dnsmasq aardvark-dns dockns; do
+    SAMPLES[$name]=${QPS[$name]# }
+    QPS[$name]=$(median <<<"${QPS[$name]}"); CPU[$name]=$(median <<<"${CPU[$name]}")
+    MEAN[$name]=$(median <<<"${MEAN[$name]}"); LOST[$name]=$(median <<<"${LOST[$name]}")
 done
 # p99 from dnsperf -v at half of each server's own peak (per-query latencies).
 declare -A HMEAN HP99
 for s in knot:$P_KNOT dnsmasq:$P_DNSMASQ aardvark-dns:$P_AARD dockns:$P_DOCKNS; do
     IFS=: read -r name port <<<"$s"
-    half=$(( ${QPS[$name]} / 2 )); [ "$half" -lt 1 ] && half=1
+    half=$(awk -v q="${QPS[$name]}" 'BEGIN { h = int(q / 2); print (h < 1 ? 1 : h) }')
     read -r hm hp < <(latency_at "$name" "$port" "$QUERIES" "$half")
     HMEAN[$name]=$hm; HP99[$name]=$hp
 done
@@ -358,7 +372,7 @@ CH_ERR=$(awk '/Response codes:/ { sub(/.*Response codes: */, ""); print }' "$WOR
 KQ=${QPS[knot]}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 echo
-echo "dockns vs peers: $N local names, UDP, dnsperf -c $CLIENTS -q $INFLIGHT, ${DUR}s each, $(nproc) CPUs shared by dnsperf and the server"
+echo "dockns vs peers: $N local names, UDP, dnsperf -c $CLIENTS -q $INFLIGHT, ${DUR}s each, median of $ROUNDS interleaved rounds, $(nproc) CPUs shared by dnsperf and the server"
 echo
 printf '| %-13s | %9s | %12s | %10s | %13s | %12s | %7s |\n' server "queries/s" "CPU µs/query" "mean µs" "mean µs @½" "p99 µs @½" "vs Knot"
 printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------------: ----------: --------------: ------------: ---------------: --------------: ---------:
@@ -368,6 +382,7 @@ for name in knot dnsmasq aardvark-dns dockns; do
 done
 echo
 echo "(mean µs: dnsperf average at peak; @½: dnsperf -Q <half of that server's peak> -v, per-query latencies)"
+for name in knot dnsmasq aardvark-dns dockns; do echo "  $name queries/s per round: ${SAMPLES[$name]}"; done
 echo
 echo "| measurement | queries/s | CPU µs/query | mean µs | ratio | target |"
 echo "|---|---:|---:|---:|---:|---|"
