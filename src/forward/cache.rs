@@ -283,10 +283,8 @@ impl Cache {
     /// Answers `q` from the cache into `out` (TTLs decremented by the entry's age); returns the
     /// length, or `None` on a miss (absent or expired).
     pub fn get(&self, q: &CacheQuestion<'_>, tcp: bool, out: &mut [u8]) -> Option<usize> {
-        let r = self.get_at(q, tcp, out, Instant::now());
-        if r.is_some() {
-            self.metrics.hit();
-        } else {
+        let r = self.probe(q, tcp, out);
+        if r.is_none() {
             self.metrics.miss();
         }
         r

@@ -290,6 +290,16 @@ impl NetInput<'_> {
     }
 }
 
+/// Network name → index in the snapshot (the catalog's name order).
+fn network_index(catalog: &Catalog) -> FxHashMap<&str, u32> {
+    catalog
+        .networks
+        .keys()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i as u32))
+        .collect()
+}
+
 /// Groups a catalog's containers and services by network (in `net_index` order), for the
 /// networks whose `need` flag is set (the others stay empty).
 fn group_inputs<'c>(
@@ -503,11 +513,7 @@ impl Snapshot {
         prev: Option<(&Snapshot, &Catalog)>,
     ) -> Snapshot {
         let net_names: Vec<&String> = catalog.networks.keys().collect();
-        let net_index: FxHashMap<&str, u32> = net_names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i as u32))
-            .collect();
+        let net_index = network_index(catalog);
 
         // 1. Per-network tables: reused from the previous snapshot when the inputs are the same
         //    and the settings that shape entries (TTL, health filtering) did not change.
@@ -1216,8 +1222,8 @@ mod tests {
             for (i, name) in cat.networks.keys().enumerate() {
                 let old_i = prev_cat.networks.keys().position(|n| n == name);
                 let unchanged = old_i.is_some_and(|o| {
-                    group_inputs(&prev_cat, &index_of(&prev_cat), &[true; 8])[o]
-                        .same_as(&group_inputs(&cat, &index_of(&cat), &[true; 8])[i])
+                    group_inputs(&prev_cat, &network_index(&prev_cat), &[true; 8])[o]
+                        .same_as(&group_inputs(&cat, &network_index(&cat), &[true; 8])[i])
                 });
                 let shared = old_i.is_some_and(|o| Arc::ptr_eq(&inc.nets[i], &prev.nets[o]));
                 assert_eq!(shared, unchanged, "step {step}, network {name}");
@@ -1237,13 +1243,5 @@ mod tests {
             .iter()
             .zip(&prev.nets)
             .any(|(a, b)| Arc::ptr_eq(a, b)));
-    }
-
-    fn index_of(c: &Catalog) -> FxHashMap<&str, u32> {
-        c.networks
-            .keys()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i as u32))
-            .collect()
     }
 }
