@@ -146,6 +146,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file, &Overrides::default()) {
             Ok(cfg) => {
+                for w in cfg.warnings() {
+                    eprintln!("dockns: warning: {}: {w}", file.display());
+                }
                 match toml::to_string_pretty(&cfg) {
                     Ok(s) => println!(
                         "# {} is valid; effective configuration:\n{s}",
@@ -322,6 +325,9 @@ async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Exi
         eprintln!("dockns: cannot install signal handlers");
         return ExitCode::from(1);
     };
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let server = match Server::start(config.clone()) {
         Ok(s) => s,
         Err(e) => {

@@ -204,6 +204,18 @@ fn example_is_what_the_test_translates() {
     assert!(cfg.sidecar && cfg.docker.is_some() && cfg.listen.is_empty());
     assert_eq!(cfg.domain.as_deref(), Some("docker"));
     assert_eq!(cfg.admin, Some("0.0.0.0:9153".parse().unwrap()));
+    // The admin API: loopback (the healthcheck) and appnet admitted, only loopback sees all.
+    let nets = |l: &[&str]| -> Vec<ipnet::IpNet> { l.iter().map(|n| n.parse().unwrap()).collect() };
+    assert_eq!(
+        cfg.admin_access.allow,
+        nets(&["127.0.0.1/32", "::1/128", SUBNET])
+    );
+    assert_eq!(
+        cfg.admin_access.full_access,
+        nets(&["127.0.0.0/8", "::1/128"])
+    );
+    assert!(cfg.admin_access.token.is_none());
+    assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
     assert_eq!(
         cfg.docker.unwrap().endpoint.as_deref(),
         Some(&*format!("unix://{SOCKET}"))
