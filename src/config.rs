@@ -887,6 +887,15 @@ mod tests {
             a.restart_only_changes(&load(&later).unwrap()),
             ["[server] workers", "[upstream] servers", "[docker]"]
         );
+        // [admin]: the access keys are applied by a reload, the listen address is not.
+        let adm = format!("{base}[admin]\nlisten = \"127.0.0.1:9153\"\n");
+        let a = load(&adm).unwrap();
+        let allowed = adm.replace("9153\"\n", "9153\"\nallow = [\"10.0.0.0/8\"]\n");
+        assert!(a.restart_only_changes(&load(&allowed).unwrap()).is_empty());
+        assert_eq!(
+            a.restart_only_changes(&load(&adm.replace("9153", "9154")).unwrap()),
+            ["[admin] listen"]
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ enum Command {
     Bench(dockns::bench::BenchArgs),
     /// Print the tables of a running dockns (networks, endpoints, names) via its admin API.
     #[command(
-        after_help = "Examples:\n  dockns records                              # admin API at http://127.0.0.1:9153\n  dockns records --network demo\n  dockns records --json | jq '.networks[].names'\n  dockns records --admin http://127.0.0.1:9253\n\nThe server needs [admin] listen = \"127.0.0.1:9153\" in its configuration."
+        after_help = "Examples:\n  dockns records                              # admin API at http://127.0.0.1:9153\n  dockns records --network demo\n  dockns records --json | jq '.networks[].names'\n  dockns records --admin http://127.0.0.1:9253\n\nThe server needs an [admin] section (it listens on 127.0.0.1:9153 by default). A client\noutside [admin] full_access (default: loopback) sees only the networks it could resolve."
     )]
     Records(RecordsArgs),
     /// Ask a running dockns a question; show the answer, which scope was used and why.
