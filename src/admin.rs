@@ -93,7 +93,7 @@ pub fn read_token(path: &Path) -> Result<Token, String> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o007 != 0 {
         return Err(format!(
-            "[admin] token_file {shown} is readable by every user (mode {mode:03o}): `chmod 600 {shown}` (or 640 with a group dockns is in)"
+            "[admin] token_file {shown} is open to every user (mode {mode:03o}): `chmod 600 {shown}` (or 640 with a group dockns is in)"
         ));
     }
     let text = std::fs::read(path).map_err(|e| {
@@ -161,7 +161,7 @@ pub enum Denied {
 }
 
 impl AdminAccess {
-    /// Whether `ip` lies only in loopback nets (for the `check-config` warning).
+    /// Whether every network that may use the API is inside loopback (for the warning).
     fn only_loopback(&self) -> bool {
         self.allow
             .iter()
@@ -189,11 +189,11 @@ impl AdminAccess {
     ) -> Result<Scope, Denied> {
         let client = client.to_canonical();
         let local = local.to_canonical();
-        let presented = authorization.map(|h| {
-            h.strip_prefix(b"Bearer ")
-                .or_else(|| h.strip_prefix(b"bearer "))
-                .unwrap_or(b"")
-                .trim_ascii()
+        // `Bearer <token>`; the scheme is case-insensitive (RFC 9110 11.1). Anything else
+        // counts as a wrong token.
+        let presented = authorization.map(|h| match h.split_at_checked(7) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
+            _ => b"",
         });
         let token_ok = match (&self.token, presented) {
             (Some(t), Some(p)) => {
@@ -928,6 +928,85 @@ mod tests {
         assert_eq!(percent_decode("a+b%"), "a b%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%41"), "A");
+    }
+
+    #[test]
+    fn access_decisions() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let access = AdminAccess {
+            allow: vec!["10.53.0.0/24".parse().unwrap()],
+            full_access: vec!["127.0.0.1/32".parse().unwrap()],
+            token_file: None,
+            token: Some(Token(b"tok".as_slice().into())),
+        };
+        let local = ip("10.53.0.53");
+        let scoped = |c: &str| {
+            Ok(Scope::Client {
+                client: ip(c),
+                local,
+            })
+        };
+        assert_eq!(access.decide(ip("127.0.0.1"), local, None), Ok(Scope::Full));
+        // An IPv4 client of a dual-stack socket arrives as ::ffff:a.b.c.d.
+        assert_eq!(
+            access.decide(ip("::ffff:127.0.0.1"), local, None),
+            Ok(Scope::Full)
+        );
+        assert_eq!(
+            access.decide(ip("10.53.0.7"), local, None),
+            scoped("10.53.0.7")
+        );
+        assert_eq!(
+            access.decide(ip("::ffff:10.53.0.7"), local, None),
+            scoped("10.53.0.7")
+        );
+        let outside = ip("192.0.2.1");
+        assert_eq!(
+            access.decide(outside, local, None),
+            Err(Denied::Unauthorized)
+        );
+        for good in [&b"Bearer tok"[..], b"bearer tok", b"BEARER  tok "] {
+            assert_eq!(
+                access.decide(outside, local, Some(good)),
+                scoped("192.0.2.1")
+            );
+        }
+        for bad in [
+            &b"Bearer to"[..],
+            b"Bearer tokk",
+            b"Basic tok",
+            b"tok",
+            b"",
+            b"Bearer",
+        ] {
+            assert_eq!(
+                access.decide(outside, local, Some(bad)),
+                Err(Denied::Unauthorized),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+            // Wrong from an allowed or full address too.
+            assert_eq!(
+                access.decide(ip("127.0.0.1"), local, Some(bad)),
+                Err(Denied::Unauthorized)
+            );
+        }
+        let no_token = AdminAccess {
+            token: None,
+            ..access
+        };
+        assert_eq!(
+            no_token.decide(outside, local, None),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            no_token.decide(outside, local, Some(b"Bearer tok")),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            format!("{:?}", Token(b"tok".as_slice().into())),
+            "Token(<redacted>)"
+        );
     }
 
     #[test]
