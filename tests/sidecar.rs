@@ -58,8 +58,7 @@ const SOCKET: &str = "/var/run/docker.sock";
 const OUTSIDE_NAME: &str = "outside.test";
 const OUTSIDE_IP: &str = "198.51.100.80";
 /// compose.yaml's healthcheck `test` (exec form: the image has no shell).
-const HEALTHCHECK: &str =
-    r#"["CMD", "/usr/local/bin/dockns", "records", "--admin", "http://127.0.0.1:9153", "--json"]"#;
+const HEALTHCHECK: &str = r#"["CMD", "/usr/local/bin/dockns", "health"]"#;
 /// How long a start or stop may take to show in the answers ("within a few seconds").
 const LIVE_BOUND: Duration = Duration::from_secs(5);
 
@@ -520,6 +519,13 @@ fn sidecar_example_for_real() {
         "true"
     );
     // The example's healthcheck command, in the sidecar as compose would run it.
+    let ready = docker_raw(&["exec", &dns, "/usr/local/bin/dockns", "health"]);
+    assert!(
+        ready.status.success(),
+        "the example's healthcheck fails: {}",
+        String::from_utf8_lossy(&ready.stderr)
+    );
+    // `dockns records` through loopback, inside the sidecar.
     let health = docker_raw(&[
         "exec",
         &dns,
@@ -531,12 +537,12 @@ fn sidecar_example_for_real() {
     ]);
     assert!(
         health.status.success(),
-        "the example's healthcheck fails: {}",
+        "dockns records in the sidecar fails: {}",
         String::from_utf8_lossy(&health.stderr)
     );
     // Through loopback the sidecar sees every network, the one `app` is not on included.
     let full: RecordsDoc =
-        serde_json::from_slice(&health.stdout).expect("healthcheck prints the records");
+        serde_json::from_slice(&health.stdout).expect("dockns records prints the records");
     let other_doc = full
         .networks
         .iter()

@@ -1,0 +1,541 @@
+//! Deployment modes against a real dockerd (issue 13): the sidecar image answers from the moment
+//! `docker start` returns and says `ready` only after its first Docker sync; a sidecar without
+//! access to the Docker socket is reported unhealthy by Docker's own HEALTHCHECK and says why;
+//! host mode answers the host itself through a network's gateway address.
+//!
+//! The sidecar runs the offline image (`contrib/image/build-offline.sh`, the test's own binary),
+//! the way the README and `examples/compose-sidecar` run it. Its upstream is a second container
+//! of the same image on the test's network with a static table (a stand-in: nothing leaves the
+//! test's networks). Every name carries the Lab prefix and is removed even on failure. Skips
+//! loudly without Docker unless DOCKNS_REQUIRE_DOCKER=1.
+
+mod dockerkit;
+
+use dockerkit::*;
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dockns");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const SOCKET: &str = "/var/run/docker.sock";
+const OUTSIDE_NAME: &str = "outside.test";
+const OUTSIDE_IP: &str = "198.51.100.80";
+/// The line dockns logs once its first Docker sync is published.
+const READY: &str = "ready: initial Docker sync published";
+
+/// The offline image of this build, for one lab (removed with it).
+fn dockns_image(lab: &Lab) -> String {
+    let tag = format!("{}-img:1", lab.prefix);
+    lab.track_image(&tag);
+    let out = std::process::Command::new("sh")
+        .arg(format!("{ROOT}/contrib/image/build-offline.sh"))
+        .args([BIN, &tag])
+        .output()
+        .expect("run build-offline.sh");
+    assert!(
+        out.status.success(),
+        "build-offline.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tag
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    p.display().to_string()
+}
+
+fn tempdir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// A stand-in upstream container on `net`: answers OUTSIDE_NAME, NXDOMAIN for the rest.
+fn start_upstream(lab: &Lab, img: &str, net: &str, subnet: &str, dir: &Path) -> IpAddr {
+    let cfg = write(
+        dir,
+        "upstream.toml",
+        &format!(
+            "[server]\nlisten = [\"0.0.0.0:53\"]\nallow = [\"{subnet}\"]\n\
+             [upstream]\nservers = [\"127.0.0.1:9\"]\n\
+             [[network]]\nname = \"outside\"\ninternal = true\n\
+             [[network.container]]\nname = \"{OUTSIDE_NAME}\"\nipv4 = [\"{OUTSIDE_IP}\"]\n"
+        ),
+    );
+    let name = lab.run_image(
+        "upstream",
+        img,
+        &[
+            "--network",
+            net,
+            "--read-only",
+            "-v",
+            &format!("{cfg}:/etc/dockns/dockns.toml:ro"),
+        ],
+    );
+    ip_on(&name, net)
+}
+
+/// One UDP question; polls every 5 ms (re-sending) until a reply or `within`.
+fn poll_answer(server: SocketAddr, name: &str, within: Duration) -> Option<(Duration, Message)> {
+    let start = Instant::now();
+    let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    let mut msg = Message::query();
+    msg.metadata.id = 0x1d2e;
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let bytes = msg.to_vec().unwrap();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < within {
+        let _ = sock.send_to(&bytes, server);
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            if let Ok(r) = Message::from_vec(&buf[..n]) {
+                if r.metadata.id == msg.metadata.id {
+                    return Some((start.elapsed(), r));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Asks until `name` is answered with `want` (the stand-in upstream may still be starting).
+fn answered_within(server: SocketAddr, name: &str, want: &str, within: Duration, c: &str) {
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < within {
+        if let Some((_, r)) = poll_answer(server, name, Duration::from_millis(500)) {
+            if addrs(&r) == [want] {
+                return;
+            }
+            last = Some(r);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{name} not answered {want} within {within:?}: {last:?}\n{}",
+        logs(c)
+    );
+}
+
+fn addrs(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn logs(c: &str) -> String {
+    let o = std::process::Command::new(docker_bin())
+        .args(["logs", c])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The sidecar's configuration: sidecar listeners on port 53, Docker on the socket, the admin
+/// API on loopback (the HEALTHCHECK), one static name, the stand-in upstream.
+fn sidecar_config(dir: &Path, upstream: IpAddr) -> String {
+    write(
+        dir,
+        "dockns.toml",
+        &format!(
+            "[server]\nsidecar = true\ngateway_port = 53\n\
+             [docker]\nendpoint = \"unix://{SOCKET}\"\n\
+             [upstream]\nservers = [\"{upstream}\"]\ntimeout_ms = 1000\n\
+             [admin]\nlisten = \"127.0.0.1:9153\"\n\
+             [[network]]\nname = \"fixed\"\n\
+             [[network.container]]\nname = \"pinned\"\nipv4 = [\"192.0.2.7\"]\n"
+        ),
+    )
+}
+
+/// The sidecar answers static and forwarded names within 100 ms of `docker start` returning,
+/// with 150 other containers on the host (whose first sync takes far longer), container names
+/// within 1 s, and logs `ready` only after the sync.
+#[test]
+fn sidecar_answers_at_once_and_is_ready_after_its_sync() {
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("scup");
+    let img = dockns_image(&lab);
+    let dir = tempdir();
+    let subnet = "10.231.0.0/23";
+    // Docker allocates from the lower half; the sidecar's fixed address is in the upper one.
+    let net = lab.network("net", &["--subnet", subnet, "--ip-range", "10.231.0.0/24"]);
+    let upstream = start_upstream(&lab, &img, &net, subnet, dir.path());
+    // 150 other containers on the host (on the test's network, so the sync inspects them all).
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let net = net.clone();
+            let prefix = lab.prefix.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let name = format!("{prefix}-other{t}x{i}");
+                    dk(&[
+                        "run",
+                        "-d",
+                        "--name",
+                        &name,
+                        "--stop-timeout",
+                        "1",
+                        "--network",
+                        &net,
+                        &image(),
+                    ]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("starting the other containers");
+    }
+    let cfg = sidecar_config(dir.path(), upstream);
+    let gid = std::fs::metadata(SOCKET)
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m).to_string())
+        .expect("the Docker socket");
+    let dns = lab.name("dns");
+    lab.track_container(&dns);
+    let sock_mount = format!("{SOCKET}:{SOCKET}:ro");
+    let cfg_mount = format!("{cfg}:/etc/dockns/dockns.toml:ro");
+    dk(&[
+        "create",
+        "--name",
+        &dns,
+        "--user",
+        "65532:65532",
+        "--group-add",
+        &gid,
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--network",
+        &net,
+        "--ip",
+        "10.231.1.53",
+        "-v",
+        &sock_mount,
+        "-v",
+        &cfg_mount,
+        &img,
+    ]);
+    let server: SocketAddr = "10.231.1.53:53".parse().unwrap();
+    dk(&["start", &dns]);
+    let started = Instant::now();
+    let (took, r) = poll_answer(server, "pinned.fixed", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no answer within 5 s\n{}", logs(&dns)));
+    let first = started.elapsed();
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(addrs(&r), ["192.0.2.7"], "{r:?}");
+    assert!(
+        first <= Duration::from_millis(100),
+        "first answer {first:?} (poll {took:?}) after `docker start` returned: over 100 ms\n{}",
+        logs(&dns)
+    );
+    // A forwarded name, at once too.
+    answered_within(
+        server,
+        OUTSIDE_NAME,
+        OUTSIDE_IP,
+        Duration::from_secs(2),
+        &dns,
+    );
+    // Container names within 1 s.
+    let other = format!("{}-other3x7", lab.prefix);
+    let want = ip_on(&other, &net).to_string();
+    let named = loop {
+        if let Some((_, r)) = poll_answer(server, &other, Duration::from_millis(200)) {
+            if addrs(&r) == [want.clone()] {
+                break started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{other} not answered within 1 s of `docker start`\n{}",
+            logs(&dns)
+        );
+    };
+    // `ready` is logged once, after the sync, never before the listeners.
+    let log = wait_for("the ready line", Duration::from_secs(10), || {
+        let l = logs(&dns);
+        l.contains(READY).then_some(l)
+    });
+    let listening = log
+        .find("listening (static tables and forwarding)")
+        .expect("a listening line");
+    let ready = log.find(READY).unwrap();
+    assert!(listening < ready, "{log}");
+    assert_eq!(log.matches(READY).count(), 1, "{log}");
+    // The image's health check agrees.
+    let health = docker(&["exec", &dns, "/usr/local/bin/dockns", "health"]);
+    assert!(health.is_ok(), "{health:?}");
+    eprintln!("sidecar: first answer {first:?}, container name {named:?} after docker start");
+}
+
+/// Without access to the Docker socket: one error line with the socket, the uid and the fix;
+/// `/readyz` 503 with that reason; Docker's HEALTHCHECK (the image's) reports `unhealthy`
+/// within 10 s; the sidecar still answers forwarded and static names meanwhile.
+#[test]
+fn sidecar_without_socket_access_is_unhealthy_and_says_why() {
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("scno");
+    let img = dockns_image(&lab);
+    let dir = tempdir();
+    let subnet = "10.232.0.0/24";
+    let net = lab.network("net", &["--subnet", subnet]);
+    let upstream = start_upstream(&lab, &img, &net, subnet, dir.path());
+    let cfg = sidecar_config(dir.path(), upstream);
+    let gid = std::fs::metadata(SOCKET)
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m).to_string())
+        .expect("the Docker socket");
+    // As the README's first snippets had it: the socket mounted, no --group-add.
+    let dns = lab.run_image(
+        "dns",
+        &img,
+        &[
+            "--network",
+            &net,
+            "--ip",
+            "10.232.0.53",
+            "-v",
+            &format!("{SOCKET}:{SOCKET}:ro"),
+            "-v",
+            &format!("{cfg}:/etc/dockns/dockns.toml:ro"),
+        ],
+    );
+    let started = Instant::now();
+    let server: SocketAddr = "10.232.0.53:53".parse().unwrap();
+    answered_within(
+        server,
+        OUTSIDE_NAME,
+        OUTSIDE_IP,
+        Duration::from_secs(3),
+        &dns,
+    );
+    let status = wait_for(
+        "Docker to report the sidecar unhealthy",
+        Duration::from_secs(10),
+        || {
+            let s = inspect(&dns, "{{.State.Health.Status}}");
+            (s == "unhealthy").then_some(s)
+        },
+    );
+    let took = started.elapsed();
+    assert_eq!(status, "unhealthy");
+    assert!(took <= Duration::from_secs(10), "{took:?}");
+    let log = logs(&dns);
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("Docker"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{log}");
+    let e = errors[0];
+    for want in [
+        SOCKET,
+        "uid 65532",
+        &format!("--group-add {gid}"),
+        "permission denied",
+    ] {
+        assert!(e.contains(want), "{want:?} missing from: {e}");
+    }
+    assert!(!log.contains("is dockerd running"), "{log}");
+    assert!(!log.contains(READY), "never ready:\n{log}");
+    // `dockns health` says why (the HEALTHCHECK's own output).
+    let last = inspect(&dns, "{{json .State.Health.Log}}");
+    assert!(
+        last.contains("503") && last.contains("permission denied"),
+        "{last}"
+    );
+    eprintln!("unhealthy {took:?} after start");
+}
+
+/// Host mode: the host itself asks a container name through a network's gateway address. The
+/// packet leaves from one of the host's own addresses (after Docker's MASQUERADE), which is
+/// answered like loopback, not REFUSED.
+#[test]
+fn host_resolves_through_a_gateway_address() {
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("hgw");
+    let net = lab.network("net", &[]);
+    let web = lab.run("web", &["--network", &net]);
+    let want = ip_on(&web, &net);
+    let d = Dockns::start("");
+    let gw = d.on(&net);
+    let r = wait_for("the host's answer", Duration::from_secs(5), || {
+        let r = ask(gw, &web, RecordType::A);
+        (r.rcode != ResponseCode::NoError || !r.answers.is_empty()).then_some(r)
+    });
+    assert_eq!(r.rcode, ResponseCode::NoError, "{r:?}");
+    assert_eq!(r.addrs().into_iter().collect::<Vec<_>>(), [want], "{r:?}");
+    // And from every other address of the host too (dig -b <host address>).
+    for local in dockns::docker::listeners::local_addresses() {
+        let IpAddr::V4(v4) = local else { continue };
+        if v4.is_loopback() {
+            continue;
+        }
+        let sock = UdpSocket::bind((v4, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut msg = Message::query();
+        msg.metadata.id = 77;
+        msg.add_query(Query::query(Name::from_ascii(&web).unwrap(), RecordType::A));
+        sock.send_to(&msg.to_vec().unwrap(), gw).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("from {v4}: {e}"));
+        let reply = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "from {v4}"
+        );
+    }
+}
+
+/// Compiles `tests/clients/lookups.c` with `cc` (musl-gcc: static) into `dir`.
+fn build_lookups(cc: &str, static_link: bool, dir: &Path) -> String {
+    let out = dir.join(format!("lookups-{}", cc.replace('/', "_")));
+    let mut cmd = std::process::Command::new(cc);
+    if static_link {
+        cmd.arg("-static");
+    }
+    let o = cmd
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(format!("{ROOT}/tests/clients/lookups.c"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {cc}: {e}; install it (apt-get install musl-tools; .ci/run does)")
+        });
+    assert!(
+        o.status.success(),
+        "{cc} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out.display().to_string()
+}
+
+/// A scratch image holding one static program at /lookups.
+fn program_image(lab: &Lab, program: &str, dir: &Path) -> String {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy(program, root.join("lookups")).unwrap();
+    std::fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n").unwrap();
+    let tag = format!("{}-client:1", lab.prefix);
+    lab.track_image(&tag);
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -cf - . | {} import --change 'ENTRYPOINT [\"/lookups\"]' - {tag}",
+            root.display(),
+            docker_bin()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    tag
+}
+
+/// The forward rate limit with its defaults never stalls a musl client: 300 lookups of unique
+/// forwarded names at 100 a second (600 questions: musl asks A and AAAA), none over 200 ms.
+/// (musl ignores REFUSED and waits out its 5 s timeout: a client over the old 100/s limit saw
+/// exactly that.) The server is dockns from the image with default limits, listening on the
+/// test's network; its upstream a stand-in container there.
+#[test]
+fn default_rate_limit_never_stalls_a_musl_client() {
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("musl");
+    let img = dockns_image(&lab);
+    let dir = tempdir();
+    let subnet = "10.233.0.0/24";
+    let net = lab.network("net", &["--subnet", subnet]);
+    let upstream = start_upstream(&lab, &img, &net, subnet, dir.path());
+    let cfg = write(
+        dir.path(),
+        "server.toml",
+        &format!(
+            "[server]\nlisten = [\"0.0.0.0:53\"]\nallow = [\"{subnet}\"]\n\
+             [upstream]\nservers = [\"{upstream}\"]\n"
+        ),
+    );
+    let server = lab.run_image(
+        "server",
+        &img,
+        &[
+            "--network",
+            &net,
+            "-v",
+            &format!("{cfg}:/etc/dockns/dockns.toml:ro"),
+        ],
+    );
+    let server_ip = ip_on(&server, &net);
+    // Up and forwarding before the client starts.
+    answered_within(
+        SocketAddr::new(server_ip, 53),
+        OUTSIDE_NAME,
+        OUTSIDE_IP,
+        Duration::from_secs(5),
+        &server,
+    );
+    let program = build_lookups("musl-gcc", true, dir.path());
+    let client_img = program_image(&lab, &program, dir.path());
+    let resolv = write(
+        dir.path(),
+        "resolv.conf",
+        &format!("nameserver {server_ip}\n"),
+    );
+    let client = lab.name("client");
+    lab.track_container(&client);
+    let out = dk(&[
+        "run",
+        "--name",
+        &client,
+        "--network",
+        &net,
+        "-v",
+        &format!("{resolv}:/etc/resolv.conf:ro"),
+        &client_img,
+        "300",
+        "100",
+        &format!("{}-u", lab.prefix),
+        "test",
+        "200",
+    ]);
+    let summary = out.lines().last().unwrap_or_default().to_string();
+    let lines = out.lines().count();
+    assert_eq!(lines, 301, "300 lookups and a summary:\n{out}");
+    assert!(
+        summary.contains(" slow=0 "),
+        "lookups over 200 ms with default limits: {summary}\n{}",
+        out.lines()
+            .filter(|l| l.split(' ').next().and_then(|m| m.parse::<f64>().ok()) > Some(200.0))
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!("musl, 300 lookups at 100/s: {summary}");
+}
