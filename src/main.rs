@@ -163,25 +163,26 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(&file, &Overrides::default()) {
-            Ok(cfg) => {
-                for w in cfg.warnings() {
-                    eprintln!("dockns: warning: {}: {w}", file.display());
-                }
-                match toml::to_string_pretty(&cfg) {
-                    Ok(s) => println!(
-                        "# {} is valid; effective configuration:\n{s}",
+        Command::CheckConfig { file } => {
+            match Config::load(&file, &Overrides::default())
+                .and_then(|cfg| Ok((cfg, Config::effective_toml(&file)?)))
+            {
+                Ok((cfg, effective)) => {
+                    for w in cfg.warnings() {
+                        eprintln!("dockns: warning: {}: {w}", file.display());
+                    }
+                    println!(
+                        "# {} is valid; effective configuration (a valid dockns.toml):\n{effective}",
                         file.display()
-                    ),
-                    Err(_) => println!("{cfg:#?}"),
+                    );
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("dockns: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("dockns: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Serve(args) => serve(args),
         Command::Bench(args) => ExitCode::from(dockns::bench::main(&args)),
         Command::Records(args) => client(records(args)),

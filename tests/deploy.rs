@@ -539,3 +539,56 @@ fn default_rate_limit_never_stalls_a_musl_client() {
     );
     eprintln!("musl, 300 lookups at 100/s: {summary}");
 }
+
+/// `check-config` prints the effective configuration in the file's own keys and units, as a
+/// TOML file that `check-config` accepts back and prints the same (a fixed point), for every
+/// configuration shipped in the repository.
+#[test]
+fn check_config_output_is_a_config_that_round_trips() {
+    let dir = tempdir();
+    let mut files: Vec<String> = std::fs::read_dir(format!("{ROOT}/config"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.ends_with(".toml"))
+        .collect();
+    files.push(format!("{ROOT}/examples/compose-sidecar/dockns.toml"));
+    assert!(files.len() >= 3, "{files:?}");
+    let check = |path: &str| -> String {
+        let o = std::process::Command::new(BIN)
+            .args(["check-config", path])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "check-config {path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        // The first line names the file; the rest is the configuration.
+        out.split_once('\n')
+            .map(|x| x.1.to_string())
+            .unwrap_or_default()
+    };
+    for (i, f) in files.iter().enumerate() {
+        let first = check(f);
+        for internal in ["secs", "nanos", "static_catalog", "Some("] {
+            assert!(
+                !first.contains(internal),
+                "{f}: internal structure {internal:?} printed:\n{first}"
+            );
+        }
+        // The keys users write, in their units.
+        for key in [
+            "[server]",
+            "ttl = ",
+            "tcp_idle_timeout_ms = ",
+            "timeout_ms = ",
+        ] {
+            assert!(first.contains(key), "{f}: no {key:?}:\n{first}");
+        }
+        let again = write(dir.path(), &format!("round{i}.toml"), &first);
+        let second = check(&again);
+        assert_eq!(first, second, "{f}: check-config of its own output differs");
+    }
+}
