@@ -592,3 +592,130 @@ fn check_config_output_is_a_config_that_round_trips() {
         assert_eq!(first, second, "{f}: check-config of its own output differs");
     }
 }
+
+/// High availability as docs/docker.md describes it: two sidecars on the network, the client's
+/// resolv.conf naming both with `options timeout:1 attempts:2`. After `docker stop` of the
+/// first, a glibc client (getaddrinfo, A and AAAA) resolves container names in at most 1.2 s
+/// per lookup, through the second.
+#[test]
+fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
+    if !docker_available() {
+        return;
+    }
+    let lab = Lab::new("ha");
+    let dir = tempdir();
+    let program = build_lookups("gcc", false, dir.path());
+    // The dockns image, with the glibc client program (and its libraries) next to it.
+    let img = format!("{}-img:1", lab.prefix);
+    lab.track_image(&img);
+    let out = std::process::Command::new("sh")
+        .arg(format!("{ROOT}/contrib/image/build-offline.sh"))
+        .args([BIN, &img])
+        .env("EXTRA", &program)
+        .output()
+        .expect("run build-offline.sh");
+    assert!(
+        out.status.success(),
+        "build-offline.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let subnet = "10.234.0.0/23";
+    let net = lab.network("net", &["--subnet", subnet, "--ip-range", "10.234.0.0/24"]);
+    let upstream = start_upstream(&lab, &img, &net, subnet, dir.path());
+    let cfg = sidecar_config(dir.path(), upstream);
+    let gid = std::fs::metadata(SOCKET)
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m).to_string())
+        .expect("the Docker socket");
+    let (first, second) = ("10.234.1.53", "10.234.1.54");
+    let mut sidecars = Vec::new();
+    for (n, ip) in [("dns1", first), ("dns2", second)] {
+        sidecars.push(lab.run_image(
+            n,
+            &img,
+            &[
+                "--user",
+                "65532:65532",
+                "--group-add",
+                &gid,
+                "--restart",
+                "unless-stopped",
+                "--network",
+                &net,
+                "--ip",
+                ip,
+                "-v",
+                &format!("{SOCKET}:{SOCKET}:ro"),
+                "-v",
+                &format!("{cfg}:/etc/dockns/dockns.toml:ro"),
+            ],
+        ));
+    }
+    for i in 0..3 {
+        lab.run(&format!("web{i}"), &["--network", &net]);
+    }
+    for (s, ip) in sidecars.iter().zip([first, second]) {
+        wait_for(&format!("{s} ready"), Duration::from_secs(30), || {
+            docker(&["exec", s, "/usr/local/bin/dockns", "health"]).ok()
+        });
+        answered_within(
+            SocketAddr::new(ip.parse().unwrap(), 53),
+            &format!("{}-web0.{net}", lab.prefix),
+            &ip_on(&lab.name("web0"), &net).to_string(),
+            Duration::from_secs(5),
+            s,
+        );
+    }
+    let resolv = write(
+        dir.path(),
+        "resolv.conf",
+        &format!("nameserver {first}\nnameserver {second}\noptions timeout:1 attempts:2\n"),
+    );
+    let client = |tag: &str| -> String {
+        let name = lab.name(tag);
+        lab.track_container(&name);
+        dk(&[
+            "run",
+            "--name",
+            &name,
+            "--network",
+            &net,
+            "-v",
+            &format!("{resolv}:/etc/resolv.conf:ro"),
+            "--entrypoint",
+            &program,
+            &img,
+            "3",
+            "2",
+            &format!("{}-web", lab.prefix),
+            &net,
+            "1200",
+        ])
+    };
+    let before = client("client1");
+    assert!(before.contains(" slow=0 "), "{before}");
+    assert!(
+        before
+            .lines()
+            .take(3)
+            .all(|l| l.split(' ').nth(1) == Some("0")),
+        "{before}"
+    );
+    dk(&["stop", &sidecars[0]]);
+    let after = client("client2");
+    let rcs_ok = after
+        .lines()
+        .take(3)
+        .all(|l| l.split(' ').nth(1) == Some("0"));
+    assert!(
+        rcs_ok,
+        "every name resolved through the second sidecar:\n{after}"
+    );
+    assert!(
+        after.contains(" slow=0 "),
+        "a lookup took over 1.2 s with the first sidecar stopped:\n{after}"
+    );
+    eprintln!(
+        "two sidecars, first stopped: {}",
+        after.lines().last().unwrap_or_default()
+    );
+}
