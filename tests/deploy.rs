@@ -719,3 +719,38 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
         after.lines().last().unwrap_or_default()
     );
 }
+
+/// Every TOML snippet in README.md and docs/docker.md is a configuration dockns accepts, and
+/// the README's `[admin]` excerpt is what the tested sidecar example's dockns.toml says.
+#[test]
+fn doc_toml_snippets_are_valid_configurations() {
+    let example =
+        std::fs::read_to_string(format!("{ROOT}/examples/compose-sidecar/dockns.toml")).unwrap();
+    let strip = |l: &str| l.split(" #").next().unwrap_or(l).trim().to_string();
+    let mut seen = 0;
+    for doc in ["README.md", "docs/docker.md"] {
+        let text = std::fs::read_to_string(format!("{ROOT}/{doc}")).unwrap();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("```toml\n") {
+            let body = &rest[start + 8..];
+            let end = body.find("```").expect("closed code block");
+            let snippet = &body[..end];
+            rest = &body[end + 3..];
+            seen += 1;
+            if let Err(e) =
+                dockns::config::Config::from_toml(snippet, &dockns::config::Overrides::default())
+            {
+                panic!("{doc}: a TOML snippet is not a valid configuration: {e}\n{snippet}");
+            }
+            if doc == "README.md" && snippet.starts_with("[admin]") {
+                for line in snippet.lines().map(strip).filter(|l| !l.is_empty()) {
+                    assert!(
+                        example.lines().any(|l| strip(l) == line),
+                        "README's [admin] line {line:?} is not in examples/compose-sidecar/dockns.toml"
+                    );
+                }
+            }
+        }
+    }
+    assert!(seen >= 2, "found {seen} TOML snippets");
+}

@@ -195,8 +195,9 @@ fn example_is_what_the_test_translates() {
         "- ./dockns.toml:/etc/dockns/dockns.toml:ro",
         &format!("ipv4_address: {DNS_IP}"),
         &format!("test: {HEALTHCHECK}"),
-        "interval: 10s",
-        "timeout: 3s",
+        "interval: 3s",
+        "timeout: 2s",
+        "retries: 2",
         "restart: unless-stopped",
         "aliases: [database, postgres]",
         "replicas: 3",
@@ -299,7 +300,7 @@ fn sidecar_example_for_real() {
     docker(&[
         "commit",
         "--change",
-        &format!("HEALTHCHECK --interval=10s --timeout=3s CMD {exec_form}"),
+        &format!("HEALTHCHECK --interval=3s --timeout=2s --retries=2 CMD {exec_form}"),
         &proto,
         &dns_img,
     ]);
@@ -813,7 +814,7 @@ fn sidecar_example_for_real() {
             .sum();
     assert!(answered >= 10.0, "A answers counted: {answered}\n{metrics}");
 
-    // The healthcheck, run by Docker every 10 s through loopback, reports healthy.
+    // The healthcheck, run by Docker every 3 s through loopback, reports healthy.
     let health_of = || {
         docker(&[
             "inspect",

@@ -160,9 +160,11 @@ impl Guard {
     pub fn admit(&self, snap: &Snapshot, client: IpAddr) -> Admission {
         let s = self.settings.load();
         let client = client.to_canonical();
-        if (s.allow_loopback && (client.is_loopback() || self.host_addrs.load().contains(&client)))
-            || s.allow.iter().any(|n| n.contains(&client))
+        // Cheapest and commonest first: loopback, then containers and served subnets.
+        if (s.allow_loopback && client.is_loopback())
             || snap.is_served_client(client)
+            || s.allow.iter().any(|n| n.contains(&client))
+            || (s.allow_loopback && self.host_addrs.load().contains(&client))
             || self.provisional.load().iter().any(|n| n.contains(&client))
         {
             Admission::Allow
@@ -316,6 +318,40 @@ mod tests {
         });
         assert_eq!(g.admit(&s, ip("192.0.2.1")), Admission::Allow);
         assert_eq!(g.admit(&s, ip("127.0.0.1")), Admission::Drop);
+    }
+
+    #[test]
+    fn host_addresses_and_provisional_subnets() {
+        let s = snap();
+        let g = Guard::new(GuardSettings::default());
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert_eq!(g.admit(&s, ip("192.0.2.10")), Admission::Refuse);
+        g.set_host_addrs(vec![ip("192.0.2.10")]);
+        assert_eq!(g.admit(&s, ip("192.0.2.10")), Admission::Allow, "host");
+        assert_eq!(
+            g.admit(&s, ip("::ffff:192.0.2.10")),
+            Admission::Allow,
+            "IPv4-mapped host address"
+        );
+        assert_eq!(g.admit(&s, ip("192.0.2.11")), Admission::Refuse);
+        g.set(GuardSettings {
+            forward_rate: 1,
+            forward_burst: 1,
+            ..GuardSettings::default()
+        });
+        assert!(
+            (0..10).all(|_| g.allow_forward(ip("192.0.2.10"))),
+            "host addresses are rate-exempt like loopback"
+        );
+        g.set_provisional(vec!["198.51.100.0/24".parse().unwrap()]);
+        assert_eq!(g.admit(&s, ip("198.51.100.9")), Admission::Allow);
+        g.end_provisional();
+        assert_eq!(g.admit(&s, ip("198.51.100.9")), Admission::Refuse);
+        g.set(GuardSettings {
+            allow_loopback: false,
+            ..GuardSettings::default()
+        });
+        assert_eq!(g.admit(&s, ip("192.0.2.10")), Admission::Refuse);
     }
 
     #[test]
