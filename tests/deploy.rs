@@ -593,8 +593,9 @@ fn check_config_output_is_a_config_that_round_trips() {
     }
 }
 
-/// High availability as docs/docker.md describes it: two sidecars on the network, the client's
-/// resolv.conf naming both with `options timeout:1 attempts:2`. After `docker stop` of the
+/// High availability as docs/docker.md describes it: two sidecars on the network, each with the
+/// sidecar example's dockns.toml, the client's resolv.conf naming both with the example
+/// resolv.conf's options (`timeout:1 attempts:2`). After `docker stop` of the
 /// first, a glibc client (getaddrinfo, A and AAAA) resolves container names in at most 1.2 s
 /// per lookup, through the second.
 #[test]
@@ -622,33 +623,45 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
     let subnet = "10.234.0.0/23";
     let net = lab.network("net", &["--subnet", subnet, "--ip-range", "10.234.0.0/24"]);
     let upstream = start_upstream(&lab, &img, &net, subnet, dir.path());
-    let cfg = sidecar_config(dir.path(), upstream);
+    // The sidecar example's own dockns.toml, unchanged (its upstream, the container's
+    // resolv.conf, is replaced by the stand-in on the command line, as tests/sidecar.rs does).
+    let cfg = format!("{ROOT}/examples/compose-sidecar/dockns.toml");
+    let upstream_flag = upstream.to_string();
     let gid = std::fs::metadata(SOCKET)
         .map(|m| std::os::unix::fs::MetadataExt::gid(&m).to_string())
         .expect("the Docker socket");
     let (first, second) = ("10.234.1.53", "10.234.1.54");
     let mut sidecars = Vec::new();
     for (n, ip) in [("dns1", first), ("dns2", second)] {
-        sidecars.push(lab.run_image(
-            n,
+        let name = lab.name(n);
+        lab.track_container(&name);
+        sidecars.push(name.clone());
+        dk(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--user",
+            "65532:65532",
+            "--group-add",
+            &gid,
+            "--restart",
+            "unless-stopped",
+            "--network",
+            &net,
+            "--ip",
+            ip,
+            "-v",
+            &format!("{SOCKET}:{SOCKET}:ro"),
+            "-v",
+            &format!("{cfg}:/etc/dockns/dockns.toml:ro"),
             &img,
-            &[
-                "--user",
-                "65532:65532",
-                "--group-add",
-                &gid,
-                "--restart",
-                "unless-stopped",
-                "--network",
-                &net,
-                "--ip",
-                ip,
-                "-v",
-                &format!("{SOCKET}:{SOCKET}:ro"),
-                "-v",
-                &format!("{cfg}:/etc/dockns/dockns.toml:ro"),
-            ],
-        ));
+            "serve",
+            "--config",
+            "/etc/dockns/dockns.toml",
+            "--upstream",
+            &upstream_flag,
+        ]);
     }
     for i in 0..3 {
         lab.run(&format!("web{i}"), &["--network", &net]);
@@ -665,10 +678,18 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
             s,
         );
     }
+    // The options of the example's resolv.conf (the documented failover settings), with the two
+    // sidecars as name servers.
+    let example = std::fs::read_to_string(format!("{ROOT}/examples/compose-sidecar/resolv.conf"))
+        .expect("the example's resolv.conf");
+    let options = example
+        .lines()
+        .find(|l| l.starts_with("options "))
+        .expect("an options line in the example's resolv.conf");
     let resolv = write(
         dir.path(),
         "resolv.conf",
-        &format!("nameserver {first}\nnameserver {second}\noptions timeout:1 attempts:2\n"),
+        &format!("nameserver {first}\nnameserver {second}\n{options}\n"),
     );
     let client = |tag: &str| -> String {
         let name = lab.name(tag);
