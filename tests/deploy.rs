@@ -23,6 +23,13 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const SOCKET: &str = "/var/run/docker.sock";
 const OUTSIDE_NAME: &str = "outside.test";
 const OUTSIDE_IP: &str = "198.51.100.80";
+/// The Docker tests of this file run one at a time: their bounds are latencies (100 ms, 1 s,
+/// 1.2 s, 200 ms) that a concurrent start of 150 containers on the same 2 cores would blur.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The line dockns logs once its first Docker sync is published.
 const READY: &str = "ready: initial Docker sync published";
 
@@ -175,6 +182,7 @@ fn sidecar_answers_at_once_and_is_ready_after_its_sync() {
     if !docker_available() {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new("scup");
     let img = dockns_image(&lab);
     let dir = tempdir();
@@ -298,6 +306,7 @@ fn sidecar_without_socket_access_is_unhealthy_and_says_why() {
     if !docker_available() {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new("scno");
     let img = dockns_image(&lab);
     let dir = tempdir();
@@ -377,6 +386,7 @@ fn host_resolves_through_a_gateway_address() {
     if !docker_available() {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new("hgw");
     let net = lab.network("net", &[]);
     let web = lab.run("web", &["--network", &net]);
@@ -468,6 +478,7 @@ fn default_rate_limit_never_stalls_a_musl_client() {
     if !docker_available() {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new("musl");
     let img = dockns_image(&lab);
     let dir = tempdir();
@@ -603,6 +614,7 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
     if !docker_available() {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new("ha");
     let dir = tempdir();
     let program = build_lookups("gcc", false, dir.path());
