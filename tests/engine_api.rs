@@ -362,7 +362,7 @@ fn every_event_kind_in_every_api_generation() {
 }
 
 #[test]
-fn stream_cut_then_resync_in_every_api_generation() {
+fn stream_cut_then_resync_with_links_in_every_api_generation() {
     for api in Api::ALL {
         let fe = FakeEngine::start(api);
         fe.add_network("app", "10.201.0.0/24", "10.201.0.1");
@@ -382,6 +382,11 @@ fn stream_cut_then_resync_in_every_api_generation() {
         // Changes the watcher hears nothing about, then the stream is cut.
         fe.remove_container(&old);
         fe.add_container("new", None, &[("app", ep("10.201.0.12", &[], &[]))]);
+        fe.add_container(
+            "linker",
+            None,
+            &[("app", ep("10.201.0.14", &[], &["new:newlink"]))],
+        );
         fe.edit(&keep, |x| {
             if let Some(e) = x.eps.get_mut("app") {
                 e.aliases = vec!["keep2".into()];
@@ -402,6 +407,8 @@ fn stream_cut_then_resync_in_every_api_generation() {
         assert_eq!(d.ask(c, "old", RecordType::A), Ans::Forward);
         assert_eq!(d.ask(c, "keepalias", RecordType::A), Ans::Forward);
         assert_eq!(d.a(c, "keep2"), v(&["10.201.0.11"]));
+        assert_eq!(d.a("10.201.0.14", "newlink"), v(&["10.201.0.12"]));
+        assert_eq!(d.ask(c, "newlink", RecordType::A), Ans::Forward);
         wait(api, "a new event stream", W, || fe.open_streams() == 1);
         // Events flow again.
         let late = fe.add_container("late", None, &[("app", ep("10.201.0.13", &[], &[]))]);
