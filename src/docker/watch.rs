@@ -18,6 +18,12 @@
 //! at once, so the resync of a host with hundreds of containers costs a few round trips per
 //! hundred rather than one per container.
 //!
+//! Every request is bounded by 20 s as a whole (bollard bounds only the headers), and a request
+//! still pending when the event stream ends is abandoned at once, so a daemon that hangs or
+//! restarts under a request never delays the resync. On daemons older than API 1.44, which
+//! containers are anonymous (no `--name`) is read from the daemon's state directory when it is
+//! readable (see `convert::anonymous_in_config`); the Engine API does not say.
+//!
 //! It owns the Docker connection and the `docker` source of the [`Publisher`]; it must not
 //! touch other sources, and it never blocks the query path (publishing swaps a snapshot).
 

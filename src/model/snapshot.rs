@@ -13,7 +13,10 @@
 //! about 2.5 ms instead of a 35–60 ms full compile (`cargo bench --bench dns -- rebuild`).
 //!
 //! Scope (who sees what) is also decided here, by [`Snapshot::view_for`]: the client's own
-//! container view, else the view of the network the query arrived on, else the host view.
+//! container view, else the view of the network the query arrived on, else the host view. A
+//! container with links (`--link target:alias`) gets a view of its own whose small link map is
+//! probed before the shared network tables; every other view carries no map, so the common
+//! lookup pays one branch.
 
 use super::names::{endpoint_names, normalize_name, ptr_name, reverse_name};
 use super::{Catalog, Container, Endpoint, ServiceRecord};
