@@ -270,6 +270,16 @@ fn anonymous_containers_match_docker() {
     }
     // A named container is still answered by name.
     same_as_docker(pc, gn, &client, RecordType::A);
+    // Renamed, an anonymous container is named: Docker answers the new name, and so does dockns.
+    let renamed = lab.name("renamed");
+    lab.track_container(&renamed);
+    dk(&["rename", &bare, &renamed]);
+    wait_for("the renamed container", WAIT, || {
+        (ask_from(pc, gn, &renamed, RecordType::A).answers.len() == 1).then_some(())
+    });
+    same_as_docker(pc, gn, &renamed, RecordType::A);
+    let rev = dockns::model::reverse_name(ip_on(&bare, &n));
+    same_as_docker(pc, gn, &rev, RecordType::PTR);
 }
 
 #[test]
