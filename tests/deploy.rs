@@ -30,6 +30,36 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A network `prefix-net` on a free /23 of 10.0.0.0/8 (the daemon is shared: a fixed subnet may
+/// be taken). Docker allocates container addresses from its first /24; the second is for fixed
+/// addresses. Returns the network, its subnet, and the prefix "10.A.B+1." of the second half.
+fn network_with_free_subnet(lab: &Lab) -> (String, String, String) {
+    let seed = (std::process::id() as usize) % 60;
+    for i in 0..60 {
+        let a = 160 + (seed + i) % 60;
+        let subnet = format!("10.{a}.0.0/23");
+        let range = format!("10.{a}.0.0/24");
+        let name = lab.name("net");
+        match docker(&[
+            "network",
+            "create",
+            "--subnet",
+            &subnet,
+            "--ip-range",
+            &range,
+            &name,
+        ]) {
+            Ok(_) => {
+                lab.track_network(&name);
+                return (name, subnet, format!("10.{a}.1."));
+            }
+            Err(e) if e.contains("overlaps") => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("no free /23 in 10.160.0.0-10.219.255.255 for the test network");
+}
+
 /// The line dockns logs once its first Docker sync is published.
 const READY: &str = "ready: initial Docker sync published";
 
@@ -186,9 +216,10 @@ fn sidecar_answers_at_once_and_is_ready_after_its_sync() {
     let lab = Lab::new("scup");
     let img = dockns_image(&lab);
     let dir = tempdir();
-    let subnet = "10.231.0.0/23";
+    let (net, subnet, fixed) = network_with_free_subnet(&lab);
+    let subnet = subnet.as_str();
+    let dns_ip = format!("{fixed}53");
     // Docker allocates from the lower half; the sidecar's fixed address is in the upper one.
-    let net = lab.network("net", &["--subnet", subnet, "--ip-range", "10.231.0.0/24"]);
     let upstream = start_upstream(&lab, &img, &net, subnet, dir.path());
     // 150 other containers on the host (on the test's network, so the sync inspects them all).
     let threads: Vec<_> = (0..6)
@@ -238,14 +269,14 @@ fn sidecar_answers_at_once_and_is_ready_after_its_sync() {
         "--network",
         &net,
         "--ip",
-        "10.231.1.53",
+        &dns_ip,
         "-v",
         &sock_mount,
         "-v",
         &cfg_mount,
         &img,
     ]);
-    let server: SocketAddr = "10.231.1.53:53".parse().unwrap();
+    let server = SocketAddr::new(dns_ip.parse().unwrap(), 53);
     dk(&["start", &dns]);
     let started = Instant::now();
     let (took, r) = poll_answer(server, "pinned.fixed", Duration::from_secs(5))
@@ -310,8 +341,9 @@ fn sidecar_without_socket_access_is_unhealthy_and_says_why() {
     let lab = Lab::new("scno");
     let img = dockns_image(&lab);
     let dir = tempdir();
-    let subnet = "10.232.0.0/24";
-    let net = lab.network("net", &["--subnet", subnet]);
+    let (net, subnet, fixed) = network_with_free_subnet(&lab);
+    let subnet = subnet.as_str();
+    let dns_ip = format!("{fixed}53");
     let upstream = start_upstream(&lab, &img, &net, subnet, dir.path());
     let cfg = sidecar_config(dir.path(), upstream);
     let gid = std::fs::metadata(SOCKET)
@@ -325,7 +357,7 @@ fn sidecar_without_socket_access_is_unhealthy_and_says_why() {
             "--network",
             &net,
             "--ip",
-            "10.232.0.53",
+            &dns_ip,
             "-v",
             &format!("{SOCKET}:{SOCKET}:ro"),
             "-v",
@@ -333,7 +365,7 @@ fn sidecar_without_socket_access_is_unhealthy_and_says_why() {
         ],
     );
     let started = Instant::now();
-    let server: SocketAddr = "10.232.0.53:53".parse().unwrap();
+    let server = SocketAddr::new(dns_ip.parse().unwrap(), 53);
     answered_within(
         server,
         OUTSIDE_NAME,
@@ -482,8 +514,8 @@ fn default_rate_limit_never_stalls_a_musl_client() {
     let lab = Lab::new("musl");
     let img = dockns_image(&lab);
     let dir = tempdir();
-    let subnet = "10.233.0.0/24";
-    let net = lab.network("net", &["--subnet", subnet]);
+    let (net, subnet, _) = network_with_free_subnet(&lab);
+    let subnet = subnet.as_str();
     let upstream = start_upstream(&lab, &img, &net, subnet, dir.path());
     let cfg = write(
         dir.path(),
@@ -632,8 +664,8 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
         "build-offline.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let subnet = "10.234.0.0/23";
-    let net = lab.network("net", &["--subnet", subnet, "--ip-range", "10.234.0.0/24"]);
+    let (net, subnet, fixed) = network_with_free_subnet(&lab);
+    let subnet = subnet.as_str();
     let upstream = start_upstream(&lab, &img, &net, subnet, dir.path());
     // The sidecar example's own dockns.toml, unchanged (its upstream, the container's
     // resolv.conf, is replaced by the stand-in on the command line, as tests/sidecar.rs does).
@@ -642,7 +674,8 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
     let gid = std::fs::metadata(SOCKET)
         .map(|m| std::os::unix::fs::MetadataExt::gid(&m).to_string())
         .expect("the Docker socket");
-    let (first, second) = ("10.234.1.53", "10.234.1.54");
+    let (first, second) = (format!("{fixed}53"), format!("{fixed}54"));
+    let (first, second) = (first.as_str(), second.as_str());
     let mut sidecars = Vec::new();
     for (n, ip) in [("dns1", first), ("dns2", second)] {
         let name = lab.name(n);
