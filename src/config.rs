@@ -119,6 +119,9 @@ pub struct UpstreamSection {
     pub budget_ms: u64,
     /// Forwarded responses kept in the cache (0 disables the cache).
     pub cache_size: usize,
+    /// Randomise the letter case of upstream query names (0x20, as unbound's
+    /// `use-caps-for-id`) and accept only replies that echo it exactly.
+    pub randomize_case: bool,
 }
 
 impl Default for UpstreamSection {
@@ -128,6 +131,7 @@ impl Default for UpstreamSection {
             timeout_ms: 1500,
             budget_ms: 4000,
             cache_size: 10_000,
+            randomize_case: false,
         }
     }
 }
@@ -288,6 +292,8 @@ pub struct Config {
     pub upstream_budget: Duration,
     /// Forward cache entries (0 = no cache).
     pub cache_size: usize,
+    /// 0x20 case randomisation of upstream query names.
+    pub randomize_case: bool,
     /// Docker, when watched.
     pub docker: Option<DockerConfig>,
     /// Admin HTTP listener.
@@ -340,6 +346,10 @@ impl Config {
                 self.upstream_budget != new.upstream_budget,
             ),
             ("[upstream] cache_size", self.cache_size != new.cache_size),
+            (
+                "[upstream] randomize_case",
+                self.randomize_case != new.randomize_case,
+            ),
             ("[docker]", docker_rest(self) != docker_rest(new)),
             ("[admin]", self.admin != new.admin),
         ]
@@ -776,6 +786,7 @@ impl Config {
             upstream_timeout: Duration::from_millis(u.timeout_ms),
             upstream_budget: Duration::from_millis(u.budget_ms),
             cache_size: u.cache_size,
+            randomize_case: u.randomize_case,
             docker,
             admin,
             static_catalog: catalog,

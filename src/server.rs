@@ -52,6 +52,7 @@ impl Server {
             budget: config.upstream_budget,
             max_inflight: config.max_inflight,
             cache_size: config.cache_size,
+            randomize_case: config.randomize_case,
         });
         let stats = Arc::new(Stats::default());
         let guard = Guard::new(config.guard.clone());

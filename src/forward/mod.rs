@@ -24,7 +24,9 @@ use crate::dns::wire::{self, rcode, MAX_MESSAGE};
 use crate::metrics::{CacheMetrics, UpstreamTotals};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub mod cache;
+pub mod engine;
 pub mod health;
+pub mod pool;
 
 use health::Health;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +49,8 @@ pub struct ForwardSettings {
     pub max_inflight: usize,
     /// Responses kept in the cache (0 disables it).
     pub cache_size: usize,
+    /// Randomise the letter case of upstream query names (0x20) and require it back.
+    pub randomize_case: bool,
 }
 
 struct Upstream {
@@ -74,6 +78,9 @@ pub struct Forwarder {
     cache_metrics: Arc<CacheMetrics>,
     cache: Option<cache::Cache>,
     pending: Arc<cache::Inflight>,
+    randomize_case: bool,
+    /// UDP transport (see `pool.rs`), opened on first use.
+    pool: std::sync::OnceLock<Option<Arc<pool::Pool<engine::Waiter>>>>,
 }
 
 /// Why one try failed.
@@ -108,6 +115,8 @@ impl Forwarder {
             cache: cache::Cache::new(s.cache_size, cache_metrics.clone()),
             cache_metrics,
             pending: Arc::default(),
+            randomize_case: s.randomize_case,
+            pool: std::sync::OnceLock::new(),
         })
     }
 
@@ -203,6 +212,10 @@ impl Forwarder {
         };
         if let Some(resp) = self.cache.as_ref().and_then(|c| c.get_vec(&cq, tcp)) {
             return (resp, AnswerSource::Cache);
+        }
+        if !tcp {
+            // UDP goes through the socket pool, which de-duplicates by itself.
+            return (self.resolve_pool(pkt).await, up);
         }
         let lead = match self.pending.join(cq.inflight_key(tcp)) {
             cache::Join::Leader(lead) => lead,
@@ -476,6 +489,7 @@ mod tests {
             budget: Duration::from_millis(20),
             max_inflight: 1,
             cache_size: 0,
+            randomize_case: false,
         });
         for _ in 0..health::DEAD_AFTER {
             f.upstreams[0].health.failure();

@@ -1,0 +1,766 @@
+//! The upstream UDP transport: a pool of long-lived sockets on random source ports, a pending
+//! table that matches replies to the questions asked, and one receiver thread.
+//!
+//! A forwarded question costs no task and no socket: the caller's thread (a UDP worker, or the
+//! async path through a oneshot completion) picks a pool socket of the server's address family,
+//! a random 16-bit ID free on that socket, records the question in that socket's pending table
+//! and sends with one non-blocking `sendto`. Identical questions in flight (same de-duplication
+//! key) join the first one's entry instead of asking again. The receiver thread waits on all
+//! pool sockets with `epoll`, reads replies in batches (`recvmmsg`), and accepts a reply only
+//! when it came from the exact address and port asked, on the socket asked from, with the ID
+//! sent and the question section byte for byte as sent (letter case included, which is what
+//! makes the optional 0x20 case randomisation an anti-spoofing check). Anything else is dropped
+//! and counted. Every [`SWEEP`] the thread retries questions whose try timed out on the next
+//! server, answers SERVFAIL when the budget is spent, and re-opens sockets on the schedule (a
+//! socket is replaced after [`PoolConfig::reopen_queries`] queries or
+//! [`PoolConfig::reopen_after`], whichever comes first; the old one is closed once its last
+//! pending question is done), so source ports keep changing.
+//!
+//! This module is transport only: which servers to ask, whether an rcode counts as an answer,
+//! the cache and the client's reply are the [`Policy`]'s (`forward/mod.rs`, `engine.rs`). It
+//! never blocks the caller's thread and never allocates per reply on the receive side except
+//! what the policy does.
+
+use super::super::dns::mmsg::MsgBatch;
+use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+/// How often the receiver thread looks for timed-out tries and sockets due for re-opening.
+pub const SWEEP: Duration = Duration::from_millis(10);
+/// Pool sockets per address family (each is one shard of the pending table).
+pub const SOCKETS_PER_FAMILY: usize = 4;
+/// Default re-open schedule: a socket carries at most this many queries...
+pub const REOPEN_QUERIES: u64 = 1000;
+/// ...and lives at most this long.
+pub const REOPEN_AFTER: Duration = Duration::from_secs(10);
+/// Datagrams read per `recvmmsg`.
+const BATCH: usize = 32;
+/// Room for any UDP reply.
+const RECV_BUF: usize = 65_535;
+/// De-duplication shards.
+const DEDUP_SHARDS: usize = 16;
+
+/// Settings of the pool.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Per-try timeout.
+    pub timeout: Duration,
+    /// Total time per question.
+    pub budget: Duration,
+    /// Sockets per address family.
+    pub sockets: usize,
+    /// Re-open a socket after it carried this many queries.
+    pub reopen_queries: u64,
+    /// Re-open a socket after it has been open this long.
+    pub reopen_after: Duration,
+    /// Randomise the letter case of the upstream query name (0x20) and require it back.
+    pub randomize_case: bool,
+}
+
+/// What one try came to, for the policy's health and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A reply the policy accepted.
+    Answer,
+    /// A reply the policy refused (SERVFAIL, REFUSED): the next server is tried.
+    Refused,
+    /// No matching reply within the per-try timeout.
+    Timeout,
+    /// The send failed.
+    Io,
+}
+
+/// The forwarding policy the transport calls back into. Implemented by the forwarder; a test
+/// double in the unit tests.
+pub trait Policy<W>: Send + Sync {
+    /// A try was sent to `server`.
+    fn sent(&self, server: SocketAddr);
+    /// How a try at `server` ended.
+    fn tried(&self, server: SocketAddr, outcome: Outcome);
+    /// Whether a matching reply is the answer (false: try the next server).
+    fn accept(&self, reply: &[u8]) -> bool;
+    /// The accepted `reply` to `query` (the upstream query as sent), once per question (for
+    /// the cache).
+    fn answered(&self, query: &[u8], reply: &[u8]);
+    /// Answers one waiter: with the accepted reply, or `None` for SERVFAIL.
+    fn finish(&self, waiter: W, reply: Option<&[u8]>);
+}
+
+/// Transport counters.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Queries sent upstream.
+    pub sent: AtomicU64,
+    /// Replies dropped: no pending question with that ID on that socket, from another address
+    /// or port than the one asked, or with another question.
+    pub mismatched: AtomicU64,
+    /// Client questions that joined an identical one in flight.
+    pub joined: AtomicU64,
+    /// Sockets re-opened on the schedule.
+    pub reopened: AtomicU64,
+    /// Tries that timed out.
+    pub timeouts: AtomicU64,
+}
+
+struct Pending<W> {
+    server: SocketAddr,
+    /// The upstream query as sent (its ID and letter case included).
+    query: Box<[u8]>,
+    /// End of the question section in `query`.
+    qend: usize,
+    key: Option<Box<[u8]>>,
+    servers: Box<[SocketAddr]>,
+    /// Index in `servers` of the next server to try.
+    next: usize,
+    try_deadline: Instant,
+    deadline: Instant,
+    waiters: Vec<W>,
+}
+
+struct Table<W> {
+    map: FxHashMap<u16, Pending<W>>,
+    /// Set (under this lock) when the socket is closed: nothing may be added any more.
+    closed: bool,
+}
+
+struct PoolSock<W> {
+    id: u64,
+    sock: UdpSocket,
+    table: Mutex<Table<W>>,
+    sent: AtomicU64,
+    opened: Instant,
+}
+
+impl<W> PoolSock<W> {
+    fn table(&self) -> MutexGuard<'_, Table<W>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where a question is in flight: socket and ID.
+type Loc = (u64, u16);
+/// One shard of the de-duplication map: key to where the question is in flight.
+type DedupShard = Mutex<FxHashMap<Box<[u8]>, Loc>>;
+
+/// The pool. See the module docs.
+pub struct Pool<W> {
+    cfg: PoolConfig,
+    v4: Box<[ArcSwap<PoolSock<W>>]>,
+    v6: Box<[ArcSwap<PoolSock<W>>]>,
+    /// Every open socket by id (the slots' current ones and retired ones still draining).
+    open: Mutex<HashMap<u64, Arc<PoolSock<W>>>>,
+    dedup: Box<[DedupShard]>,
+    epfd: RawFd,
+    next_id: AtomicU64,
+    rr: AtomicU64,
+    stop: AtomicBool,
+    /// Counters.
+    pub stats: PoolStats,
+}
+
+impl<W> Drop for Pool<W> {
+    fn drop(&mut self) {
+        // SAFETY: the pool owns this epoll descriptor; the receiver thread only uses it while
+        // holding a strong reference to the pool.
+        unsafe { libc::close(self.epfd) };
+    }
+}
+
+/// Binds a UDP socket of `v6`'s family on a random port (a few tries, then any port the kernel
+/// picks), non-blocking.
+fn open_socket(v6: bool) -> io::Result<UdpSocket> {
+    let ip: std::net::IpAddr = if v6 {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        Ipv4Addr::UNSPECIFIED.into()
+    };
+    let mut last = None;
+    for attempt in 0..8 {
+        let port = if attempt < 7 {
+            rand::random_range(1024..=u16::MAX)
+        } else {
+            0
+        };
+        let s = socket2::Socket::new(
+            if v6 {
+                socket2::Domain::IPV6
+            } else {
+                socket2::Domain::IPV4
+            },
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        if v6 {
+            s.set_only_v6(true)?;
+        }
+        let _ = s.set_recv_buffer_size(4 << 20);
+        let _ = s.set_send_buffer_size(1 << 20);
+        match s.bind(&SocketAddr::new(ip, port).into()) {
+            Ok(()) => {
+                s.set_nonblocking(true)?;
+                return Ok(s.into());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no port")))
+}
+
+/// Flips the case of ASCII letters of the question name at random (0x20).
+fn randomize_case(query: &mut [u8]) {
+    let mut at = 12;
+    let mut bits: u64 = rand::random();
+    let mut left = 64;
+    while at < query.len() {
+        let len = usize::from(query[at]);
+        if len == 0 || len & 0xC0 != 0 {
+            break;
+        }
+        let end = (at + 1 + len).min(query.len());
+        for b in &mut query[at + 1..end] {
+            if b.is_ascii_alphabetic() {
+                if left == 0 {
+                    bits = rand::random();
+                    left = 64;
+                }
+                if bits & 1 == 1 {
+                    *b ^= 0x20;
+                }
+                bits >>= 1;
+                left -= 1;
+            }
+        }
+        at = end;
+    }
+}
+
+/// End of the question section of a query with one question (`None` if malformed).
+fn question_end(q: &[u8]) -> Option<usize> {
+    let mut at = 12;
+    loop {
+        let len = usize::from(*q.get(at)?);
+        if len == 0 {
+            at += 1;
+            break;
+        }
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        at += 1 + len;
+    }
+    let end = at + 4;
+    (end <= q.len()).then_some(end)
+}
+
+impl<W: Send + 'static> Pool<W> {
+    /// Opens the sockets and starts the receiver thread, which calls back into `policy` and ends
+    /// when the pool or the policy is dropped.
+    pub fn start(
+        cfg: PoolConfig,
+        policy: Weak<dyn Policy<W>>,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> io::Result<Arc<Pool<W>>> {
+        // SAFETY: plain system call; the descriptor is owned by the pool from here on.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = cfg.sockets.max(1);
+        let mut pool = Pool {
+            cfg,
+            v4: Box::new([]),
+            v6: Box::new([]),
+            open: Mutex::new(HashMap::new()),
+            dedup: (0..DEDUP_SHARDS)
+                .map(|_| Mutex::new(FxHashMap::default()))
+                .collect(),
+            epfd,
+            next_id: AtomicU64::new(1),
+            rr: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            stats: PoolStats::default(),
+        };
+        let mut v4 = Vec::new();
+        for _ in 0..n {
+            v4.push(ArcSwap::new(pool.new_sock(false)?));
+        }
+        // IPv6 may be missing on the machine: then IPv6 servers fail as I/O errors.
+        let mut v6 = Vec::new();
+        for _ in 0..n {
+            match pool.new_sock(true) {
+                Ok(s) => v6.push(ArcSwap::new(s)),
+                Err(_) => break,
+            }
+        }
+        pool.v4 = v4.into_boxed_slice();
+        pool.v6 = v6.into_boxed_slice();
+        let pool = Arc::new(pool);
+        let weak = Arc::downgrade(&pool);
+        std::thread::Builder::new()
+            .name("upstream-rx".into())
+            .spawn(move || {
+                let _rt = runtime.as_ref().map(|h| h.enter());
+                receiver(weak, policy);
+            })?;
+        Ok(pool)
+    }
+
+    fn new_sock(&self, v6: bool) -> io::Result<Arc<PoolSock<W>>> {
+        let sock = open_socket(v6)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: id,
+        };
+        // SAFETY: registering a descriptor we own with our own epoll instance.
+        if unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_ADD, sock.as_raw_fd(), &mut ev) } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let s = Arc::new(PoolSock {
+            id,
+            sock,
+            table: Mutex::new(Table {
+                map: FxHashMap::default(),
+                closed: false,
+            }),
+            sent: AtomicU64::new(0),
+            opened: Instant::now(),
+        });
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, s.clone());
+        Ok(s)
+    }
+
+    fn dedup_shard(&self, key: &[u8]) -> MutexGuard<'_, FxHashMap<Box<[u8]>, Loc>> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        h.write(key);
+        self.dedup[(h.finish() as usize) % DEDUP_SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Questions in flight (entries in the pending tables).
+    pub fn pending(&self) -> usize {
+        let open: Vec<_> = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        open.iter().map(|s| s.table().map.len()).sum()
+    }
+
+    /// The local addresses of the current pool sockets.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.v4
+            .iter()
+            .chain(self.v6.iter())
+            .filter_map(|s| s.load().sock.local_addr().ok())
+            .collect()
+    }
+
+    /// Asks `servers` in order (the first at once) the upstream `query` (its ID is replaced),
+    /// for `waiter`. With a `key`, an identical question in flight is joined instead. Never
+    /// blocks; every waiter is eventually finished through the policy, SERVFAIL included.
+    pub fn submit(
+        &self,
+        policy: &dyn Policy<W>,
+        query: &[u8],
+        key: Option<Box<[u8]>>,
+        servers: Box<[SocketAddr]>,
+        waiter: W,
+    ) {
+        let Some(qend) = question_end(query) else {
+            policy.finish(waiter, None);
+            return;
+        };
+        let now = Instant::now();
+        let Some(key) = key else {
+            let p = self.pending_for(query, qend, None, servers, waiter, now);
+            self.send_next(policy, p, now);
+            return;
+        };
+        let mut dedup = self.dedup_shard(&key);
+        let waiter = match dedup.get(&key) {
+            Some(&(sock, id)) => match self.join(sock, id, waiter) {
+                Ok(()) => {
+                    self.stats.joined.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(w) => w,
+            },
+            None => waiter,
+        };
+        // The entry is placed while the shard is held, so an identical question arriving now
+        // joins it.
+        let p = self.pending_for(query, qend, Some(key.clone()), servers, waiter, now);
+        match self.place(policy, p, now) {
+            Ok(loc) => {
+                dedup.insert(key, loc);
+            }
+            Err(p) => {
+                dedup.remove(&key);
+                drop(dedup);
+                self.fail(policy, p.waiters);
+            }
+        }
+    }
+
+    fn pending_for(
+        &self,
+        query: &[u8],
+        qend: usize,
+        key: Option<Box<[u8]>>,
+        servers: Box<[SocketAddr]>,
+        waiter: W,
+        now: Instant,
+    ) -> Pending<W> {
+        let mut query: Box<[u8]> = query.into();
+        if self.cfg.randomize_case {
+            randomize_case(&mut query[..qend]);
+        }
+        Pending {
+            server: servers
+                .first()
+                .copied()
+                .unwrap_or((Ipv4Addr::UNSPECIFIED, 0).into()),
+            query,
+            qend,
+            key,
+            servers,
+            next: 0,
+            try_deadline: now,
+            deadline: now + self.cfg.budget,
+            waiters: vec![waiter],
+        }
+    }
+
+    /// Adds a waiter to the question in flight at `(sock, id)`; gives it back if that is gone.
+    fn join(&self, sock: u64, id: u16, waiter: W) -> Result<(), W> {
+        let s = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&sock)
+            .cloned();
+        let Some(s) = s else { return Err(waiter) };
+        let mut t = s.table();
+        match t.map.get_mut(&id) {
+            Some(p) => {
+                p.waiters.push(waiter);
+                Ok(())
+            }
+            None => Err(waiter),
+        }
+    }
+
+    /// Sends `p` to its next server: where it now waits, or `p` back when no server is left
+    /// within the budget (its waiters are then owed SERVFAIL).
+    fn place(
+        &self,
+        policy: &dyn Policy<W>,
+        mut p: Pending<W>,
+        now: Instant,
+    ) -> Result<Loc, Box<Pending<W>>> {
+        while p.next < p.servers.len() && now < p.deadline {
+            let server = p.servers[p.next];
+            p.next += 1;
+            p.server = server;
+            p.try_deadline = (now + self.cfg.timeout).min(p.deadline);
+            let slots = if server.is_ipv4() { &self.v4 } else { &self.v6 };
+            if slots.is_empty() {
+                policy.tried(server, Outcome::Io);
+                continue;
+            }
+            let slot = &slots[(self.rr.fetch_add(1, Ordering::Relaxed) as usize) % slots.len()];
+            loop {
+                let s = slot.load_full();
+                let mut t = s.table();
+                if t.closed {
+                    continue; // replaced just now: take the new one
+                }
+                let id = loop {
+                    let id: u16 = rand::random();
+                    if !t.map.contains_key(&id) {
+                        break id;
+                    }
+                };
+                p.query[0..2].copy_from_slice(&id.to_be_bytes());
+                // Sent under the table lock, so the reply cannot be looked up before the
+                // entry is in.
+                if s.sock.send_to(&p.query, server).is_err() {
+                    break;
+                }
+                t.map.insert(id, p);
+                drop(t);
+                s.sent.fetch_add(1, Ordering::Relaxed);
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                policy.sent(server);
+                return Ok((s.id, id));
+            }
+            policy.tried(server, Outcome::Io);
+        }
+        Err(Box::new(p))
+    }
+
+    /// [`Pool::place`] for a question not (or no longer) in the de-duplication map under its
+    /// new location; SERVFAIL when nothing is left.
+    fn send_next(&self, policy: &dyn Policy<W>, p: Pending<W>, now: Instant) {
+        if let Err(p) = self.place(policy, p, now) {
+            self.fail(policy, p.waiters);
+        }
+    }
+
+    /// Retries a question that left `old` (timeout or refused) and re-points its key.
+    fn retry(&self, policy: &dyn Policy<W>, mut p: Pending<W>, old: Loc, now: Instant) {
+        match p.key.take() {
+            None => self.send_next(policy, p, now),
+            Some(key) => {
+                let mut dedup = self.dedup_shard(&key);
+                let ours = dedup.get(&key) == Some(&old);
+                if ours {
+                    p.key = Some(key.clone());
+                }
+                match self.place(policy, p, now) {
+                    Ok(loc) => {
+                        if ours {
+                            dedup.insert(key, loc);
+                        }
+                    }
+                    Err(p) => {
+                        if ours {
+                            dedup.remove(&key);
+                        }
+                        drop(dedup);
+                        self.fail(policy, p.waiters);
+                    }
+                }
+            }
+        }
+    }
+
+    fn forget(&self, key: &Option<Box<[u8]>>, loc: Loc) {
+        if let Some(key) = key {
+            let mut dedup = self.dedup_shard(key);
+            if dedup.get(key) == Some(&loc) {
+                dedup.remove(key);
+            }
+        }
+    }
+
+    fn fail(&self, policy: &dyn Policy<W>, waiters: Vec<W>) {
+        for w in waiters {
+            policy.finish(w, None);
+        }
+    }
+
+    /// One datagram received on pool socket `s` from `from`.
+    fn on_reply(&self, policy: &dyn Policy<W>, s: &PoolSock<W>, from: SocketAddr, reply: &[u8]) {
+        if reply.len() < 12 {
+            self.stats.mismatched.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let id = u16::from_be_bytes([reply[0], reply[1]]);
+        let p = {
+            let mut t = s.table();
+            let ok = t.map.get(&id).is_some_and(|p| {
+                p.server == from
+                    && reply[2] & 0x80 != 0
+                    && reply[4..6] == [0, 1]
+                    && reply.len() >= p.qend
+                    && reply[12..p.qend] == p.query[12..p.qend]
+            });
+            if !ok {
+                drop(t);
+                self.stats.mismatched.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            t.map.remove(&id)
+        };
+        let Some(mut p) = p else { return };
+        let loc = (s.id, id);
+        if !policy.accept(reply) {
+            policy.tried(p.server, Outcome::Refused);
+            self.retry(policy, p, loc, Instant::now());
+            return;
+        }
+        policy.tried(p.server, Outcome::Answer);
+        self.forget(&p.key, loc);
+        policy.answered(&p.query, reply);
+        for w in p.waiters.drain(..) {
+            policy.finish(w, Some(reply));
+        }
+    }
+
+    /// Retries or fails every try past its deadline; re-opens sockets due; closes drained ones.
+    fn sweep(&self, policy: &dyn Policy<W>, now: Instant) {
+        let open: Vec<Arc<PoolSock<W>>> = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut expired = Vec::new();
+        for s in &open {
+            let mut t = s.table();
+            if t.map.values().any(|p| p.try_deadline <= now) {
+                let ids: Vec<u16> = t
+                    .map
+                    .iter()
+                    .filter(|(_, p)| p.try_deadline <= now)
+                    .map(|(&id, _)| id)
+                    .collect();
+                for id in ids {
+                    if let Some(p) = t.map.remove(&id) {
+                        expired.push(((s.id, id), p));
+                    }
+                }
+            }
+        }
+        for (loc, p) in expired {
+            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            policy.tried(p.server, Outcome::Timeout);
+            self.retry(policy, p, loc, now);
+        }
+        // Re-open on the schedule.
+        for (slots, v6) in [(&self.v4, false), (&self.v6, true)] {
+            for slot in slots.iter() {
+                let cur = slot.load();
+                if cur.sent.load(Ordering::Relaxed) >= self.cfg.reopen_queries
+                    || now.duration_since(cur.opened) >= self.cfg.reopen_after
+                {
+                    drop(cur);
+                    if let Ok(s) = self.new_sock(v6) {
+                        slot.store(s);
+                        self.stats.reopened.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        // Close retired sockets whose last question is done.
+        let current: Vec<u64> = self
+            .v4
+            .iter()
+            .chain(self.v6.iter())
+            .map(|s| s.load().id)
+            .collect();
+        for s in open {
+            if current.contains(&s.id) {
+                continue;
+            }
+            let mut t = s.table();
+            if t.map.is_empty() {
+                t.closed = true;
+                drop(t);
+                // SAFETY: deregistering a descriptor we own from our own epoll instance.
+                unsafe {
+                    libc::epoll_ctl(
+                        self.epfd,
+                        libc::EPOLL_CTL_DEL,
+                        s.sock.as_raw_fd(),
+                        std::ptr::null_mut(),
+                    )
+                };
+                self.open
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&s.id);
+            }
+        }
+    }
+}
+
+/// The receiver thread: replies in batches, and the sweep.
+fn receiver<W: Send + 'static>(pool: Weak<Pool<W>>, policy: Weak<dyn Policy<W>>) {
+    let mut batch = MsgBatch::new(BATCH, RECV_BUF, true);
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+    let mut socks: FxHashMap<u64, Arc<PoolSock<W>>> = FxHashMap::default();
+    let mut next_sweep = Instant::now() + SWEEP;
+    // After a busy round the thread polls without sleeping for a short while (as the UDP
+    // workers do): a sleep and wake per reply costs more than a few empty polls.
+    let mut spin_until: Option<Instant> = None;
+    loop {
+        let (Some(pool), Some(policy)) = (pool.upgrade(), policy.upgrade()) else {
+            return;
+        };
+        if pool.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = Instant::now();
+        let wait_ms = if spin_until.is_some_and(|t| now < t) {
+            0
+        } else {
+            spin_until = None;
+            next_sweep
+                .saturating_duration_since(now)
+                .as_millis()
+                .clamp(1, SWEEP.as_millis()) as i32
+        };
+        // SAFETY: `events` is ours and sized as passed; the pool (and so epfd) is alive.
+        let n = unsafe {
+            libc::epoll_wait(pool.epfd, events.as_mut_ptr(), events.len() as i32, wait_ms)
+        };
+        let mut got = 0;
+        for ev in events.iter().take(n.max(0) as usize) {
+            let sid = ev.u64;
+            let s = match socks.get(&sid) {
+                Some(s) => s.clone(),
+                None => {
+                    socks = pool
+                        .open
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .map(|(k, v)| (*k, v.clone()))
+                        .collect();
+                    match socks.get(&sid) {
+                        Some(s) => s.clone(),
+                        None => continue,
+                    }
+                }
+            };
+            let Ok(k) = batch.recv(s.sock.as_raw_fd(), BATCH, libc::MSG_DONTWAIT) else {
+                continue;
+            };
+            got += k;
+            for i in 0..k {
+                let (Some(from), false) = (batch.addr(i), batch.truncated(i)) else {
+                    pool.stats.mismatched.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                pool.on_reply(&*policy, &s, from, batch.packet(i));
+            }
+        }
+        if got >= 4 {
+            spin_until = Some(Instant::now() + Duration::from_micros(50));
+        }
+        let now = Instant::now();
+        if now >= next_sweep {
+            pool.sweep(&*policy, now);
+            next_sweep = now + SWEEP;
+            // Drop our references to sockets the sweep closed.
+            let open = pool.open.lock().unwrap_or_else(|e| e.into_inner());
+            socks.retain(|k, _| open.contains_key(k));
+        }
+    }
+}
+
+impl<W> Pool<W> {
+    /// Stops the receiver thread (it also stops by itself when the pool is dropped).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
