@@ -764,3 +764,287 @@ impl<W> Pool<W> {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what the pool reports; waiters are numbers.
+    #[derive(Default)]
+    struct Recorder {
+        done: Mutex<Vec<(u32, Option<Vec<u8>>)>>,
+        tried: Mutex<Vec<(SocketAddr, Outcome)>>,
+    }
+
+    impl Policy<u32> for Recorder {
+        fn sent(&self, _: SocketAddr) {}
+        fn tried(&self, server: SocketAddr, outcome: Outcome) {
+            self.tried.lock().unwrap().push((server, outcome));
+        }
+        fn accept(&self, reply: &[u8]) -> bool {
+            !matches!(reply[3] & 0x0F, 2 | 5)
+        }
+        fn answered(&self, _: &[u8], _: &[u8]) {}
+        fn finish(&self, w: u32, reply: Option<&[u8]>) {
+            self.done
+                .lock()
+                .unwrap()
+                .push((w, reply.map(<[u8]>::to_vec)));
+        }
+    }
+
+    impl Recorder {
+        fn done(&self) -> Vec<(u32, Option<Vec<u8>>)> {
+            self.done.lock().unwrap().clone()
+        }
+    }
+
+    fn cfg() -> PoolConfig {
+        PoolConfig {
+            timeout: Duration::from_millis(500),
+            budget: Duration::from_millis(1000),
+            sockets: 2,
+            reopen_queries: 1_000_000,
+            reopen_after: Duration::from_secs(3600),
+            randomize_case: false,
+        }
+    }
+
+    fn start(cfg: PoolConfig) -> (Arc<Recorder>, Arc<Pool<u32>>) {
+        let rec = Arc::new(Recorder::default());
+        let weak: Weak<dyn Policy<u32>> = Arc::downgrade(&rec) as Weak<dyn Policy<u32>>;
+        let pool = Pool::start(cfg, weak, None).unwrap();
+        (rec, pool)
+    }
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut q = vec![0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    /// A reply to `q` exactly as received (ID and question echoed).
+    fn reply(q: &[u8]) -> Vec<u8> {
+        let mut r = q.to_vec();
+        r[2] |= 0x80;
+        r[3] = 0x80;
+        r
+    }
+
+    fn upstream() -> UdpSocket {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        u
+    }
+
+    fn recv(u: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut buf = [0u8; 1500];
+        let (n, from) = u.recv_from(&mut buf).ok()?;
+        Some((buf[..n].to_vec(), from))
+    }
+
+    fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        f()
+    }
+
+    #[test]
+    fn only_the_exact_reply_from_the_server_asked_is_accepted() {
+        let (rec, pool) = start(cfg());
+        let up = upstream();
+        let server = up.local_addr().unwrap();
+        pool.submit(&*rec, &query("a.test"), None, [server].into(), 7);
+        let (q, from) = recv(&up).unwrap();
+        let good = reply(&q);
+
+        // The right bytes from another port of the same address: ignored.
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        other.send_to(&good, from).unwrap();
+        // From the server, with another ID.
+        let mut wrong_id = good.clone();
+        wrong_id[0] ^= 0xFF;
+        up.send_to(&wrong_id, from).unwrap();
+        // From the server, right ID, another question (type AAAA, class and name the same).
+        let mut wrong_q = good.clone();
+        let tlen = wrong_q.len();
+        wrong_q[tlen - 3] = 28;
+        up.send_to(&wrong_q, from).unwrap();
+        // The same name in another letter case.
+        let mut wrong_case = good.clone();
+        wrong_case[13] = b'A';
+        up.send_to(&wrong_case, from).unwrap();
+        assert!(wait_for(
+            || pool.stats.mismatched.load(Ordering::Relaxed) == 4
+        ));
+        assert!(rec.done().is_empty(), "nothing accepted yet");
+
+        up.send_to(&good, from).unwrap();
+        assert!(wait_for(|| rec.done().len() == 1));
+        assert_eq!(rec.done(), vec![(7, Some(good.clone()))]);
+        assert_eq!(pool.pending(), 0);
+        // A second copy of the answer is late: counted, not delivered again.
+        up.send_to(&good, from).unwrap();
+        assert!(wait_for(
+            || pool.stats.mismatched.load(Ordering::Relaxed) == 5
+        ));
+        assert_eq!(rec.done().len(), 1);
+    }
+
+    #[test]
+    fn identical_questions_in_flight_share_one_upstream_query() {
+        let (rec, pool) = start(cfg());
+        let up = upstream();
+        let server = up.local_addr().unwrap();
+        let q = query("shared.test");
+        for w in 0..5 {
+            pool.submit(
+                &*rec,
+                &q,
+                Some(b"shared.test/A".as_slice().into()),
+                [server].into(),
+                w,
+            );
+        }
+        let (sent, from) = recv(&up).unwrap();
+        assert!(recv(&up).is_none(), "one query upstream for five askers");
+        assert_eq!(pool.stats.joined.load(Ordering::Relaxed), 4);
+        up.send_to(&reply(&sent), from).unwrap();
+        assert!(wait_for(|| rec.done().len() == 5));
+        let mut got: Vec<u32> = rec
+            .done()
+            .iter()
+            .map(|(w, r)| {
+                assert!(r.is_some());
+                *w
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        // Finished: the next identical question asks again.
+        pool.submit(
+            &*rec,
+            &q,
+            Some(b"shared.test/A".as_slice().into()),
+            [server].into(),
+            9,
+        );
+        assert!(recv(&up).is_some());
+    }
+
+    #[test]
+    fn timed_out_questions_are_freed_and_answered_servfail() {
+        let mut c = cfg();
+        c.timeout = Duration::from_millis(20);
+        c.budget = Duration::from_millis(50);
+        let (rec, pool) = start(c);
+        // Nobody answers there.
+        let silent = upstream();
+        let server = silent.local_addr().unwrap();
+        for i in 0..300u32 {
+            let name = format!("n{i}.test");
+            let key: Box<[u8]> = name.as_bytes().into();
+            pool.submit(&*rec, &query(&name), Some(key), [server, server].into(), i);
+        }
+        assert!(wait_for(|| rec.done().len() == 300), "{}", rec.done().len());
+        assert!(
+            rec.done().iter().all(|(_, r)| r.is_none()),
+            "SERVFAIL for all"
+        );
+        assert_eq!(pool.pending(), 0, "no pending entry left");
+        let keys: usize = pool.dedup.iter().map(|d| d.lock().unwrap().len()).sum();
+        assert_eq!(keys, 0, "no de-duplication key left");
+        // Each question tried both listed servers (two timeouts each) within the budget.
+        assert_eq!(pool.stats.timeouts.load(Ordering::Relaxed), 600);
+    }
+
+    #[test]
+    fn sockets_are_reopened_on_schedule_and_old_ones_drain() {
+        let mut c = cfg();
+        c.sockets = 1;
+        c.reopen_queries = 2;
+        let (rec, pool) = start(c);
+        let up = upstream();
+        let server = up.local_addr().unwrap();
+        let first = pool.local_addrs();
+        pool.submit(&*rec, &query("one.test"), None, [server].into(), 1);
+        pool.submit(&*rec, &query("two.test"), None, [server].into(), 2);
+        let (q1, from1) = recv(&up).unwrap();
+        let (q2, from2) = recv(&up).unwrap();
+        assert_eq!(from1, from2, "one socket until it is due");
+        // Two queries carried: the next sweep opens a new socket on another port.
+        assert!(wait_for(|| pool.local_addrs() != first));
+        assert!(wait_for(|| pool.stats.reopened.load(Ordering::Relaxed) >= 1));
+        pool.submit(&*rec, &query("three.test"), None, [server].into(), 3);
+        let (q3, from3) = recv(&up).unwrap();
+        assert_ne!(from3.port(), from1.port(), "a new source port");
+        // Replies to the questions asked from the old socket still arrive there.
+        up.send_to(&reply(&q1), from1).unwrap();
+        up.send_to(&reply(&q2), from2).unwrap();
+        up.send_to(&reply(&q3), from3).unwrap();
+        assert!(wait_for(|| rec.done().len() == 3));
+        assert!(rec.done().iter().all(|(_, r)| r.is_some()));
+        // Drained: the old socket is closed (only the current one per family is open).
+        let families = usize::from(!pool.v4.is_empty()) + usize::from(!pool.v6.is_empty());
+        assert!(wait_for(|| pool.open.lock().unwrap().len() == families));
+    }
+
+    #[test]
+    fn randomized_case_must_come_back_exactly() {
+        let mut c = cfg();
+        c.randomize_case = true;
+        let (rec, pool) = start(c);
+        let up = upstream();
+        let server = up.local_addr().unwrap();
+        let name = "abcdefghijklmnopqrstuvwxyz.abcdefghijklmnopqrstuvwxyz.test";
+        pool.submit(&*rec, &query(name), None, [server].into(), 1);
+        let (q, from) = recv(&up).unwrap();
+        let asked = &q[12..q.len() - 4];
+        let plain = &query(name)[12..q.len() - 4];
+        assert!(asked.eq_ignore_ascii_case(plain));
+        assert_ne!(asked, plain, "letter case randomised (56 letters)");
+        // An upstream (or spoofer) that does not echo the case exactly is not believed.
+        let mut lowered = reply(&q);
+        lowered[12..q.len() - 4].copy_from_slice(plain);
+        up.send_to(&lowered, from).unwrap();
+        assert!(wait_for(
+            || pool.stats.mismatched.load(Ordering::Relaxed) == 1
+        ));
+        up.send_to(&reply(&q), from).unwrap();
+        assert!(wait_for(|| rec.done().len() == 1));
+    }
+
+    #[test]
+    fn refused_tries_the_next_server() {
+        let (rec, pool) = start(cfg());
+        let (a, b) = (upstream(), upstream());
+        let servers: Box<[SocketAddr]> = [a.local_addr().unwrap(), b.local_addr().unwrap()].into();
+        pool.submit(&*rec, &query("x.test"), None, servers.clone(), 1);
+        let (q, from) = recv(&a).unwrap();
+        let mut refused = reply(&q);
+        refused[3] = 0x85;
+        a.send_to(&refused, from).unwrap();
+        let (q, from) = recv(&b).unwrap();
+        b.send_to(&reply(&q), from).unwrap();
+        assert!(wait_for(|| rec.done().len() == 1));
+        assert!(rec.done()[0].1.is_some());
+        let tried = rec.tried.lock().unwrap().clone();
+        assert_eq!(
+            tried,
+            vec![
+                (servers[0], Outcome::Refused),
+                (servers[1], Outcome::Answer)
+            ]
+        );
+    }
+}
