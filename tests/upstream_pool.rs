@@ -12,11 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Each query seen: its source address and bytes.
+type Seen = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
 /// A fake upstream that records each query's source address and question bytes, and answers
 /// with the question echoed exactly, or lower-cased when `lowercase` is set.
 struct Recording {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>,
+    seen: Seen,
     lowercase: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
@@ -27,7 +30,7 @@ impl Recording {
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let addr = sock.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen: Seen = Arc::default();
         let lowercase = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, l, st) = (seen.clone(), lowercase.clone(), stop.clone());
