@@ -25,6 +25,7 @@ use crate::metrics::{CacheMetrics, UpstreamTotals};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub mod cache;
 pub mod health;
+pub mod reply;
 
 use health::Health;
 use std::sync::atomic::{AtomicU64, Ordering};
