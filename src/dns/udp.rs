@@ -132,6 +132,7 @@ impl UdpWorker {
                             pkt,
                             outb.buf_mut(replies),
                             false,
+                            None,
                         ) {
                             Some(len) => {
                                 self.stats.forwarded();
@@ -186,7 +187,7 @@ impl UdpWorker {
         let forwarder = self.forwarder.clone();
         let stats = self.forward_stats.clone();
         self.runtime.spawn(async move {
-            let (resp, source) = forwarder.resolve_traced(&pkt, false).await;
+            let (resp, source) = forwarder.resolve_traced(&pkt, false, None).await;
             if !resp.is_empty() {
                 stats.answered(false, source, &resp, since(t0));
                 log_reply(src, false, source, &resp);
