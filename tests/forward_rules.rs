@@ -34,9 +34,14 @@ struct Scripted {
 
 impl Scripted {
     fn start(ip: &str, script: Script) -> Scripted {
-        let udp = UdpSocket::bind(format!("{ip}:0")).expect("bind fake");
+        // UDP and TCP on one port: retry until a port is free for both.
+        let (udp, tcp) = loop {
+            let udp = UdpSocket::bind(format!("{ip}:0")).expect("bind fake");
+            if let Ok(tcp) = std::net::TcpListener::bind(udp.local_addr().unwrap()) {
+                break (udp, tcp);
+            }
+        };
         let addr = udp.local_addr().unwrap();
-        let tcp = std::net::TcpListener::bind(addr).expect("bind fake tcp");
         tcp.set_nonblocking(true).unwrap();
         udp.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
@@ -423,7 +428,7 @@ fn truncated_replies_keep_the_opt() {
         // The first from upstream, the second from the cache.
         let r = ask(
             &s,
-            &query(id, RD, "big.example", 1, Some((4096, true, &[]))),
+            &query(id, RD, "big.example", 1, Some((1232, true, &[]))),
         );
         assert_eq!(be16(&r, 2) & TC, TC, "TC");
         let o = opt(&r).expect("RFC 6891 §6.1.1: the OPT stays on a truncated reply");
