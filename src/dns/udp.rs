@@ -134,6 +134,7 @@ impl UdpWorker {
                             pkt,
                             outb.buf_mut(replies),
                             false,
+                            None,
                         ) {
                             Some(len) => {
                                 self.stats.forwarded();
@@ -186,14 +187,15 @@ impl UdpWorker {
         // Sent upstream from this thread on a pool socket; the pool's receiver thread answers
         // the client from this listener socket. No task, no socket, no await.
         self.forwarder.forward_udp(
+            pkt,
             UdpClient {
                 socket: self.socket.clone(),
                 to: src,
-                pkt: pkt.into(),
                 t0,
                 stats: self.forward_stats.clone(),
                 permit: Some(permit),
             },
+            None,
             &self.runtime,
         );
     }

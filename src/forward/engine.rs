@@ -8,22 +8,21 @@
 //! which servers to ask or what an acceptable answer is beyond what `mod.rs` already decides;
 //! it must never block the worker threads.
 
-use super::pool::{Outcome, Policy, Pool, PoolConfig};
-use super::{cache, rcode_fails, servfail, Forwarder, QuestionRef};
+use super::pool::{Outcome, Policy, Pool, PoolConfig, Verdict};
+use super::reply::{self, Answer, Judgement};
+use super::{set_id, Asked, Forwarder, ServerSet};
 use crate::dns::stats::{log_reply, since, AnswerSource, Stamp, WorkerStats};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-/// A UDP client waiting for a forwarded answer: where and how to answer it.
+/// A UDP client waiting for a forwarded answer: where to answer it.
 pub struct UdpClient {
     /// The listener socket the query came in on (the reply leaves from it).
     pub socket: Arc<UdpSocket>,
     /// The client.
     pub to: SocketAddr,
-    /// The client's query.
-    pub pkt: Box<[u8]>,
     /// When the query arrived.
     pub t0: Stamp,
     /// Counters.
@@ -32,41 +31,23 @@ pub struct UdpClient {
     pub permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Who waits for a question in the pool.
-pub enum Waiter {
+/// How a waiter gets its reply.
+enum ReplyTo {
     /// A UDP client, answered by the receiver thread.
     Udp(UdpClient),
     /// An async caller.
     Async {
-        /// The client's query.
-        pkt: Box<[u8]>,
-        /// Whether the client asked over TCP (no truncation).
         tcp: bool,
-        /// The reply.
-        tx: oneshot::Sender<Vec<u8>>,
+        tx: oneshot::Sender<(Vec<u8>, AnswerSource)>,
     },
 }
 
-/// The client's reply to `pkt` from an accepted upstream `reply` (its ID, RD bit and letter
-/// case restored, truncated to its UDP limit), or SERVFAIL.
-fn client_reply(pkt: &[u8], reply: Option<&[u8]>, tcp: bool) -> Vec<u8> {
-    let Some(reply) = reply else {
-        return servfail(pkt, tcp);
-    };
-    if let Some(cq) = cache::CacheQuestion::parse(pkt) {
-        return cache::fit_vec(reply, &cq, tcp);
-    }
-    let Some(q) = QuestionRef::read(pkt) else {
-        return Vec::new();
-    };
-    let n = 12 + q.question.len();
-    if reply.len() < n {
-        return servfail(pkt, tcp);
-    }
-    let mut out = q.for_client(reply.to_vec(), tcp);
-    // The question as the client wrote it (the upstream saw it case-randomised).
-    out[12..n].copy_from_slice(&q.question);
-    out
+/// Who waits for a question in the pool: the client's query, its server-set identity (for the
+/// cache key and serve-stale) and where the reply goes.
+pub struct Waiter {
+    pkt: Box<[u8]>,
+    set: u64,
+    to: ReplyTo,
 }
 
 impl Forwarder {
@@ -84,10 +65,10 @@ impl Forwarder {
 
     /// The socket pool, opened on first use; `None` when it cannot be opened (then forwarded
     /// questions get SERVFAIL, and the cause is logged once).
-    fn pool(&self, rt: Option<&tokio::runtime::Handle>) -> Option<&Arc<Pool<Waiter>>> {
+    fn pool(&self, rt: Option<&tokio::runtime::Handle>) -> Option<&Arc<Pool<Waiter, Answer>>> {
         self.pool
             .get_or_init(|| {
-                let policy: std::sync::Weak<dyn Policy<Waiter>> = self.me.clone();
+                let policy: std::sync::Weak<dyn Policy<Waiter, Answer>> = self.me.clone();
                 let rt = rt
                     .cloned()
                     .or_else(|| tokio::runtime::Handle::try_current().ok());
@@ -115,106 +96,160 @@ impl Forwarder {
             .map_or(0, |p| p.pending())
     }
 
-    fn submit(&self, pkt: &[u8], waiter: Waiter, rt: Option<&tokio::runtime::Handle>) {
+    fn submit(
+        &self,
+        waiter: Waiter,
+        servers: Option<&ServerSet>,
+        rt: Option<&tokio::runtime::Handle>,
+    ) {
+        let Some(asked) = Asked::read(&waiter.pkt) else {
+            // Not a query: nothing to answer (the listeners never forward these).
+            return;
+        };
         let Some(pool) = self.pool(rt) else {
             self.finish(waiter, None);
             return;
         };
-        let key = cache::CacheQuestion::parse(pkt).map(|cq| cq.inflight_key(false));
-        let servers: Box<[SocketAddr]> = self.order().map(|(_, u)| u.addr).collect();
-        pool.submit(self, pkt, key, servers, waiter);
+        let key = asked
+            .cache_question(waiter.set)
+            .map(|cq| cq.inflight_key(false));
+        // dockns's own upstream query; the pool sets its ID (and letter case, with 0x20).
+        let query = reply::upstream_query(0, &asked.client());
+        let order: Box<[SocketAddr]> = self.order(servers).iter().map(|u| u.addr).collect();
+        pool.submit(self, &query, key, order, waiter);
     }
 
-    /// Forwards a UDP client's question (a cache miss) from a worker thread: sent at once on a
-    /// pool socket; the receiver thread answers the client. Never blocks.
-    pub fn forward_udp(&self, client: UdpClient, rt: &tokio::runtime::Handle) {
+    /// Forwards a UDP client's question `pkt` (a cache miss) from a worker thread, to `servers`
+    /// (`None`: the configured ones): sent at once on a pool socket; the receiver thread
+    /// answers the client. Never blocks.
+    pub fn forward_udp(
+        &self,
+        pkt: &[u8],
+        client: UdpClient,
+        servers: Option<&ServerSet>,
+        rt: &tokio::runtime::Handle,
+    ) {
+        let set = set_id(servers);
         // The worker's cache probe counts hits only: the miss is counted here.
-        if self.cache.is_some() && cache::CacheQuestion::parse(&client.pkt).is_some() {
+        if self.cache.is_some() && super::cache::CacheQuestion::parse(pkt, set).is_some() {
             self.cache_metrics.miss();
         }
-        let pkt = client.pkt.clone();
-        self.submit(&pkt, Waiter::Udp(client), Some(rt));
+        let waiter = Waiter {
+            pkt: pkt.into(),
+            set,
+            to: ReplyTo::Udp(client),
+        };
+        self.submit(waiter, servers, Some(rt));
     }
 
-    /// Resolves a UDP client's query through the pool, for async callers: the client's reply.
-    pub(super) async fn resolve_pool(&self, pkt: &[u8]) -> Vec<u8> {
+    /// Resolves a UDP client's query through the pool, for async callers: the client's reply
+    /// and where it came from.
+    pub(super) async fn resolve_pool(
+        &self,
+        pkt: &[u8],
+        servers: Option<&ServerSet>,
+    ) -> (Vec<u8>, AnswerSource) {
         let (tx, rx) = oneshot::channel();
-        self.submit(
-            pkt,
-            Waiter::Async {
-                pkt: pkt.into(),
-                tcp: false,
-                tx,
-            },
-            None,
-        );
+        let waiter = Waiter {
+            pkt: pkt.into(),
+            set: set_id(servers),
+            to: ReplyTo::Async { tcp: false, tx },
+        };
+        self.submit(waiter, servers, None);
         // The pool answers every waiter within the budget; the margin only guards against a
         // receiver thread that is gone.
         let wait = self.budget + std::time::Duration::from_secs(1);
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(r)) => r,
-            _ => servfail(pkt, false),
+            _ => (super::servfail(pkt, false), AnswerSource::Upstream),
         }
     }
 
-    fn upstream_index(&self, server: SocketAddr) -> Option<usize> {
-        self.upstreams.iter().position(|u| u.addr == server)
+    /// The reply for a waiter's query: from the answer, or (every try failed) a stale answer
+    /// or SERVFAIL.
+    fn reply_for(
+        &self,
+        pkt: &[u8],
+        set: u64,
+        answer: Option<&Answer>,
+        tcp: bool,
+    ) -> (Vec<u8>, AnswerSource) {
+        let Some(asked) = Asked::read(pkt) else {
+            return (Vec::new(), AnswerSource::Upstream);
+        };
+        match (answer, asked.cache_question(set)) {
+            (Some(a), _) => (asked.reply(a, tcp), AnswerSource::Upstream),
+            (None, Some(cq)) => self.stale_or_servfail(&asked, &cq, tcp),
+            (None, None) => (asked.servfail(tcp), AnswerSource::Upstream),
+        }
     }
 }
-
-impl Policy<Waiter> for Forwarder {
+impl Policy<Waiter, Answer> for Forwarder {
     fn sent(&self, server: SocketAddr) {
-        if let Some(i) = self.upstream_index(server) {
-            self.upstreams[i].queries.fetch_add(1, Ordering::Relaxed);
-        }
+        self.upstream_of(server)
+            .queries
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn tried(&self, server: SocketAddr, outcome: Outcome) {
-        let Some(i) = self.upstream_index(server) else {
-            return;
-        };
-        let up = &self.upstreams[i];
+        let up = self.upstream_of(server);
         match outcome {
             Outcome::Answer => up.health.success(),
             Outcome::Refused => {
+                // An answer, even a failure, means the server is alive.
+                up.health.success();
                 up.rcode_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(upstream = %up.addr, "upstream answered SERVFAIL/REFUSED, trying next");
+                tracing::debug!(upstream = %up.addr, "upstream answered an error rcode, trying next");
             }
             Outcome::Timeout => {
                 up.timeouts.fetch_add(1, Ordering::Relaxed);
-                self.failed(i, up);
+                self.failed(&up);
             }
             Outcome::Io => {
                 up.io_errors.fetch_add(1, Ordering::Relaxed);
-                self.failed(i, up);
+                self.failed(&up);
             }
         }
     }
 
-    fn accept(&self, reply: &[u8]) -> bool {
-        !rcode_fails(reply)
-    }
-
-    fn answered(&self, query: &[u8], reply: &[u8]) {
-        if let (Some(c), Some(cq)) = (&self.cache, cache::CacheQuestion::parse(query)) {
-            c.insert(&cq, reply);
+    fn judge(&self, server: SocketAddr, query: &[u8], qend: usize, r: &[u8]) -> Verdict<Answer> {
+        let id = u16::from_be_bytes([query[0], query[1]]);
+        // The pool already matched the question byte for byte: judge it case-exact.
+        match reply::judge(id, &query[12..qend], r, true, self.ttl_cap(server)) {
+            Judgement::Ignore => Verdict::Ignore,
+            Judgement::Malformed => {
+                self.upstream_of(server)
+                    .malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                Verdict::Malformed
+            }
+            Judgement::Failed(_) => Verdict::Failed,
+            Judgement::Accept(a) => Verdict::Accept(a),
         }
     }
 
-    fn finish(&self, waiter: Waiter, reply: Option<&[u8]>) {
-        match waiter {
-            Waiter::Udp(c) => {
-                let r = client_reply(&c.pkt, reply, false);
+    fn answered(&self, first: &Waiter, answer: &Answer) {
+        let (Some(c), Some(asked)) = (&self.cache, Asked::read(&first.pkt)) else {
+            return;
+        };
+        if let Some(cq) = asked.cache_question(first.set) {
+            c.insert(&cq, answer);
+        }
+    }
+
+    fn finish(&self, w: Waiter, answer: Option<&Answer>) {
+        match w.to {
+            ReplyTo::Udp(c) => {
+                let (r, source) = self.reply_for(&w.pkt, w.set, answer, false);
                 if !r.is_empty() {
-                    c.stats
-                        .answered(false, AnswerSource::Upstream, &r, since(c.t0));
-                    log_reply(c.to, false, AnswerSource::Upstream, &r);
+                    c.stats.answered(false, source, &r, since(c.t0));
+                    log_reply(c.to, false, source, &r);
                     let _ = c.socket.send_to(&r, c.to);
                 }
                 drop(c.permit);
             }
-            Waiter::Async { pkt, tcp, tx } => {
-                let _ = tx.send(client_reply(&pkt, reply, tcp));
+            ReplyTo::Async { tcp, tx } => {
+                let _ = tx.send(self.reply_for(&w.pkt, w.set, answer, tcp));
             }
         }
     }

@@ -77,20 +77,34 @@ pub enum Outcome {
     Io,
 }
 
-/// The forwarding policy the transport calls back into. Implemented by the forwarder; a test
-/// double in the unit tests.
-pub trait Policy<W>: Send + Sync {
+/// What the policy makes of a reply that matched a try at the transport level (the server's
+/// address and port, the socket, the ID and the question bytes exactly as sent).
+#[derive(Debug)]
+pub enum Verdict<A> {
+    /// Not the answer after all: keep waiting (counted as mismatched).
+    Ignore,
+    /// The answer, but broken: dropped (the policy counts it); keep waiting.
+    Malformed,
+    /// The server failed (SERVFAIL, REFUSED...): the next server is tried.
+    Failed,
+    /// The answer.
+    Accept(A),
+}
+
+/// The forwarding policy the transport calls back into: `W` is a waiting client, `A` an
+/// accepted answer. Implemented by the forwarder (`engine.rs`); a test double in the unit
+/// tests.
+pub trait Policy<W, A>: Send + Sync {
     /// A try was sent to `server`.
     fn sent(&self, server: SocketAddr);
     /// How a try at `server` ended.
     fn tried(&self, server: SocketAddr, outcome: Outcome);
-    /// Whether a matching reply is the answer (false: try the next server).
-    fn accept(&self, reply: &[u8]) -> bool;
-    /// The accepted `reply` to `query` (the upstream query as sent), once per question (for
-    /// the cache).
-    fn answered(&self, query: &[u8], reply: &[u8]);
-    /// Answers one waiter: with the accepted reply, or `None` for SERVFAIL.
-    fn finish(&self, waiter: W, reply: Option<&[u8]>);
+    /// Judges `reply` from `server` to `query` (as sent; its question ends at `qend`).
+    fn judge(&self, server: SocketAddr, query: &[u8], qend: usize, reply: &[u8]) -> Verdict<A>;
+    /// The accepted answer, once per question, with the first waiter (for the cache).
+    fn answered(&self, first: &W, answer: &A);
+    /// Answers one waiter: with the accepted answer, or `None` when every try failed.
+    fn finish(&self, waiter: W, answer: Option<&A>);
 }
 
 /// Transport counters.
@@ -107,6 +121,8 @@ pub struct PoolStats {
     pub reopened: AtomicU64,
     /// Tries that timed out.
     pub timeouts: AtomicU64,
+    /// Replies that matched a try but were broken (dropped).
+    pub malformed: AtomicU64,
 }
 
 struct Pending<W> {
@@ -150,7 +166,7 @@ type Loc = (u64, u16);
 type DedupShard = Mutex<FxHashMap<Box<[u8]>, Loc>>;
 
 /// The pool. See the module docs.
-pub struct Pool<W> {
+pub struct Pool<W, A> {
     cfg: PoolConfig,
     v4: Box<[ArcSwap<PoolSock<W>>]>,
     v6: Box<[ArcSwap<PoolSock<W>>]>,
@@ -163,9 +179,10 @@ pub struct Pool<W> {
     stop: AtomicBool,
     /// Counters.
     pub stats: PoolStats,
+    _answer: std::marker::PhantomData<fn() -> A>,
 }
 
-impl<W> Drop for Pool<W> {
+impl<W, A> Drop for Pool<W, A> {
     fn drop(&mut self) {
         // SAFETY: the pool owns this epoll descriptor; the receiver thread only uses it while
         // holding a strong reference to the pool.
@@ -259,14 +276,14 @@ fn question_end(q: &[u8]) -> Option<usize> {
     (end <= q.len()).then_some(end)
 }
 
-impl<W: Send + 'static> Pool<W> {
+impl<W: Send + 'static, A: 'static> Pool<W, A> {
     /// Opens the sockets and starts the receiver thread, which calls back into `policy` and ends
     /// when the pool or the policy is dropped.
     pub fn start(
         cfg: PoolConfig,
-        policy: Weak<dyn Policy<W>>,
+        policy: Weak<dyn Policy<W, A>>,
         runtime: Option<tokio::runtime::Handle>,
-    ) -> io::Result<Arc<Pool<W>>> {
+    ) -> io::Result<Arc<Pool<W, A>>> {
         // SAFETY: plain system call; the descriptor is owned by the pool from here on.
         let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epfd < 0 {
@@ -286,6 +303,7 @@ impl<W: Send + 'static> Pool<W> {
             rr: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             stats: PoolStats::default(),
+            _answer: std::marker::PhantomData,
         };
         let mut v4 = Vec::new();
         for _ in 0..n {
@@ -376,7 +394,7 @@ impl<W: Send + 'static> Pool<W> {
     /// blocks; every waiter is eventually finished through the policy, SERVFAIL included.
     pub fn submit(
         &self,
-        policy: &dyn Policy<W>,
+        policy: &dyn Policy<W, A>,
         query: &[u8],
         key: Option<Box<[u8]>>,
         servers: Box<[SocketAddr]>,
@@ -470,7 +488,7 @@ impl<W: Send + 'static> Pool<W> {
     /// within the budget (its waiters are then owed SERVFAIL).
     fn place(
         &self,
-        policy: &dyn Policy<W>,
+        policy: &dyn Policy<W, A>,
         mut p: Pending<W>,
         now: Instant,
     ) -> Result<Loc, Box<Pending<W>>> {
@@ -517,14 +535,14 @@ impl<W: Send + 'static> Pool<W> {
 
     /// [`Pool::place`] for a question not (or no longer) in the de-duplication map under its
     /// new location; SERVFAIL when nothing is left.
-    fn send_next(&self, policy: &dyn Policy<W>, p: Pending<W>, now: Instant) {
+    fn send_next(&self, policy: &dyn Policy<W, A>, p: Pending<W>, now: Instant) {
         if let Err(p) = self.place(policy, p, now) {
             self.fail(policy, p.waiters);
         }
     }
 
     /// Retries a question that left `old` (timeout or refused) and re-points its key.
-    fn retry(&self, policy: &dyn Policy<W>, mut p: Pending<W>, old: Loc, now: Instant) {
+    fn retry(&self, policy: &dyn Policy<W, A>, mut p: Pending<W>, old: Loc, now: Instant) {
         match p.key.take() {
             None => self.send_next(policy, p, now),
             Some(key) => {
@@ -560,52 +578,68 @@ impl<W: Send + 'static> Pool<W> {
         }
     }
 
-    fn fail(&self, policy: &dyn Policy<W>, waiters: Vec<W>) {
+    fn fail(&self, policy: &dyn Policy<W, A>, waiters: Vec<W>) {
         for w in waiters {
             policy.finish(w, None);
         }
     }
 
     /// One datagram received on pool socket `s` from `from`.
-    fn on_reply(&self, policy: &dyn Policy<W>, s: &PoolSock<W>, from: SocketAddr, reply: &[u8]) {
+    fn on_reply(&self, policy: &dyn Policy<W, A>, s: &PoolSock<W>, from: SocketAddr, reply: &[u8]) {
         if reply.len() < 12 {
             self.stats.mismatched.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let id = u16::from_be_bytes([reply[0], reply[1]]);
-        let p = {
+        let (mut p, answer) = {
             let mut t = s.table();
-            let ok = t.map.get(&id).is_some_and(|p| {
-                p.server == from
-                    && reply[2] & 0x80 != 0
-                    && reply[4..6] == [0, 1]
-                    && reply.len() >= p.qend
-                    && reply[12..p.qend] == p.query[12..p.qend]
-            });
-            if !ok {
-                drop(t);
-                self.stats.mismatched.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            t.map.remove(&id)
+            let verdict = match t.map.get(&id) {
+                Some(p)
+                    if p.server == from
+                        && reply[2] & 0x80 != 0
+                        && reply[4..6] == [0, 1]
+                        && reply.len() >= p.qend
+                        && reply[12..p.qend] == p.query[12..p.qend] =>
+                {
+                    policy.judge(p.server, &p.query, p.qend, reply)
+                }
+                _ => Verdict::Ignore,
+            };
+            let answer = match verdict {
+                Verdict::Ignore => {
+                    drop(t);
+                    self.stats.mismatched.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Verdict::Malformed => {
+                    drop(t);
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Verdict::Failed => None,
+                Verdict::Accept(a) => Some(a),
+            };
+            let Some(p) = t.map.remove(&id) else { return };
+            (p, answer)
         };
-        let Some(mut p) = p else { return };
         let loc = (s.id, id);
-        if !policy.accept(reply) {
+        let Some(answer) = answer else {
             policy.tried(p.server, Outcome::Refused);
             self.retry(policy, p, loc, Instant::now());
             return;
-        }
+        };
         policy.tried(p.server, Outcome::Answer);
         self.forget(&p.key, loc);
-        policy.answered(&p.query, reply);
+        if let Some(first) = p.waiters.first() {
+            policy.answered(first, &answer);
+        }
         for w in p.waiters.drain(..) {
-            policy.finish(w, Some(reply));
+            policy.finish(w, Some(&answer));
         }
     }
 
     /// Retries or fails every try past its deadline; re-opens sockets due; closes drained ones.
-    fn sweep(&self, policy: &dyn Policy<W>, now: Instant) {
+    fn sweep(&self, policy: &dyn Policy<W, A>, now: Instant) {
         let open: Vec<Arc<PoolSock<W>>> = self
             .open
             .lock()
@@ -684,7 +718,7 @@ impl<W: Send + 'static> Pool<W> {
 }
 
 /// The receiver thread: replies in batches, and the sweep.
-fn receiver<W: Send + 'static>(pool: Weak<Pool<W>>, policy: Weak<dyn Policy<W>>) {
+fn receiver<W: Send + 'static, A: 'static>(pool: Weak<Pool<W, A>>, policy: Weak<dyn Policy<W, A>>) {
     let mut batch = MsgBatch::new(BATCH, RECV_BUF, true);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
     let mut socks: FxHashMap<u64, Arc<PoolSock<W>>> = FxHashMap::default();
@@ -758,7 +792,7 @@ fn receiver<W: Send + 'static>(pool: Weak<Pool<W>>, policy: Weak<dyn Policy<W>>)
     }
 }
 
-impl<W> Pool<W> {
+impl<W, A> Pool<W, A> {
     /// Stops the receiver thread (it also stops by itself when the pool is dropped).
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -776,20 +810,21 @@ mod tests {
         tried: Mutex<Vec<(SocketAddr, Outcome)>>,
     }
 
-    impl Policy<u32> for Recorder {
+    impl Policy<u32, Vec<u8>> for Recorder {
         fn sent(&self, _: SocketAddr) {}
         fn tried(&self, server: SocketAddr, outcome: Outcome) {
             self.tried.lock().unwrap().push((server, outcome));
         }
-        fn accept(&self, reply: &[u8]) -> bool {
-            !matches!(reply[3] & 0x0F, 2 | 5)
+        fn judge(&self, _: SocketAddr, _: &[u8], _: usize, reply: &[u8]) -> Verdict<Vec<u8>> {
+            match reply[3] & 0x0F {
+                2 | 5 => Verdict::Failed,
+                1 => Verdict::Malformed,
+                _ => Verdict::Accept(reply.to_vec()),
+            }
         }
-        fn answered(&self, _: &[u8], _: &[u8]) {}
-        fn finish(&self, w: u32, reply: Option<&[u8]>) {
-            self.done
-                .lock()
-                .unwrap()
-                .push((w, reply.map(<[u8]>::to_vec)));
+        fn answered(&self, _: &u32, _: &Vec<u8>) {}
+        fn finish(&self, w: u32, reply: Option<&Vec<u8>>) {
+            self.done.lock().unwrap().push((w, reply.cloned()));
         }
     }
 
@@ -810,9 +845,11 @@ mod tests {
         }
     }
 
-    fn start(cfg: PoolConfig) -> (Arc<Recorder>, Arc<Pool<u32>>) {
+    type TestPool = Pool<u32, Vec<u8>>;
+
+    fn start(cfg: PoolConfig) -> (Arc<Recorder>, Arc<TestPool>) {
         let rec = Arc::new(Recorder::default());
-        let weak: Weak<dyn Policy<u32>> = Arc::downgrade(&rec) as Weak<dyn Policy<u32>>;
+        let weak: Weak<dyn Policy<u32, Vec<u8>>> = Arc::downgrade(&rec) as Weak<_>;
         let pool = Pool::start(cfg, weak, None).unwrap();
         (rec, pool)
     }
