@@ -46,6 +46,10 @@ const BATCH: usize = 32;
 const RECV_BUF: usize = 65_535;
 /// De-duplication shards.
 const DEDUP_SHARDS: usize = 16;
+/// How long the receiver thread sleeps when nothing is in flight (a submit wakes it at once).
+const IDLE_WAIT_MS: i32 = 1000;
+/// The epoll token of the wake-up eventfd (socket ids start at 1).
+const WAKE: u64 = 0;
 
 /// Settings of the pool.
 #[derive(Clone, Debug)]
@@ -174,6 +178,12 @@ pub struct Pool<W, A> {
     open: Mutex<HashMap<u64, Arc<PoolSock<W>>>>,
     dedup: Box<[DedupShard]>,
     epfd: RawFd,
+    /// An eventfd in `epfd` that wakes an idle receiver thread.
+    wake: RawFd,
+    /// Entries in the pending tables.
+    inflight: std::sync::atomic::AtomicUsize,
+    /// Set by the receiver thread before it sleeps long (nothing in flight).
+    idle: AtomicBool,
     next_id: AtomicU64,
     rr: AtomicU64,
     stop: AtomicBool,
@@ -184,9 +194,13 @@ pub struct Pool<W, A> {
 
 impl<W, A> Drop for Pool<W, A> {
     fn drop(&mut self) {
-        // SAFETY: the pool owns this epoll descriptor; the receiver thread only uses it while
-        // holding a strong reference to the pool.
-        unsafe { libc::close(self.epfd) };
+        // SAFETY: the pool owns both descriptors. The receiver thread, woken by the write, finds
+        // the pool gone before it uses them again.
+        unsafe {
+            libc::write(self.wake, 1u64.to_ne_bytes().as_ptr().cast(), 8);
+            libc::close(self.wake);
+            libc::close(self.epfd);
+        };
     }
 }
 
@@ -289,6 +303,23 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
         if epfd < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: plain system calls on descriptors we own.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: WAKE,
+        };
+        if wake < 0 || unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, wake, &mut ev) } < 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: closing what we opened.
+            unsafe {
+                if wake >= 0 {
+                    libc::close(wake);
+                }
+                libc::close(epfd);
+            }
+            return Err(e);
+        }
         let n = cfg.sockets.max(1);
         let mut pool = Pool {
             cfg,
@@ -299,6 +330,9 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
                 .map(|_| Mutex::new(FxHashMap::default()))
                 .collect(),
             epfd,
+            wake,
+            inflight: std::sync::atomic::AtomicUsize::new(0),
+            idle: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             rr: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -523,6 +557,11 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
                 }
                 t.map.insert(id, p);
                 drop(t);
+                self.inflight.fetch_add(1, Ordering::SeqCst);
+                if self.idle.load(Ordering::SeqCst) && self.idle.swap(false, Ordering::SeqCst) {
+                    // SAFETY: writing 8 bytes to our own eventfd.
+                    unsafe { libc::write(self.wake, 1u64.to_ne_bytes().as_ptr().cast(), 8) };
+                }
                 s.sent.fetch_add(1, Ordering::Relaxed);
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 policy.sent(server);
@@ -620,6 +659,7 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
                 Verdict::Accept(a) => Some(a),
             };
             let Some(p) = t.map.remove(&id) else { return };
+            self.inflight.fetch_sub(1, Ordering::SeqCst);
             (p, answer)
         };
         let loc = (s.id, id);
@@ -659,6 +699,7 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
                     .collect();
                 for id in ids {
                     if let Some(p) = t.map.remove(&id) {
+                        self.inflight.fetch_sub(1, Ordering::SeqCst);
                         expired.push(((s.id, id), p));
                     }
                 }
@@ -673,8 +714,10 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
         for (slots, v6) in [(&self.v4, false), (&self.v6, true)] {
             for slot in slots.iter() {
                 let cur = slot.load();
-                if cur.sent.load(Ordering::Relaxed) >= self.cfg.reopen_queries
-                    || now.duration_since(cur.opened) >= self.cfg.reopen_after
+                let sent = cur.sent.load(Ordering::Relaxed);
+                // An unused socket has revealed nothing: it is not re-opened by age.
+                if sent >= self.cfg.reopen_queries
+                    || (sent > 0 && now.duration_since(cur.opened) >= self.cfg.reopen_after)
                 {
                     drop(cur);
                     if let Ok(s) = self.new_sock(v6) {
@@ -718,7 +761,10 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
 }
 
 /// The receiver thread: replies in batches, and the sweep.
-fn receiver<W: Send + 'static, A: 'static>(pool: Weak<Pool<W, A>>, policy: Weak<dyn Policy<W, A>>) {
+fn receiver<W: Send + 'static, A: 'static>(
+    pool_weak: Weak<Pool<W, A>>,
+    policy_weak: Weak<dyn Policy<W, A>>,
+) {
     let mut batch = MsgBatch::new(BATCH, RECV_BUF, true);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
     let mut socks: FxHashMap<u64, Arc<PoolSock<W>>> = FxHashMap::default();
@@ -727,7 +773,7 @@ fn receiver<W: Send + 'static, A: 'static>(pool: Weak<Pool<W, A>>, policy: Weak<
     // workers do): a sleep and wake per reply costs more than a few empty polls.
     let mut spin_until: Option<Instant> = None;
     loop {
-        let (Some(pool), Some(policy)) = (pool.upgrade(), policy.upgrade()) else {
+        let (Some(pool), Some(policy)) = (pool_weak.upgrade(), policy_weak.upgrade()) else {
             return;
         };
         if pool.stop.load(Ordering::Relaxed) {
@@ -738,18 +784,39 @@ fn receiver<W: Send + 'static, A: 'static>(pool: Weak<Pool<W, A>>, policy: Weak<
             0
         } else {
             spin_until = None;
-            next_sweep
-                .saturating_duration_since(now)
-                .as_millis()
-                .clamp(1, SWEEP.as_millis()) as i32
+            pool.idle.store(true, Ordering::SeqCst);
+            if pool.inflight.load(Ordering::SeqCst) == 0 {
+                // Nothing to time out: sleep until a submit wakes us (or a while passes).
+                IDLE_WAIT_MS
+            } else {
+                pool.idle.store(false, Ordering::SeqCst);
+                next_sweep
+                    .saturating_duration_since(now)
+                    .as_millis()
+                    .clamp(1, SWEEP.as_millis()) as i32
+            }
         };
-        // SAFETY: `events` is ours and sized as passed; the pool (and so epfd) is alive.
-        let n = unsafe {
-            libc::epoll_wait(pool.epfd, events.as_mut_ptr(), events.len() as i32, wait_ms)
+        let epfd = pool.epfd;
+        // Not kept alive across the wait, so dropping the forwarder is not delayed by it.
+        drop(pool);
+        drop(policy);
+        // SAFETY: `events` is ours and sized as passed. `epfd` may be closed while we wait
+        // (the pool dropped): the wait then just ends, and the upgrade below fails.
+        let n =
+            unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, wait_ms) };
+        let (Some(pool), Some(policy)) = (pool_weak.upgrade(), policy_weak.upgrade()) else {
+            return;
         };
+        pool.idle.store(false, Ordering::SeqCst);
         let mut got = 0;
         for ev in events.iter().take(n.max(0) as usize) {
             let sid = ev.u64;
+            if sid == WAKE {
+                let mut b = [0u8; 8];
+                // SAFETY: reading 8 bytes from our own eventfd into a local buffer.
+                unsafe { libc::read(pool.wake, b.as_mut_ptr().cast(), 8) };
+                continue;
+            }
             let s = match socks.get(&sid) {
                 Some(s) => s.clone(),
                 None => {
