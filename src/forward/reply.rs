@@ -609,6 +609,30 @@ mod tests {
     }
 
     #[test]
+    fn client_reply_never_panics_on_any_stored_bytes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..200);
+            let msg: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let ttls: Vec<(u16, u32)> = (0..rng.random_range(0..4))
+                .map(|_| (rng.random_range(0..260), rng.random()))
+                .collect();
+            let a = AnswerRef {
+                msg: &msg,
+                ttls: &ttls,
+                rcode: rng.random(),
+            };
+            let mut out = vec![0u8; rng.random_range(0..300)];
+            let edns = rng.random::<bool>().then_some((rng.random(), rng.random()));
+            let q = client(edns, rng.random());
+            let limit = rng.random_range(0..2000);
+            let n = write_client_reply(&mut out, &q, a, Ttl::Aged(rng.random()), limit);
+            assert!(n <= out.len() && n <= limit);
+        }
+    }
+
+    #[test]
     fn never_panics_on_junk() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
