@@ -310,8 +310,9 @@ pub fn judge(
     } else if rcode == 0 && an > 0 {
         Some(min_ttl)
     } else if rcode == 0 || rcode == 3 {
-        // Negative answer: only with an SOA (RFC 2308 §5).
-        soa_ttl
+        // Negative answer: only with an SOA (RFC 2308 §5), and no longer than any record it
+        // carries (a CNAME before the NXDOMAIN).
+        soa_ttl.map(|t| t.min(min_ttl))
     } else {
         None
     };
