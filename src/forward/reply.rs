@@ -600,6 +600,50 @@ mod tests {
     }
 
     #[test]
+    fn negative_life_is_the_smallest_of_soa_and_records() {
+        // NXDOMAIN after a CNAME (TTL 10); SOA TTL 3600, MINIMUM 300: cached 10 s.
+        let mut r = vec![0xBE, 0xEF, 0x81, 0x83, 0, 1, 0, 1, 0, 1, 0, 0];
+        r.extend_from_slice(QUESTION);
+        r.extend_from_slice(&[0xC0, 0x0C, 0, 5, 0, 1, 0, 0, 0, 10, 0, 2, 0xC0, 0x10]);
+        r.extend_from_slice(&[0, 0, 6, 0, 1, 0, 0, 0x0E, 0x10, 0, 22, 0, 0]);
+        r.extend_from_slice(&[
+            0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 1, 0x2C,
+        ]);
+        let a = accept(&r);
+        assert_eq!((a.rcode, a.life), (3, Some(10)));
+        // Without the CNAME: min(SOA TTL, MINIMUM) = 300 (RFC 2308 §5).
+        let mut r = vec![0xBE, 0xEF, 0x81, 0x83, 0, 1, 0, 0, 0, 1, 0, 0];
+        r.extend_from_slice(QUESTION);
+        r.extend_from_slice(&[0, 0, 6, 0, 1, 0, 0, 0x0E, 0x10, 0, 22, 0, 0]);
+        r.extend_from_slice(&[
+            0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 1, 0x2C,
+        ]);
+        assert_eq!(accept(&r).life, Some(300));
+    }
+
+    #[test]
+    fn ad_only_for_clients_that_asked_for_it() {
+        let mut r = upstream_reply(1);
+        r[3] |= 0x20; // AD from the upstream
+        let a = accept(&r);
+        let plain = client_reply(&client(None, RD), a.as_ref(), Ttl::Aged(0), 512);
+        assert_eq!(
+            be16(&plain, 2) & AD,
+            0,
+            "no AD for a client that asked neither DO nor AD"
+        );
+        let with_do = client_reply(
+            &client(Some((1232, true)), RD),
+            a.as_ref(),
+            Ttl::Aged(0),
+            1232,
+        );
+        assert_eq!(be16(&with_do, 2) & AD, AD);
+        let with_ad = client_reply(&client(None, RD | AD), a.as_ref(), Ttl::Aged(0), 512);
+        assert_eq!(be16(&with_ad, 2) & AD, AD);
+    }
+
+    #[test]
     fn ttls_are_capped() {
         let Judgement::Accept(a) = judge(0xBEEF, QUESTION, &upstream_reply(1), false, 5) else {
             panic!()
