@@ -186,6 +186,7 @@ pub struct Pool<W, A> {
     idle: AtomicBool,
     next_id: AtomicU64,
     rr: AtomicU64,
+    ports: (u16, u16),
     stop: AtomicBool,
     /// Counters.
     pub stats: PoolStats,
@@ -204,9 +205,22 @@ impl<W, A> Drop for Pool<W, A> {
     }
 }
 
-/// Binds a UDP socket of `v6`'s family on a random port (a few tries, then any port the kernel
-/// picks), non-blocking.
-fn open_socket(v6: bool) -> io::Result<UdpSocket> {
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), where source ports are
+/// drawn: ports outside it may be wanted by servers (a listener dockns adds later included).
+fn port_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|v| v.parse::<u16>().ok());
+            let (lo, hi) = (it.next()??, it.next()??);
+            (1024 <= lo && lo < hi).then_some((lo, hi))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// Binds a UDP socket of `v6`'s family on a random port of `range` (a few tries, then any port
+/// the kernel picks), non-blocking.
+fn open_socket(v6: bool, range: (u16, u16)) -> io::Result<UdpSocket> {
     let ip: std::net::IpAddr = if v6 {
         Ipv6Addr::UNSPECIFIED.into()
     } else {
@@ -215,7 +229,7 @@ fn open_socket(v6: bool) -> io::Result<UdpSocket> {
     let mut last = None;
     for attempt in 0..8 {
         let port = if attempt < 7 {
-            rand::random_range(1024..=u16::MAX)
+            rand::random_range(range.0..=range.1)
         } else {
             0
         };
@@ -335,6 +349,7 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
             idle: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             rr: AtomicU64::new(0),
+            ports: port_range(),
             stop: AtomicBool::new(false),
             stats: PoolStats::default(),
             _answer: std::marker::PhantomData,
@@ -365,7 +380,7 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
     }
 
     fn new_sock(&self, v6: bool) -> io::Result<Arc<PoolSock<W>>> {
-        let sock = open_socket(v6)?;
+        let sock = open_socket(v6, self.ports)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
