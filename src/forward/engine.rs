@@ -88,6 +88,16 @@ impl Forwarder {
         self.pool.get()?.as_ref().map(|p| &p.stats)
     }
 
+    /// The pool's counters for `/metrics` (zero before the first forwarded UDP question).
+    pub fn pool_totals(&self) -> crate::metrics::PoolTotals {
+        self.pool_stats()
+            .map_or_else(Default::default, |s| crate::metrics::PoolTotals {
+                ignored: s.mismatched.load(Ordering::Relaxed),
+                joined: s.joined.load(Ordering::Relaxed),
+                reopened: s.reopened.load(Ordering::Relaxed),
+            })
+    }
+
     /// Questions in flight in the pool now.
     pub fn pool_pending(&self) -> usize {
         self.pool

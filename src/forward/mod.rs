@@ -4,8 +4,9 @@
 //! what it replies to the client are pure functions in `reply.rs` (dockns's own query with its
 //! own EDNS, exact matching with a structural walk, a reply rebuilt for each client with
 //! dockns's own header and OPT). This module decides whom to ask and in which order, moves the
-//! bytes (a fresh random ID from a fresh random source port over UDP, or a new connection over
-//! TCP, a socket connected to the server so only its address and port are heard), and always
+//! bytes (UDP through the socket pool of `pool.rs`, driven by `engine.rs`: long-lived sockets on
+//! random ports re-opened on a schedule, a random ID per try, a reply heard only from the address
+//! and port asked; TCP over a new connection per try), and always
 //! returns something for the client: the answer, a stale answer, or SERVFAIL once every server
 //! failed or the question's total budget ran out. It never answers with silence.
 //!
