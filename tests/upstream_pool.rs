@@ -126,3 +126,38 @@ fn randomized_case_goes_upstream_and_must_come_back_exactly() {
     let r = udp_exchange(&client, s.addr, &q, WAIT).expect("a reply, not silence");
     assert_eq!(rcode(&r), 2, "SERVFAIL");
 }
+
+#[test]
+fn a_closed_port_upstream_fails_over_at_once() {
+    // A port nobody listens on: the kernel answers ICMP port unreachable, which must move the
+    // question to the next server at once rather than after the 3 s try timeout.
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let up = Recording::start();
+    let s = TestServer::start(
+        "",
+        &[closed, up.addr],
+        "cache_size = 0\ntimeout_ms = 3000\nbudget_ms = 6000",
+    );
+    let client = udp_client("127.0.0.1");
+    let t = std::time::Instant::now();
+    let r = udp_exchange(
+        &client,
+        s.addr,
+        &query(9, "next.example.com", 1, false),
+        WAIT,
+    )
+    .expect("answer");
+    assert_eq!(
+        (rcode(&r), ancount(&r)),
+        (0, 1),
+        "the second server's answer"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "failed over after {:?}",
+        t.elapsed()
+    );
+}

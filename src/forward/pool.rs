@@ -10,7 +10,8 @@
 //! when it came from the exact address and port asked, on the socket asked from, with the ID
 //! sent and the question section byte for byte as sent (letter case included, which is what
 //! makes the optional 0x20 case randomisation an anti-spoofing check). Anything else is dropped
-//! and counted. Every [`SWEEP`] the thread retries questions whose try timed out on the next
+//! and counted. ICMP errors (IP_RECVERR: port or host unreachable) fail the try they name at
+//! once, as a connected socket would. Every [`SWEEP`] the thread retries questions whose try timed out on the next
 //! server, answers SERVFAIL when the budget is spent, and re-opens sockets on the schedule (a
 //! socket is replaced after [`PoolConfig::reopen_queries`] queries or
 //! [`PoolConfig::reopen_after`], whichever comes first; the old one is closed once its last
@@ -250,6 +251,24 @@ fn open_socket(v6: bool, range: (u16, u16)) -> io::Result<UdpSocket> {
         match s.bind(&SocketAddr::new(ip, port).into()) {
             Ok(()) => {
                 s.set_nonblocking(true)?;
+                // ICMP errors (port or host unreachable) into the error queue, so a try at a
+                // closed port fails at once, as it did with connected sockets.
+                let (level, name) = if v6 {
+                    (libc::SOL_IPV6, libc::IPV6_RECVERR)
+                } else {
+                    (libc::SOL_IP, libc::IP_RECVERR)
+                };
+                let one: libc::c_int = 1;
+                // SAFETY: setting an int option on a socket we own.
+                unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        level,
+                        name,
+                        (&one as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
                 return Ok(s.into());
             }
             Err(e) => last = Some(e),
@@ -693,6 +712,27 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
         }
     }
 
+    /// Reads the ICMP errors queued on `s` (IP_RECVERR): each fails the try it names (the
+    /// original query's ID, sent to the address that could not be reached) at once.
+    fn on_errors(&self, policy: &dyn Policy<W, A>, s: &PoolSock<W>) {
+        for _ in 0..64 {
+            let Some((dest, id)) = read_error(s.sock.as_raw_fd()) else {
+                return;
+            };
+            let p = {
+                let mut t = s.table();
+                if t.map.get(&id).is_none_or(|p| p.server != dest) {
+                    continue;
+                }
+                let Some(p) = t.map.remove(&id) else { continue };
+                self.inflight.fetch_sub(1, Ordering::SeqCst);
+                p
+            };
+            policy.tried(p.server, Outcome::Io);
+            self.retry(policy, p, (s.id, id), Instant::now());
+        }
+    }
+
     /// Retries or fails every try past its deadline; re-opens sockets due; closes drained ones.
     fn sweep(&self, policy: &dyn Policy<W, A>, now: Instant) {
         let open: Vec<Arc<PoolSock<W>>> = self
@@ -775,6 +815,60 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
     }
 }
 
+/// One entry of a socket's error queue: the destination of the datagram that failed and its
+/// DNS ID, when the error is an ICMP one (`None` when the queue is empty).
+fn read_error(fd: RawFd) -> Option<(SocketAddr, u16)> {
+    loop {
+        let mut payload = [0u8; 64];
+        let mut control = [0u64; 64];
+        // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+        let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: payload.as_mut_ptr().cast(),
+            iov_len: payload.len(),
+        };
+        // SAFETY: msghdr is plain old data; all-zero is a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: every pointer in `msg` points at a local buffer that outlives the call.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return None;
+        }
+        let mut icmp = false;
+        // SAFETY: walking the control messages the kernel wrote into `control`, with the
+        // kernel's own CMSG macros; each data pointer is read only when the level and type say
+        // it holds a sock_extended_err.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
+                if (level == libc::SOL_IP && kind == libc::IP_RECVERR)
+                    || (level == libc::SOL_IPV6 && kind == libc::IPV6_RECVERR)
+                {
+                    let e = std::ptr::read_unaligned(
+                        libc::CMSG_DATA(c).cast::<libc::sock_extended_err>(),
+                    );
+                    icmp |= e.ee_origin == libc::SO_EE_ORIGIN_ICMP
+                        || e.ee_origin == libc::SO_EE_ORIGIN_ICMP6;
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        // SAFETY: the kernel wrote `msg_namelen` bytes of a socket address into `name`.
+        let dest = unsafe { socket2::SockAddr::new(name, msg.msg_namelen) }.as_socket();
+        if let (true, Some(dest), true) = (icmp, dest, n >= 2) {
+            return Some((dest, u16::from_be_bytes([payload[0], payload[1]])));
+        }
+        // Not an ICMP error about one of our queries: skip it.
+    }
+}
+
 /// The receiver thread: replies in batches, and the sweep.
 fn receiver<W: Send + 'static, A: 'static>(
     pool_weak: Weak<Pool<W, A>>,
@@ -848,6 +942,9 @@ fn receiver<W: Send + 'static, A: 'static>(
                     }
                 }
             };
+            if ev.events & libc::EPOLLERR as u32 != 0 {
+                pool.on_errors(&*policy, &s);
+            }
             let Ok(k) = batch.recv(s.sock.as_raw_fd(), BATCH, libc::MSG_DONTWAIT) else {
                 continue;
             };
