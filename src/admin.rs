@@ -896,6 +896,11 @@ pub fn explain(
             },
             Vec::new(),
         ),
+        Resolution::ServFail => (
+            "servfail",
+            format!("{name} is known here but its {rtype} answer is not a valid DNS name (a label over 63 bytes or a name over 255): SERVFAIL, as Docker answers"),
+            Vec::new(),
+        ),
         Resolution::Forward => (
             "forward",
             format!("{name} is not in the tables of the networks this client sees: forwarded upstream"),

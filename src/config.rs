@@ -708,7 +708,9 @@ impl Config {
                             ipv4,
                             ipv6,
                             aliases: c.aliases.clone(),
+                            links: Vec::new(),
                         }],
+                        anonymous: false,
                     },
                 );
             }

@@ -152,6 +152,14 @@ fn respond(
     let view = snap.view_for(client, local);
     let body = match snap.resolve(view, q.key, q.qtype, q.qclass) {
         Resolution::Forward => return Action::Forward,
+        Resolution::ServFail => {
+            let body = Body {
+                rcode: rcode::SERVFAIL,
+                ..Default::default()
+            };
+            let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
+            return Action::Reply(n, Outcome::Error);
+        }
         Resolution::Answer { set, entry } => Body {
             rcode: rcode::NOERROR,
             authoritative: true,
