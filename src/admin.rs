@@ -522,6 +522,7 @@ fn render_metrics(state: &AdminState) -> String {
         queries: &queries,
         upstreams: &upstreams,
         forward_inflight: state.forwarder.inflight() as u64,
+        pool: state.forwarder.pool_totals(),
         cache: state.forwarder.cache_metrics(),
         server: &state.server,
         tables: table_sizes(&catalog, &snap),
