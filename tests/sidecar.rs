@@ -374,6 +374,10 @@ fn sidecar_example_for_real() {
         for a in aliases {
             args.extend(["--network-alias", a]);
         }
+        // The example's postgres, nginx and alpine images have no health check; the stand-in
+        // image has dockns's own, which would make the replicas `starting` for a few seconds
+        // (and health-aware answers leave those out while another replica is healthy).
+        args.push("--no-healthcheck");
         args.extend(["-v", &resolv_mount, "-v", &idle_mount, &app_img]);
         docker(&args);
         ip_of(name, network)
