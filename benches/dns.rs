@@ -51,6 +51,7 @@ fn catalog(containers: usize, networks: usize) -> Catalog {
                 hostname: None,
                 health: Health::None,
                 extra_names: Vec::new(),
+                dns: Vec::new(),
                 endpoints: vec![Endpoint {
                     network: net,
                     ipv4: vec![Ipv4Addr::new(

@@ -132,13 +132,15 @@ impl UdpWorker {
                             pkt,
                             outb.buf_mut(replies),
                             false,
+                            snap.client_servers(client),
                         ) {
                             Some(len) => {
                                 self.stats.forwarded();
                                 (len, AnswerSource::Cache)
                             }
                             None => {
-                                self.forward(pkt, src, client, &mut scratch, t0);
+                                let servers = snap.client_servers(client);
+                                self.forward(pkt, src, client, servers, &mut scratch, t0);
                                 continue;
                             }
                         },
@@ -157,7 +159,15 @@ impl UdpWorker {
         }
     }
 
-    fn forward(&self, pkt: &[u8], src: SocketAddr, client: IpAddr, out: &mut [u8], t0: Stamp) {
+    fn forward(
+        &self,
+        pkt: &[u8],
+        src: SocketAddr,
+        client: IpAddr,
+        servers: Option<&Arc<[SocketAddr]>>,
+        out: &mut [u8],
+        t0: Stamp,
+    ) {
         // Over its forward rate or over the in-flight bound: REFUSED.
         let permit = if self.guard.allow_forward(client) {
             let p = self.forwarder.try_acquire();
@@ -185,8 +195,12 @@ impl UdpWorker {
         let socket = self.socket.clone();
         let forwarder = self.forwarder.clone();
         let stats = self.forward_stats.clone();
+        // The client's own servers (a shared list: one reference count, no copy).
+        let servers = servers.cloned();
         self.runtime.spawn(async move {
-            let (resp, source) = forwarder.resolve_traced(&pkt, false).await;
+            let (resp, source) = forwarder
+                .resolve_traced(&pkt, false, servers.as_ref())
+                .await;
             if !resp.is_empty() {
                 stats.answered(false, source, &resp, since(t0));
                 log_reply(src, false, source, &resp);

@@ -177,26 +177,56 @@ impl Forwarder {
     }
 
     /// Resolves a client's query upstream. Always returns a response for the client unless the
-    /// packet is not a query at all (then the result is empty).
-    pub async fn resolve(&self, pkt: &[u8], tcp: bool) -> Vec<u8> {
-        self.resolve_traced(pkt, tcp).await.0
+    /// packet is not a query at all (then the result is empty). `servers`: the client's own
+    /// servers ([`Snapshot::client_servers`](crate::model::Snapshot::client_servers)), `None`
+    /// for the configured ones.
+    pub async fn resolve(
+        &self,
+        pkt: &[u8],
+        tcp: bool,
+        servers: Option<&Arc<[SocketAddr]>>,
+    ) -> Vec<u8> {
+        self.resolve_traced(pkt, tcp, servers).await.0
     }
 
     /// Answers a query from the cache alone, without waiting (for the listeners' own threads):
     /// the length written into `out`, or `None` on a miss. A miss is not counted here: the
-    /// caller goes on to [`Forwarder::resolve`], which counts it.
-    pub fn answer_from_cache(&self, pkt: &[u8], out: &mut [u8], tcp: bool) -> Option<usize> {
+    /// caller goes on to [`Forwarder::resolve`], which counts it. The cache holds answers of
+    /// the configured servers only: a client with servers of its own always misses.
+    pub fn answer_from_cache(
+        &self,
+        pkt: &[u8],
+        out: &mut [u8],
+        tcp: bool,
+        servers: Option<&Arc<[SocketAddr]>>,
+    ) -> Option<usize> {
+        if servers.is_some() {
+            return None;
+        }
         let c = self.cache.as_ref()?;
         c.probe(&cache::CacheQuestion::parse(pkt)?, tcp, out)
     }
 
     /// [`Forwarder::resolve`], also saying where the answer came from (for metrics): the cache,
     /// an identical question already in flight, or the upstreams.
-    pub async fn resolve_traced(&self, pkt: &[u8], tcp: bool) -> (Vec<u8>, AnswerSource) {
+    pub async fn resolve_traced(
+        &self,
+        pkt: &[u8],
+        tcp: bool,
+        servers: Option<&Arc<[SocketAddr]>>,
+    ) -> (Vec<u8>, AnswerSource) {
         let up = AnswerSource::Upstream;
         let Some(q) = QuestionRef::read(pkt) else {
             return (servfail(pkt, tcp), up);
         };
+        if let Some(list) = servers {
+            // A client with servers of its own: asked there, in its order, past the cache.
+            let resp = match self.upstream_via(list, pkt, &q, tcp).await {
+                Some(resp) => q.for_client(resp, tcp),
+                None => servfail(pkt, tcp),
+            };
+            return (resp, up);
+        }
         let Some(cq) = cache::CacheQuestion::parse(pkt) else {
             // Unusual shapes bypass the cache.
             return (self.resolve_upstream(pkt, &q, tcp).await, up);
@@ -273,6 +303,70 @@ impl Forwarder {
                         up.io_errors.fetch_add(1, Ordering::Relaxed);
                     }
                     self.failed(idx, up);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Forwarder {
+    /// Asks a client's own servers in its order (Docker: first server first, next on failure),
+    /// within the same budget and per-try timeout. A server that is also a configured one
+    /// shares its counters and health (skipped while dead, unless all are); the others are
+    /// always tried.
+    async fn upstream_via(
+        &self,
+        list: &[SocketAddr],
+        pkt: &[u8],
+        q: &QuestionRef,
+        tcp: bool,
+    ) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + self.budget;
+        let known = |a: SocketAddr| self.upstreams.iter().position(|u| u.addr == a);
+        let dead = |a: SocketAddr| known(a).is_some_and(|i| self.upstreams[i].health.is_dead());
+        let all_dead = list.iter().all(|a| dead(*a));
+        for &addr in list {
+            if !all_dead && dead(addr) {
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let per_try = self.timeout.min(deadline - now);
+            let up = known(addr).map(|i| (i, &self.upstreams[i]));
+            if let Some((_, u)) = up {
+                u.queries.fetch_add(1, Ordering::Relaxed);
+            }
+            let res = if tcp {
+                tokio::time::timeout(per_try, try_tcp(addr, pkt, q)).await
+            } else {
+                tokio::time::timeout(per_try, try_udp(addr, pkt, q)).await
+            };
+            let timed_out = res.is_err();
+            match res {
+                Ok(Ok(resp)) => {
+                    if let Some((_, u)) = up {
+                        u.health.success();
+                    }
+                    return Some(resp);
+                }
+                Ok(Err(TryError::Rcode)) => {
+                    if let Some((_, u)) = up {
+                        u.rcode_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::debug!(upstream = %addr, "client's server answered SERVFAIL/REFUSED, trying next");
+                }
+                Ok(Err(TryError::Io)) | Err(_) => {
+                    if let Some((i, u)) = up {
+                        if timed_out {
+                            u.timeouts.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            u.io_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.failed(i, u);
+                    }
                 }
             }
         }

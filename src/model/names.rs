@@ -105,6 +105,7 @@ mod tests {
             hostname: None,
             health: Health::None,
             extra_names: vec!["extra".into(), "web".into()],
+            dns: Vec::new(),
             endpoints: vec![],
         };
         let e = Endpoint {
