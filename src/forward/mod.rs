@@ -14,6 +14,10 @@
 //! bounded. Deciding whether upstream bytes are the answer is a pure
 //! function ([`upstream_reply`]) so it can be fuzzed.
 //!
+//! Every entry point takes the client's own server list (`servers`, from
+//! [`Snapshot::client_servers`](crate::model::Snapshot::client_servers)): `None` means the
+//! configured servers; a list is asked in its order within the same budget, past the cache.
+//!
 //! In front of the upstreams sit the response cache and in-flight de-duplication (see
 //! `cache.rs`): [`Forwarder::resolve`] answers from the cache when it can, lets identical
 //! questions share one upstream query, and stores what comes back.

@@ -13,7 +13,11 @@
 //! about 2.5 ms instead of a 35–60 ms full compile (`cargo bench --bench dns -- rebuild`).
 //!
 //! Scope (who sees what) is also decided here, by [`Snapshot::view_for`]: the client's own
-//! container view, else the view of the network the query arrived on, else the host view.
+//! container view, else the view of the network the query arrived on, else the host view. So is
+//! where a question the tables do not answer goes ([`Snapshot::unanswered`],
+//! [`Snapshot::client_servers`]): the client container's own DNS servers (Docker's `--dns`),
+//! only on-network ones for internal-only clients (else SERVFAIL), and never Docker's 127.0.0.11
+//! for a name that is a container's on any served network (NXDOMAIN).
 
 use super::names::{endpoint_names, normalize_name, reverse_name};
 use super::{Catalog, Container, Endpoint, ServiceRecord};
