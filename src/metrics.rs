@@ -52,6 +52,10 @@ pub struct CacheMetrics {
     pub evictions: PaddedCounter,
     /// Entries held now (a gauge the cache sets).
     pub entries: PaddedCounter,
+    /// Bytes accounted to the entries now (a gauge the cache sets).
+    pub bytes: PaddedCounter,
+    /// Expired answers served because every upstream failed (RFC 8767).
+    pub stale: PaddedCounter,
     /// Whether a cache is present at all (set by the cache when it is built).
     pub enabled: AtomicBool,
 }
@@ -76,6 +80,16 @@ impl CacheMetrics {
     #[inline]
     pub fn set_entries(&self, n: u64) {
         self.entries.set(n);
+    }
+    /// Records the bytes accounted to the entries.
+    #[inline]
+    pub fn set_bytes(&self, n: u64) {
+        self.bytes.set(n);
+    }
+    /// Counts one answer served stale.
+    #[inline]
+    pub fn served_stale(&self) {
+        self.stale.add(1);
     }
 }
 
@@ -180,6 +194,8 @@ pub struct UpstreamTotals {
     pub io_errors: u64,
     /// Tries answered with SERVFAIL or REFUSED.
     pub rcode_errors: u64,
+    /// Replies that matched a try by ID and question but were structurally invalid (dropped).
+    pub malformed: u64,
     /// Whether it is currently considered alive.
     pub up: bool,
 }
@@ -394,7 +410,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     o.head(
         "dockns_upstream_errors_total",
         "counter",
-        "Tries to each upstream server that failed: kind=io (refused, unreachable, reset) or kind=rcode (SERVFAIL, REFUSED).",
+        "Tries to each upstream server that failed: kind=io (refused, unreachable, reset) kind=rcode (SERVFAIL, REFUSED, FORMERR, NOTIMP) or kind=malformed (a reply to the try that was structurally invalid: dropped).",
     );
     for u in i.upstreams {
         let server = u.addr.to_string();
@@ -407,6 +423,11 @@ pub fn render(i: &Inputs<'_>) -> String {
             "dockns_upstream_errors_total",
             &[("server", &server), ("kind", "rcode")],
             u.rcode_errors,
+        );
+        o.sample(
+            "dockns_upstream_errors_total",
+            &[("server", &server), ("kind", "malformed")],
+            u.malformed,
         );
     }
     o.head(
@@ -434,6 +455,18 @@ pub fn render(i: &Inputs<'_>) -> String {
         "gauge",
         "Entries in the answer cache.",
         c.entries.get(),
+    );
+    o.single(
+        "dockns_cache_bytes",
+        "gauge",
+        "Bytes accounted to the answer cache (bounded by [upstream] cache_bytes).",
+        c.bytes.get(),
+    );
+    o.single(
+        "dockns_cache_stale_answers_total",
+        "counter",
+        "Expired answers served (TTL 30) because every upstream failed (RFC 8767).",
+        c.stale.get(),
     );
     o.single(
         "dockns_cache_hits_total",
@@ -578,6 +611,7 @@ mod tests {
             timeouts: 1,
             io_errors: 0,
             rcode_errors: 2,
+            malformed: 0,
             up: true,
         }];
         let text = render(&Inputs {

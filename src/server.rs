@@ -53,6 +53,9 @@ impl Server {
             budget: config.upstream_budget,
             max_inflight: config.max_inflight,
             cache_size: config.cache_size,
+            cache_bytes: config.cache_bytes,
+            serve_stale: config.serve_stale,
+            local_ttl: config.ttl,
         });
         let stats = Arc::new(Stats::default());
         let guard = Guard::new(config.guard.clone());
