@@ -171,6 +171,7 @@ impl Server {
             );
         }
         self.guard.set(new.guard.clone());
+        self.forwarder.set_local_ttl(new.ttl);
         if new.admin_access != old.admin_access {
             self.admin_access.store(Arc::new(new.admin_access.clone()));
         }

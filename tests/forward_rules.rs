@@ -27,6 +27,8 @@ type Script = Arc<dyn Fn(&[u8], usize) -> Vec<Vec<u8>> + Send + Sync>;
 struct Scripted {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Source address of every UDP query.
+    sources: Arc<Mutex<Vec<SocketAddr>>>,
     count: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -46,12 +48,18 @@ impl Scripted {
         udp.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let sources = Arc::new(Mutex::new(Vec::new()));
         let count = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         {
-            let (seen, count, stop, script) =
-                (seen.clone(), count.clone(), stop.clone(), script.clone());
+            let (seen, sources, count, stop, script) = (
+                seen.clone(),
+                sources.clone(),
+                count.clone(),
+                stop.clone(),
+                script.clone(),
+            );
             threads.push(std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
@@ -59,6 +67,7 @@ impl Scripted {
                         continue;
                     };
                     let q = buf[..n].to_vec();
+                    sources.lock().unwrap().push(src);
                     let i = count.fetch_add(1, Ordering::SeqCst);
                     seen.lock().unwrap().push(q.clone());
                     for r in script(&q, i) {
@@ -96,6 +105,7 @@ impl Scripted {
         Scripted {
             addr,
             seen,
+            sources,
             count,
             stop,
             threads,
@@ -496,6 +506,37 @@ fn structurally_broken_replies_are_dropped_and_counted() {
     let s = TestServer::start("", &[good.addr], UPSTREAM);
     let r = ask(&s, &query(2, RD, "broken2.example", 1, None));
     assert_eq!(first_a(&r).unwrap().0, 7);
+}
+
+#[test]
+fn replies_from_another_port_are_not_heard() {
+    // The real server answers after 150 ms; meanwhile a spoofer on another port of the same
+    // address sends a wrong answer with the right ID and question to dockns's query port.
+    let up = Scripted::start(
+        "127.0.0.1",
+        Arc::new(|q: &[u8], _| {
+            std::thread::sleep(Duration::from_millis(150));
+            vec![reply(q, QR | RA | RD, &[(1, 300)], None)]
+        }),
+    );
+    let s = TestServer::start("", &[up.addr], UPSTREAM);
+    let client = udp_client("127.0.0.1");
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let q = query(0x0909, RD, "spoof.example", 1, None);
+    client.send_to(&q, s.addr).unwrap();
+    assert!(wait_until(WAIT, || up.count() >= 1));
+    let src = *up.sources.lock().unwrap().last().expect("a UDP query");
+    let spoofer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    spoofer
+        .send_to(&reply(&up.last(), QR | RA | RD, &[(66, 300)], None), src)
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = client.recv_from(&mut buf).expect("a reply");
+    assert_eq!(
+        first_a(&buf[..n]).unwrap().0,
+        1,
+        "the spoofed reply was taken"
+    );
 }
 
 #[test]

@@ -42,7 +42,7 @@ use health::Health;
 use reply::{Answer, ClientQuery, Judgement, Ttl};
 use rustc_hash::FxHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -137,7 +137,8 @@ pub struct Forwarder {
     registry: RwLock<HashMap<SocketAddr, Arc<Upstream>>>,
     timeout: Duration,
     budget: Duration,
-    local_ttl: u32,
+    /// `[server] ttl` (follows reloads).
+    local_ttl: AtomicU32,
     inflight: Arc<Semaphore>,
     /// Itself, for spawning health probes from `&self`.
     me: Weak<Forwarder>,
@@ -251,7 +252,7 @@ impl Forwarder {
             registry: RwLock::default(),
             timeout: s.timeout,
             budget: s.budget,
-            local_ttl: s.local_ttl,
+            local_ttl: AtomicU32::new(s.local_ttl),
             inflight: Arc::new(Semaphore::new(s.max_inflight)),
             me: me.clone(),
             max_inflight: s.max_inflight,
@@ -371,10 +372,15 @@ impl Forwarder {
         }
     }
 
+    /// Follows a reload of `[server] ttl` (the cap of answers from [`DOCKER_RESOLVER`]).
+    pub fn set_local_ttl(&self, ttl: u32) {
+        self.local_ttl.store(ttl, Ordering::Relaxed);
+    }
+
     /// The TTL cap for answers from `addr`.
     fn ttl_cap(&self, addr: SocketAddr) -> u32 {
         if addr.ip() == DOCKER_RESOLVER {
-            self.local_ttl
+            self.local_ttl.load(Ordering::Relaxed)
         } else {
             reply::MAX_TTL
         }

@@ -310,8 +310,9 @@ pub fn judge(
     } else if rcode == 0 && an > 0 {
         Some(min_ttl)
     } else if rcode == 0 || rcode == 3 {
-        // Negative answer: only with an SOA (RFC 2308 §5).
-        soa_ttl
+        // Negative answer: only with an SOA (RFC 2308 §5), and no longer than any record it
+        // carries (a CNAME before the NXDOMAIN).
+        soa_ttl.map(|t| t.min(min_ttl))
     } else {
         None
     };
@@ -599,6 +600,50 @@ mod tests {
     }
 
     #[test]
+    fn negative_life_is_the_smallest_of_soa_and_records() {
+        // NXDOMAIN after a CNAME (TTL 10); SOA TTL 3600, MINIMUM 300: cached 10 s.
+        let mut r = vec![0xBE, 0xEF, 0x81, 0x83, 0, 1, 0, 1, 0, 1, 0, 0];
+        r.extend_from_slice(QUESTION);
+        r.extend_from_slice(&[0xC0, 0x0C, 0, 5, 0, 1, 0, 0, 0, 10, 0, 2, 0xC0, 0x10]);
+        r.extend_from_slice(&[0, 0, 6, 0, 1, 0, 0, 0x0E, 0x10, 0, 22, 0, 0]);
+        r.extend_from_slice(&[
+            0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 1, 0x2C,
+        ]);
+        let a = accept(&r);
+        assert_eq!((a.rcode, a.life), (3, Some(10)));
+        // Without the CNAME: min(SOA TTL, MINIMUM) = 300 (RFC 2308 §5).
+        let mut r = vec![0xBE, 0xEF, 0x81, 0x83, 0, 1, 0, 0, 0, 1, 0, 0];
+        r.extend_from_slice(QUESTION);
+        r.extend_from_slice(&[0, 0, 6, 0, 1, 0, 0, 0x0E, 0x10, 0, 22, 0, 0]);
+        r.extend_from_slice(&[
+            0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 1, 0x2C,
+        ]);
+        assert_eq!(accept(&r).life, Some(300));
+    }
+
+    #[test]
+    fn ad_only_for_clients_that_asked_for_it() {
+        let mut r = upstream_reply(1);
+        r[3] |= 0x20; // AD from the upstream
+        let a = accept(&r);
+        let plain = client_reply(&client(None, RD), a.as_ref(), Ttl::Aged(0), 512);
+        assert_eq!(
+            be16(&plain, 2) & AD,
+            0,
+            "no AD for a client that asked neither DO nor AD"
+        );
+        let with_do = client_reply(
+            &client(Some((1232, true)), RD),
+            a.as_ref(),
+            Ttl::Aged(0),
+            1232,
+        );
+        assert_eq!(be16(&with_do, 2) & AD, AD);
+        let with_ad = client_reply(&client(None, RD | AD), a.as_ref(), Ttl::Aged(0), 512);
+        assert_eq!(be16(&with_ad, 2) & AD, AD);
+    }
+
+    #[test]
     fn ttls_are_capped() {
         let Judgement::Accept(a) = judge(0xBEEF, QUESTION, &upstream_reply(1), false, 5) else {
             panic!()
@@ -606,6 +651,30 @@ mod tests {
         assert_eq!(a.life, Some(5));
         let r = client_reply(&client(None, RD), a.as_ref(), Ttl::Aged(0), 512);
         assert_eq!(be32(&r, 12 + QUESTION.len() + 6), 5);
+    }
+
+    #[test]
+    fn client_reply_never_panics_on_any_stored_bytes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..200);
+            let msg: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let ttls: Vec<(u16, u32)> = (0..rng.random_range(0..4))
+                .map(|_| (rng.random_range(0..260), rng.random()))
+                .collect();
+            let a = AnswerRef {
+                msg: &msg,
+                ttls: &ttls,
+                rcode: rng.random(),
+            };
+            let mut out = vec![0u8; rng.random_range(0..300)];
+            let edns = rng.random::<bool>().then_some((rng.random(), rng.random()));
+            let q = client(edns, rng.random());
+            let limit = rng.random_range(0..2000);
+            let n = write_client_reply(&mut out, &q, a, Ttl::Aged(rng.random()), limit);
+            assert!(n <= out.len() && n <= limit);
+        }
     }
 
     #[test]
