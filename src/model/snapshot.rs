@@ -257,7 +257,7 @@ pub struct Snapshot {
     client_upstreams: FxHashMap<IpAddr, Arc<[SocketAddr]>>,
     /// Every key of every network (names, aliases, `name.network`, reverse names), built only
     /// when some upstream in use is Docker's resolver: those names are never asked there.
-    names_everywhere: Option<FxHashSet<Arc<[u8]>>>,
+    names_everywhere: Option<NameCounts>,
     /// The default upstreams include Docker's resolver (127.0.0.11).
     default_via_docker_resolver: bool,
     /// Settings it was built with.
@@ -678,7 +678,12 @@ impl Snapshot {
             || client_upstreams
                 .values()
                 .any(|l| l.iter().any(|s| s.ip() == DOCKER_RESOLVER)))
-        .then(|| names_everywhere(&nets));
+        .then(
+            || match prev.and_then(|(p, _)| Some((p.names_everywhere.as_ref()?, &p.nets))) {
+                Some((counts, old_nets)) => counts.update(old_nets, &nets),
+                None => NameCounts::build(&nets),
+            },
+        );
         Snapshot {
             nets,
             views,
@@ -971,16 +976,105 @@ fn compile_client_upstreams(
     out
 }
 
-/// The union of every network's keys (shared `Arc`s, no copy of the names).
-fn names_everywhere(nets: &[Arc<NetTable>]) -> FxHashSet<Arc<[u8]>> {
-    let mut set = FxHashSet::with_capacity_and_hasher(
-        nets.iter().map(|t| t.all.len()).sum(),
-        Default::default(),
-    );
-    for t in nets {
-        set.extend(t.all.keys().cloned());
+/// Shards of [`NameCounts`].
+const NAME_SHARDS: usize = 64;
+
+/// One shard of [`NameCounts`]: key → number of networks that have it.
+type NameShard = FxHashMap<Arc<[u8]>, u32>;
+
+/// The union of every network's keys (shared `Arc`s, no copy of the names), as counts per key
+/// (how many networks have it) in [`NAME_SHARDS`] shards shared between snapshots: a rebuild
+/// after one change copies only the shards whose keys changed, not the whole set (with 10,000
+/// containers a full copy would double the cost of publishing one change).
+#[derive(Debug, Clone)]
+struct NameCounts {
+    shards: Box<[Arc<NameShard>]>,
+}
+
+/// The shard of a key: FNV-1a, independent of the maps' own hash, so that each shard's map
+/// still sees well-spread hashes.
+fn name_shard(key: &[u8]) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
     }
-    set
+    (h % NAME_SHARDS as u64) as usize
+}
+
+impl NameCounts {
+    /// Counts every key of every table, from scratch.
+    fn build(nets: &[Arc<NetTable>]) -> NameCounts {
+        let mut shards: Vec<NameShard> = (0..NAME_SHARDS).map(|_| NameShard::default()).collect();
+        for t in nets {
+            for k in t.all.keys() {
+                *shards[name_shard(k)].entry(k.clone()).or_insert(0) += 1;
+            }
+        }
+        NameCounts {
+            shards: shards.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// The counts for `new_nets`, from these counts for `old_nets`: the keys of every table that
+    /// went away are taken out, those of every new table put in (an unchanged network shares
+    /// its table, so it costs nothing); only the shards a net change touches are copied.
+    fn update(&self, old_nets: &[Arc<NetTable>], new_nets: &[Arc<NetTable>]) -> NameCounts {
+        let ptrs = |nets: &[Arc<NetTable>]| -> FxHashSet<*const NetTable> {
+            nets.iter().map(Arc::as_ptr).collect()
+        };
+        let (old_ptrs, new_ptrs) = (ptrs(old_nets), ptrs(new_nets));
+        let mut delta: FxHashMap<Arc<[u8]>, i64> = FxHashMap::default();
+        for t in old_nets
+            .iter()
+            .filter(|t| !new_ptrs.contains(&Arc::as_ptr(t)))
+        {
+            for k in t.all.keys() {
+                *delta.entry(k.clone()).or_insert(0) -= 1;
+            }
+        }
+        for t in new_nets
+            .iter()
+            .filter(|t| !old_ptrs.contains(&Arc::as_ptr(t)))
+        {
+            for k in t.all.keys() {
+                *delta.entry(k.clone()).or_insert(0) += 1;
+            }
+        }
+        let mut shards: Vec<Arc<NameShard>> = self.shards.to_vec();
+        let mut copied = [false; NAME_SHARDS];
+        for (k, d) in delta.into_iter().filter(|(_, d)| *d != 0) {
+            let i = name_shard(&k);
+            if !copied[i] {
+                shards[i] = Arc::new(NameShard::clone(&shards[i]));
+                copied[i] = true;
+            }
+            let Some(shard) = Arc::get_mut(&mut shards[i]) else {
+                continue; // just copied: the only reference
+            };
+            let n = i64::from(shard.get(&k).copied().unwrap_or(0)) + d;
+            if n > 0 {
+                shard.insert(k, u32::try_from(n).unwrap_or(u32::MAX));
+            } else {
+                shard.remove(&k);
+            }
+        }
+        NameCounts {
+            shards: shards.into_boxed_slice(),
+        }
+    }
+
+    /// Whether some network has `key`. One hash probe.
+    #[inline]
+    fn contains(&self, key: &[u8]) -> bool {
+        self.shards[name_shard(key)].contains_key(key)
+    }
+
+    /// Number of distinct keys (tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
 }
 
 /// Whether `pos` is the start of a label when walking the wire name `key` from the beginning.
@@ -1464,6 +1558,26 @@ mod tests {
         (views, clients)
     }
 
+    /// The served-name counts, with every key's count checked against the tables.
+    fn names_dump(s: &Snapshot) -> BTreeMap<Vec<u8>, u32> {
+        let counts = s.names_everywhere.as_ref().expect("names kept");
+        let mut want: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+        for t in &s.nets {
+            for k in t.all.keys() {
+                *want.entry(k.to_vec()).or_insert(0) += 1;
+                assert!(counts.contains(k));
+            }
+        }
+        assert_eq!(counts.len(), want.len());
+        let got: BTreeMap<Vec<u8>, u32> = counts
+            .shards
+            .iter()
+            .flat_map(|sh| sh.iter().map(|(k, n)| (k.to_vec(), *n)))
+            .collect();
+        assert_eq!(got, want);
+        got
+    }
+
     #[test]
     fn rebuild_equals_build_and_shares_unchanged_networks() {
         let mut cat = catalog();
@@ -1486,6 +1600,8 @@ mod tests {
             domain: Some("docker".into()),
             host_view: Some(vec!["demo".into()]),
             host_sees_all_qualified: true,
+            // Docker's resolver as upstream: the set of every served name is kept too.
+            default_upstreams: vec!["127.0.0.11:53".parse().unwrap()],
             ..Default::default()
         };
         type Change = Box<dyn Fn(&mut Catalog)>;
@@ -1519,6 +1635,8 @@ mod tests {
             let fresh = Snapshot::build(&cat, settings.clone());
             let inc = Snapshot::rebuild(&cat, settings.clone(), &prev, &prev_cat);
             assert_eq!(dump(&fresh), dump(&inc), "step {step}");
+            assert_eq!(names_dump(&fresh), names_dump(&inc), "step {step}");
+            assert!(names_dump(&inc).values().all(|&n| n > 0), "step {step}");
             // Networks whose inputs did not change are shared, not recompiled.
             for (i, name) in cat.networks.keys().enumerate() {
                 let old_i = prev_cat.networks.keys().position(|n| n == name);
@@ -1538,7 +1656,8 @@ mod tests {
             ..settings.clone()
         };
         let inc = Snapshot::rebuild(&cat, ttl.clone(), &prev, &prev_cat);
-        assert_eq!(dump(&Snapshot::build(&cat, ttl)), dump(&inc));
+        assert_eq!(dump(&Snapshot::build(&cat, ttl.clone())), dump(&inc));
+        assert_eq!(names_dump(&Snapshot::build(&cat, ttl)), names_dump(&inc));
         assert!(!inc
             .nets
             .iter()
