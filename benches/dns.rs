@@ -66,7 +66,9 @@ fn catalog(containers: usize, networks: usize) -> Catalog {
                     )],
                     ipv6: Vec::new(),
                     aliases: Vec::new(),
+                    links: Vec::new(),
                 }],
+                anonymous: false,
             },
         );
     }

@@ -119,6 +119,9 @@ pub struct UpstreamSection {
     pub budget_ms: u64,
     /// Forwarded responses kept in the cache at most (0 disables the cache).
     pub cache_size: usize,
+    /// Randomise the letter case of upstream query names (0x20, as unbound's
+    /// `use-caps-for-id`) and accept only replies that echo it exactly.
+    pub randomize_case: bool,
     /// Bytes the forward cache may hold at most (0 disables the cache).
     pub cache_bytes: usize,
     /// Seconds past its TTL a cached answer may still be served when every upstream fails
@@ -138,6 +141,7 @@ impl Default for UpstreamSection {
             timeout_ms: 1500,
             budget_ms: 4000,
             cache_size: 10_000,
+            randomize_case: false,
             cache_bytes: DEFAULT_CACHE_BYTES,
             serve_stale_secs: DEFAULT_SERVE_STALE_SECS,
         }
@@ -313,6 +317,8 @@ pub struct Config {
     pub upstream_budget: Duration,
     /// Forward cache entries (0 = no cache).
     pub cache_size: usize,
+    /// 0x20 case randomisation of upstream query names.
+    pub randomize_case: bool,
     /// Forward cache bytes (0 = no cache).
     pub cache_bytes: usize,
     /// How long past its TTL an answer may be served when every upstream fails.
@@ -371,6 +377,10 @@ impl Config {
                 self.upstream_budget != new.upstream_budget,
             ),
             ("[upstream] cache_size", self.cache_size != new.cache_size),
+            (
+                "[upstream] randomize_case",
+                self.randomize_case != new.randomize_case,
+            ),
             (
                 "[upstream] cache_bytes",
                 self.cache_bytes != new.cache_bytes,
@@ -734,7 +744,9 @@ impl Config {
                             ipv4,
                             ipv6,
                             aliases: c.aliases.clone(),
+                            links: Vec::new(),
                         }],
+                        anonymous: false,
                     },
                 );
             }
@@ -846,6 +858,7 @@ impl Config {
             upstream_timeout: Duration::from_millis(u.timeout_ms),
             upstream_budget: Duration::from_millis(u.budget_ms),
             cache_size: u.cache_size,
+            randomize_case: u.randomize_case,
             cache_bytes: u.cache_bytes,
             serve_stale: Duration::from_secs(u.serve_stale_secs),
             docker,

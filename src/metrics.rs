@@ -217,6 +217,17 @@ pub struct TableSizes {
     pub generation: u64,
 }
 
+/// Counters of the forwarder's UDP socket pool (`forward/pool.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolTotals {
+    /// UDP datagrams on the pool sockets that matched no try (dropped).
+    pub ignored: u64,
+    /// Forwarded UDP questions that joined an identical one in flight.
+    pub joined: u64,
+    /// Pool sockets re-opened on the schedule.
+    pub reopened: u64,
+}
+
 /// Everything [`render`] needs, gathered by the admin server at scrape time.
 pub struct Inputs<'a> {
     /// Query counters summed over the workers.
@@ -225,6 +236,8 @@ pub struct Inputs<'a> {
     pub upstreams: &'a [UpstreamTotals],
     /// Forwards currently in flight.
     pub forward_inflight: u64,
+    /// The UDP socket pool's counters.
+    pub pool: PoolTotals,
     /// Cache counters.
     pub cache: &'a CacheMetrics,
     /// Server state and Docker counters.
@@ -381,6 +394,24 @@ pub fn render(i: &Inputs<'_>) -> String {
         "gauge",
         "Forwarded questions waiting for an answer now.",
         i.forward_inflight,
+    );
+    o.single(
+        "dockns_upstream_udp_ignored_total",
+        "counter",
+        "UDP datagrams on the upstream sockets that matched no question in flight (another address or port than the one asked, an unknown ID, another question or letter case, a late duplicate): dropped.",
+        i.pool.ignored,
+    );
+    o.single(
+        "dockns_forward_joined_total",
+        "counter",
+        "Forwarded UDP questions that joined an identical question already in flight instead of asking again.",
+        i.pool.joined,
+    );
+    o.single(
+        "dockns_upstream_sockets_reopened_total",
+        "counter",
+        "Upstream UDP sockets replaced on schedule (after 1000 queries or 10 s), so source ports keep changing.",
+        i.pool.reopened,
     );
 
     o.head(
@@ -618,6 +649,10 @@ mod tests {
             queries: &d,
             upstreams: &up,
             forward_inflight: 0,
+            pool: PoolTotals {
+                ignored: 3,
+                ..Default::default()
+            },
             cache: &cache,
             server: &server,
             tables: TableSizes::default(),
@@ -635,6 +670,7 @@ mod tests {
         assert!(text.contains("dockns_answer_duration_seconds_count{source=\"local\"} 1\n"));
         assert!(text
             .contains("dockns_upstream_errors_total{server=\"127.0.0.1:53\",kind=\"rcode\"} 2\n"));
+        assert!(text.contains("dockns_upstream_udp_ignored_total 3\n"));
         assert!(text.contains("dockns_docker_events_total{type=\"container\"} 1\n"));
         assert!(text.contains("dockns_docker_events_total{type=\"other\"} 1\n"));
         assert!(text.contains("dockns_docker_resync_drift_total 2\n"));

@@ -53,6 +53,7 @@ impl Server {
             budget: config.upstream_budget,
             max_inflight: config.max_inflight,
             cache_size: config.cache_size,
+            randomize_case: config.randomize_case,
             cache_bytes: config.cache_bytes,
             serve_stale: config.serve_stale,
             local_ttl: config.ttl,

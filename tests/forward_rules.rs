@@ -663,6 +663,7 @@ fn each_server_set_asks_its_own_servers_with_its_own_cache_entries() {
             cache_bytes: 1 << 20,
             serve_stale: Duration::ZERO,
             local_ttl: 5,
+            randomize_case: false,
         });
         let own: ServerSet = Arc::from(vec![b.addr]);
         let q = query(7, RD, "set.example", 1, None);

@@ -158,6 +158,14 @@ fn respond(
         Resolution::NxDomain { soa: false } if !view.forward => {
             return unanswered(snap, client, view, &q, out, limit)
         }
+        Resolution::ServFail => {
+            let body = Body {
+                rcode: rcode::SERVFAIL,
+                ..Default::default()
+            };
+            let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
+            return Action::Reply(n, Outcome::Error);
+        }
         Resolution::Answer { set, entry } => Body {
             rcode: rcode::NOERROR,
             authoritative: true,

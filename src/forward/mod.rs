@@ -4,8 +4,9 @@
 //! what it replies to the client are pure functions in `reply.rs` (dockns's own query with its
 //! own EDNS, exact matching with a structural walk, a reply rebuilt for each client with
 //! dockns's own header and OPT). This module decides whom to ask and in which order, moves the
-//! bytes (a fresh random ID from a fresh random source port over UDP, or a new connection over
-//! TCP, a socket connected to the server so only its address and port are heard), and always
+//! bytes (UDP through the socket pool of `pool.rs`, driven by `engine.rs`: long-lived sockets on
+//! random ports re-opened on a schedule, a random ID per try, a reply heard only from the address
+//! and port asked; TCP over a new connection per try), and always
 //! returns something for the client: the answer, a stale answer, or SERVFAIL once every server
 //! failed or the question's total budget ran out. It never answers with silence.
 //!
@@ -35,7 +36,9 @@ use crate::metrics::{CacheMetrics, UpstreamTotals};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub mod cache;
+pub mod engine;
 pub mod health;
+pub mod pool;
 pub mod reply;
 
 use health::Health;
@@ -72,6 +75,8 @@ pub struct ForwardSettings {
     pub max_inflight: usize,
     /// Responses kept in the cache at most (0 disables it).
     pub cache_size: usize,
+    /// Randomise the letter case of upstream query names (0x20) and require it back.
+    pub randomize_case: bool,
     /// Bytes the cache may account at most (0 disables it).
     pub cache_bytes: usize,
     /// How long past its TTL an answer may be served when every upstream fails (0: never).
@@ -146,6 +151,9 @@ pub struct Forwarder {
     cache_metrics: Arc<CacheMetrics>,
     cache: Option<cache::Cache>,
     pending: Arc<cache::Inflight>,
+    randomize_case: bool,
+    /// UDP transport (see `pool.rs`), opened on first use.
+    pool: std::sync::OnceLock<Option<Arc<pool::Pool<engine::Waiter, Answer>>>>,
 }
 
 /// Why one try failed.
@@ -264,6 +272,8 @@ impl Forwarder {
             ),
             cache_metrics,
             pending: Arc::default(),
+            randomize_case: s.randomize_case,
+            pool: std::sync::OnceLock::new(),
         })
     }
 
@@ -424,10 +434,17 @@ impl Forwarder {
             return (servfail(pkt, tcp), up);
         };
         let Some(cq) = asked.cache_question(set_id(servers)) else {
+            if !tcp {
+                return self.resolve_pool(pkt, servers).await;
+            }
             return (self.resolve_upstream(&asked, tcp, servers).await, up);
         };
         if let Some(resp) = self.cache.as_ref().and_then(|c| c.get_vec(&cq, tcp)) {
             return (resp, AnswerSource::Cache);
+        }
+        if !tcp {
+            // UDP goes through the socket pool (engine.rs), which de-duplicates by itself.
+            return self.resolve_pool(pkt, servers).await;
         }
         let lead = match self.pending.join(cq.inflight_key(tcp)) {
             cache::Join::Leader(lead) => lead,
@@ -659,6 +676,7 @@ mod tests {
             budget: Duration::from_millis(20),
             max_inflight: 1,
             cache_size: 0,
+            randomize_case: false,
             cache_bytes: 0,
             serve_stale: Duration::ZERO,
             local_ttl: 5,
