@@ -63,22 +63,24 @@ impl<'a> CacheQuestion<'a> {
     /// Parses an ordinary query (the fast-path shape) asked of the server set `set` (see
     /// [`crate::forward::set_id`]); `None` for anything unusual.
     pub fn parse(pkt: &'a [u8], set: u64) -> Option<CacheQuestion<'a>> {
-        let mut name = [0u8; MAX_KEY_LEN];
-        let Parse::Query(q) = wire::parse_query(pkt, &mut name) else {
+        // The parser writes the lower-cased name straight into the key buffer.
+        let mut key = [0u8; KEY_MAX];
+        let name: &mut [u8; MAX_KEY_LEN] = (&mut key[..MAX_KEY_LEN]).try_into().ok()?;
+        let Parse::Query(q) = wire::parse_query(pkt, name) else {
             return None;
         };
-        CacheQuestion::new(
-            ClientQuery {
-                id: q.id,
-                flags: q.flags,
-                question: pkt.get(wire::HEADER_LEN..q.qend)?,
-                edns: q.edns,
-            },
-            &name[..q.key_len],
-            q.qtype,
-            q.qclass,
-            set,
-        )
+        let client = ClientQuery {
+            id: q.id,
+            flags: q.flags,
+            question: pkt.get(wire::HEADER_LEN..q.qend)?,
+            edns: q.edns,
+        };
+        let key_len = finish_key(&mut key, q.key_len, q.qtype, q.qclass, &client, set)?;
+        Some(CacheQuestion {
+            client,
+            key,
+            key_len,
+        })
     }
 
     /// Builds the key from parts: `name` is the lower-cased wire name without the root label.
@@ -90,20 +92,14 @@ impl<'a> CacheQuestion<'a> {
         qclass: u16,
         set: u64,
     ) -> Option<CacheQuestion<'a>> {
-        let n = name.len();
-        if n + 13 > KEY_MAX {
-            return None;
-        }
         let mut key = [0u8; KEY_MAX];
-        key[..n].copy_from_slice(name);
-        key[n..n + 2].copy_from_slice(&qtype.to_be_bytes());
-        key[n + 2..n + 4].copy_from_slice(&qclass.to_be_bytes());
-        key[n + 4] = u8::from(client.dnssec_ok()) | (u8::from(client.checking_disabled()) << 1);
-        key[n + 5..n + 13].copy_from_slice(&set.to_be_bytes());
+        let n = name.len();
+        key.get_mut(..n)?.copy_from_slice(name);
+        let key_len = finish_key(&mut key, n, qtype, qclass, &client, set)?;
         Some(CacheQuestion {
             client,
             key,
-            key_len: n + 13,
+            key_len,
         })
     }
 
@@ -119,6 +115,24 @@ impl<'a> CacheQuestion<'a> {
         k.push(u8::from(tcp));
         k.into_boxed_slice()
     }
+}
+
+/// Appends type, class, the DO/CD byte and the server-set identity to the `n` name bytes already
+/// in `key`; returns the key length (`None` when it does not fit).
+fn finish_key(
+    key: &mut [u8; KEY_MAX],
+    n: usize,
+    qtype: u16,
+    qclass: u16,
+    client: &ClientQuery<'_>,
+    set: u64,
+) -> Option<usize> {
+    let k = key.get_mut(n..n + 13)?;
+    k[0..2].copy_from_slice(&qtype.to_be_bytes());
+    k[2..4].copy_from_slice(&qclass.to_be_bytes());
+    k[4] = u8::from(client.dnssec_ok()) | (u8::from(client.checking_disabled()) << 1);
+    k[5..13].copy_from_slice(&set.to_be_bytes());
+    Some(n + 13)
 }
 
 struct Entry {
