@@ -6,7 +6,7 @@
 
 use super::slow::{parse_slow, SlowParse};
 use super::wire::{self, rcode, Body, EdnsInfo, Parse};
-use crate::model::{Resolution, Snapshot, MAX_KEY_LEN};
+use crate::model::{Resolution, Snapshot, Unanswered, MAX_KEY_LEN};
 use std::net::IpAddr;
 
 /// What to do with a packet.
@@ -151,7 +151,13 @@ fn respond(
     }
     let view = snap.view_for(client, local);
     let body = match snap.resolve(view, q.key, q.qtype, q.qclass) {
-        Resolution::Forward => return Action::Forward,
+        // Not in the tables: forwarded, unless the client's upstream rules keep it home.
+        Resolution::Forward => return unanswered(snap, client, view, &q, out, limit),
+        // Not in the tables of a client that sees internal networks only: its own DNS servers
+        // on those networks, else SERVFAIL at once (current Docker).
+        Resolution::NxDomain { soa: false } if !view.forward => {
+            return unanswered(snap, client, view, &q, out, limit)
+        }
         Resolution::ServFail => {
             let body = Body {
                 rcode: rcode::SERVFAIL,
@@ -181,6 +187,31 @@ fn respond(
     };
     let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
     Action::Reply(n, Outcome::Local)
+}
+
+/// A question the tables do not answer: forwarded, or kept home with NXDOMAIN or SERVFAIL as
+/// [`Snapshot::unanswered`] decides (per-container upstreams, internal networks, Docker's
+/// resolver as upstream).
+#[inline]
+fn unanswered(
+    snap: &Snapshot,
+    client: IpAddr,
+    view: &crate::model::View,
+    q: &Query<'_>,
+    out: &mut [u8],
+    limit: usize,
+) -> Action {
+    let (rcode, outcome) = match snap.unanswered(client, view, q.key) {
+        Unanswered::Forward => return Action::Forward,
+        Unanswered::NxDomain => (rcode::NXDOMAIN, Outcome::Local),
+        Unanswered::ServFail => (rcode::SERVFAIL, Outcome::Error),
+    };
+    let body = Body {
+        rcode,
+        ..Default::default()
+    };
+    let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
+    Action::Reply(n, outcome)
 }
 
 /// Writes an error response (SERVFAIL, REFUSED) for a query packet, echoing its question.
