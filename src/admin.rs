@@ -603,6 +603,16 @@ pub fn explain(
             },
             Vec::new(),
         ),
+        Resolution::Reverse { nxdomain, .. } => (
+            if nxdomain { "nxdomain" } else { "nodata" },
+            format!("{name} is in the reverse zone of a served subnet (RFC 6303): answered here with that zone's SOA, never forwarded"),
+            Vec::new(),
+        ),
+        Resolution::Refused => (
+            "refused",
+            "dockns holds data in class IN only: REFUSED, never forwarded".to_string(),
+            Vec::new(),
+        ),
         Resolution::Forward => (
             "forward",
             format!("{name} is not in the tables of the networks this client sees: forwarded upstream"),

@@ -40,6 +40,18 @@ const KNOWN: &[&str] = &[
     "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.9.8.0.0.0.0.d.f.ip6.arpa",
     "nothere.docker",
     "example.com",
+    // The zone: its name server, empty non-terminals, the reverse zones of the served subnets
+    // (demo is 10.89.0.0/24: zone 0.89.10.in-addr.arpa), CHAOS names.
+    "ns.docker",
+    "demo.docker",
+    "backoffice.docker",
+    "0.89.10.in-addr.arpa",
+    "9.0.89.10.in-addr.arpa",
+    "x.2.0.89.10.in-addr.arpa",
+    "89.10.in-addr.arpa",
+    "0.90.10.in-addr.arpa",
+    "version.bind",
+    "id.server",
 ];
 
 fn label() -> impl Strategy<Value = Vec<u8>> {
@@ -71,12 +83,26 @@ fn qtype() -> impl Strategy<Value = u16> {
         Just(16),
         Just(33),
         Just(5),
+        Just(2),
+        Just(251),
+        Just(252),
+        Just(41),
+        Just(0),
+        Just(250),
+        Just(254),
         any::<u16>()
     ]
 }
 
 fn qclass() -> impl Strategy<Value = u16> {
-    prop_oneof![8 => Just(1u16), 1 => Just(3), 1 => Just(255), 1 => any::<u16>()]
+    prop_oneof![
+        8 => Just(1u16),
+        1 => Just(3),
+        1 => Just(4),
+        1 => Just(254),
+        1 => Just(255),
+        1 => any::<u16>()
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -218,7 +244,7 @@ fn known_names_take_the_fast_path_and_answer() {
     // Guards the property above against comparing two error paths only.
     let (snap, _) = snapshots();
     let mut out = vec![0u8; 512];
-    for (name, want) in [("db", 1u16), ("API", 2), ("db.docker", 1)] {
+    for (name, want) in [("db", 1u16), ("API", 2), ("db.docker", 1), ("ns.docker", 1)] {
         let q = relsupport::query(1, name, 1, false);
         let Action::Reply(n, _) = handle(
             &snap,

@@ -6,7 +6,7 @@
 
 use super::slow::{parse_slow, SlowParse};
 use super::wire::{self, rcode, Body, EdnsInfo, Parse};
-use crate::model::{Resolution, Snapshot, MAX_KEY_LEN};
+use crate::model::{Resolution, Snapshot, MAX_KEY_LEN, REVERSE_AUTHORITY_LEN};
 use std::net::IpAddr;
 
 /// What to do with a packet.
@@ -149,9 +149,31 @@ fn respond(
         );
         return Action::Reply(n, Outcome::Error);
     }
+    if let Some(code) = meta_qtype_rcode(q.qtype, tcp) {
+        let n = wire::write_response(
+            out,
+            q.id,
+            q.flags,
+            q.question,
+            q.edns,
+            Body {
+                rcode: code,
+                ..Default::default()
+            },
+            limit,
+        );
+        return Action::Reply(n, Outcome::Error);
+    }
     let view = snap.view_for(client, local);
     let body = match snap.resolve(view, q.key, q.qtype, q.qclass) {
         Resolution::Forward => return Action::Forward,
+        Resolution::Reverse { nxdomain, zone_at } => {
+            return reply_reverse(snap, &q, nxdomain, zone_at, out, limit)
+        }
+        Resolution::Refused => Body {
+            rcode: rcode::REFUSED,
+            ..Default::default()
+        },
         Resolution::Answer { set, entry } => Body {
             rcode: rcode::NOERROR,
             authoritative: true,
@@ -170,6 +192,54 @@ fn respond(
             answers: None,
             authority: if soa { snap.soa_authority() } else { &[] },
         },
+    };
+    let outcome = if body.rcode == rcode::REFUSED {
+        Outcome::Error
+    } else {
+        Outcome::Local
+    };
+    let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
+    Action::Reply(n, outcome)
+}
+
+/// QTYPEs answered the same way for every name, never forwarded: zone transfers (dockns
+/// serves none: AXFR over TCP and IXFR are REFUSED, AXFR over UDP is FORMERR as RFC 5936
+/// §4.2 leaves it undefined), OPT and type 0 as a question (FORMERR, RFC 6891 §6.1.1),
+/// TKEY/TSIG/MAILB/MAILA (NOTIMP).
+#[inline]
+fn meta_qtype_rcode(qtype: u16, tcp: bool) -> Option<u16> {
+    match qtype {
+        252 if tcp => Some(rcode::REFUSED),
+        252 => Some(rcode::FORMERR),
+        251 => Some(rcode::REFUSED),
+        0 | 41 => Some(rcode::FORMERR),
+        249 | 250 | 253 | 254 => Some(rcode::NOTIMP),
+        _ => None,
+    }
+}
+
+/// A negative answer from the reverse zone of a served subnet, with that zone's SOA
+/// (RFC 6303). Kept out of `respond` so the common path carries no extra buffer.
+#[inline(never)]
+fn reply_reverse(
+    snap: &Snapshot,
+    q: &Query<'_>,
+    nxdomain: bool,
+    zone_at: u16,
+    out: &mut [u8],
+    limit: usize,
+) -> Action {
+    let mut soa = [0u8; REVERSE_AUTHORITY_LEN];
+    let len = snap.reverse_authority(zone_at, &mut soa);
+    let body = Body {
+        rcode: if nxdomain {
+            rcode::NXDOMAIN
+        } else {
+            rcode::NOERROR
+        },
+        authoritative: true,
+        answers: None,
+        authority: &soa[..len],
     };
     let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
     Action::Reply(n, Outcome::Local)

@@ -9,12 +9,14 @@
 mod names;
 mod publish;
 mod snapshot;
+mod zone;
 
 pub use names::{endpoint_names, normalize_name, reverse_name};
 pub use publish::{Publisher, SnapshotHandle};
 pub use snapshot::{
     BuildSettings, NameEntry, RecordSet, Resolution, Snapshot, View, ViewId, MAX_KEY_LEN,
 };
+pub use zone::REVERSE_AUTHORITY_LEN;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
