@@ -80,8 +80,10 @@ pub struct ServerSection {
     pub rate_limit_loopback: bool,
     /// When started as root: after binding, switch to this user (and its group).
     pub user: Option<String>,
-    /// Addresses of `ns.<domain>`, the zone's name server (default: the listener addresses).
+    /// Addresses of the zone's name servers `ns1.<domain>` … (default: the listener addresses).
     pub ns_addresses: Vec<String>,
+    /// Forward names that are not local; false: authoritative only (REFUSED, RA clear).
+    pub recursion: bool,
 }
 
 impl Default for ServerSection {
@@ -106,6 +108,7 @@ impl Default for ServerSection {
             rate_limit_loopback: false,
             user: None,
             ns_addresses: Vec::new(),
+            recursion: true,
         }
     }
 }
@@ -763,7 +766,7 @@ impl Config {
         }
         if !ns_addresses.is_empty() && domain.is_none() {
             return err(
-                "[server] ns_addresses without domain: they are the addresses of ns.<domain>; set domain = \"docker\" or remove them",
+                "[server] ns_addresses without domain: they are the addresses of ns1.<domain> …; set domain = \"docker\" or remove them",
             );
         }
 
@@ -776,6 +779,7 @@ impl Config {
             health_aware,
             ns_addresses,
             listen_addresses: listen.iter().map(|l| l.ip()).collect(),
+            recursion: s.recursion,
         };
         Ok(Config {
             path: None,

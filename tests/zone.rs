@@ -63,29 +63,33 @@ async fn apex_has_ns_and_the_name_server_resolves() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(ns, vec!["ns.docker."]);
+    assert_eq!(ns, vec!["ns1.docker."]);
     // The SOA MNAME is that name server, and it has an address: the listener's.
     let soa = ask(s.addr, "docker", RecordType::SOA).await;
     let (_, mname, _) = soa_of(&soa);
-    assert_eq!(mname, "ns.docker.");
-    let a = ask(s.addr, "NS.docker", RecordType::A).await;
+    assert_eq!(mname, "ns1.docker.");
+    let a = ask(s.addr, "NS1.docker", RecordType::A).await;
     assert!(a.metadata.authoritative);
     assert_eq!(v4(&a), vec![Ipv4Addr::LOCALHOST]);
-    assert_eq!(a.answers[0].name.to_ascii(), "NS.docker.");
-    let aaaa = ask(s.addr, "ns.docker", RecordType::AAAA).await;
+    assert_eq!(a.answers[0].name.to_ascii(), "NS1.docker.");
+    let aaaa = ask(s.addr, "ns1.docker", RecordType::AAAA).await;
     assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
     assert!(aaaa.answers.is_empty());
     assert_eq!(soa_of(&aaaa).0, "docker.");
     assert_eq!(up.hits.load(Ordering::SeqCst), 0);
     s.stop().await;
 
-    // Configured addresses win.
+    // Configured addresses win: one name server per address.
     let (s, _up) = zone_server("ns_addresses = [\"10.89.0.53\", \"fd00:89::53\"]").await;
+    let m = ask(s.addr, "docker", RecordType::NS).await;
+    assert_eq!(m.answers.len(), 2);
     assert_eq!(
-        v4(&ask(s.addr, "ns.docker", RecordType::A).await),
+        v4(&ask(s.addr, "ns1.docker", RecordType::A).await),
         vec![Ipv4Addr::new(10, 89, 0, 53)]
     );
-    let aaaa = ask_tcp(s.addr, "ns.docker", RecordType::AAAA).await;
+    let none = ask(s.addr, "ns2.docker", RecordType::A).await;
+    assert!(none.answers.is_empty() && none.metadata.response_code == ResponseCode::NoError);
+    let aaaa = ask_tcp(s.addr, "ns2.docker", RecordType::AAAA).await;
     match &aaaa.answers[0].data {
         RData::AAAA(a) => assert_eq!(a.0, "fd00:89::53".parse::<std::net::Ipv6Addr>().unwrap()),
         other => panic!("{other:?}"),
@@ -385,4 +389,44 @@ async fn ns_addresses_must_be_addresses() {
     let ok = demo_toml(&[], &format!("ns_addresses = [\"{ip}\"]"));
     let cfg = config(&ok);
     assert_eq!(cfg.build.ns_addresses, vec![ip]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authoritative_only_refuses_other_names_without_ra() {
+    let (s, up) = zone_server("recursion = false").await;
+    for (name, t) in [
+        ("example.com", RecordType::A),
+        ("example.com", RecordType::MX),
+    ] {
+        for m in [ask(s.addr, name, t).await, ask_tcp(s.addr, name, t).await] {
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::Refused,
+                "{name} {t}"
+            );
+            assert!(!m.metadata.recursion_available, "{name} {t}: RA clear");
+        }
+    }
+    assert_eq!(up.hits.load(Ordering::SeqCst), 0, "nothing is forwarded");
+    for (name, rcode) in [
+        ("db", ResponseCode::NoError),
+        ("db.docker", ResponseCode::NoError),
+        ("nope.docker", ResponseCode::NXDomain),
+        ("9.0.89.10.in-addr.arpa", ResponseCode::NXDomain),
+    ] {
+        let m = ask(s.addr, name, RecordType::A).await;
+        assert_eq!(m.metadata.response_code, rcode, "{name}");
+        assert!(!m.metadata.recursion_available, "{name}: RA clear");
+        assert!(m.metadata.authoritative, "{name}");
+    }
+    s.stop().await;
+    // The default keeps RA set on local answers (dockns is the containers' resolver).
+    let (s, _up) = zone_server("").await;
+    assert!(
+        ask(s.addr, "db", RecordType::A)
+            .await
+            .metadata
+            .recursion_available
+    );
+    s.stop().await;
 }

@@ -88,6 +88,7 @@ pub fn handle_slow(
                 edns,
                 Body {
                     rcode,
+                    no_recursion: !snap.settings.recursion,
                     ..Default::default()
                 },
                 wire::response_limit(edns, tcp),
@@ -134,6 +135,7 @@ fn respond(
     tcp: bool,
 ) -> Action {
     let limit = wire::response_limit(q.edns, tcp);
+    let no_recursion = !snap.settings.recursion;
     if q.edns.is_some_and(|e| e.version != 0) {
         let n = wire::write_response(
             out,
@@ -143,6 +145,7 @@ fn respond(
             q.edns,
             Body {
                 rcode: rcode::BADVERS,
+                no_recursion,
                 ..Default::default()
             },
             limit,
@@ -158,6 +161,7 @@ fn respond(
             q.edns,
             Body {
                 rcode: code,
+                no_recursion,
                 ..Default::default()
             },
             limit,
@@ -165,7 +169,11 @@ fn respond(
         return Action::Reply(n, Outcome::Error);
     }
     let view = snap.view_for(client, local);
-    let body = match snap.resolve(view, q.key, q.qtype, q.qclass) {
+    let mut body = match snap.resolve(view, q.key, q.qtype, q.qclass) {
+        Resolution::Forward if no_recursion => Body {
+            rcode: rcode::REFUSED,
+            ..Default::default()
+        },
         Resolution::Forward => return Action::Forward,
         Resolution::Reverse { nxdomain, zone_at } => {
             return reply_reverse(snap, &q, nxdomain, zone_at, out, limit)
@@ -178,21 +186,22 @@ fn respond(
             rcode: rcode::NOERROR,
             authoritative: true,
             answers: Some((set, entry.map_or(0, |e| e.next_rotation(set.count())))),
-            authority: &[],
+            ..Default::default()
         },
         Resolution::NoData { soa } => Body {
             rcode: rcode::NOERROR,
             authoritative: true,
-            answers: None,
             authority: if soa { snap.soa_authority() } else { &[] },
+            ..Default::default()
         },
         Resolution::NxDomain { soa } => Body {
             rcode: rcode::NXDOMAIN,
             authoritative: soa,
-            answers: None,
             authority: if soa { snap.soa_authority() } else { &[] },
+            ..Default::default()
         },
     };
+    body.no_recursion = no_recursion;
     let outcome = if body.rcode == rcode::REFUSED {
         Outcome::Error
     } else {
@@ -240,6 +249,7 @@ fn reply_reverse(
         authoritative: true,
         answers: None,
         authority: &soa[..len],
+        no_recursion: !snap.settings.recursion,
     };
     let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
     Action::Reply(n, Outcome::Local)

@@ -53,10 +53,13 @@ pub struct BuildSettings {
     pub host_sees_all_qualified: bool,
     /// Leave unhealthy/starting replicas out while a healthy one shares the name.
     pub health_aware: bool,
-    /// Addresses `ns.<domain>` answers (`[server] ns_addresses`); empty: the listeners'.
+    /// Name-server addresses (`[server] ns_addresses`); empty: the listeners'.
     pub ns_addresses: Vec<IpAddr>,
     /// Addresses of the fixed listeners (`[server] listen`), for the default NS addresses.
     pub listen_addresses: Vec<IpAddr>,
+    /// Forward names that are not local (`[server] recursion`). Off: an authoritative-only
+    /// server, RA clear on every reply and REFUSED for names outside its zones.
+    pub recursion: bool,
 }
 
 impl Default for BuildSettings {
@@ -69,6 +72,7 @@ impl Default for BuildSettings {
             health_aware: true,
             ns_addresses: Vec::new(),
             listen_addresses: Vec::new(),
+            recursion: true,
         }
     }
 }
@@ -261,9 +265,9 @@ pub struct Snapshot {
     listener_views: FxHashMap<IpAddr, ViewId>,
     networks: Vec<NetworkInfo>,
     domain_key: Option<Box<[u8]>>,
-    /// Zone records: SOA, NS, `ns.<domain>`, reverse-zone SOA (see `zone.rs`).
+    /// Zone records: SOA, NS, `ns1.<domain>` …, reverse-zone SOA (see `zone.rs`).
     zone: ZoneData,
-    /// Addresses `ns.<domain>` answers.
+    /// Name-server addresses (`ns1.<domain>`, …).
     ns_addrs: Vec<IpAddr>,
     /// Subnets of every served network (clients there may use the server).
     served_subnets: Box<[ipnet::IpNet]>,
@@ -859,7 +863,7 @@ impl Snapshot {
         );
     }
 
-    /// The addresses `ns.<domain>` answers.
+    /// The name-server addresses (`ns1.<domain>`, …).
     pub fn ns_addresses(&self) -> &[IpAddr] {
         &self.ns_addrs
     }
@@ -884,22 +888,18 @@ impl Snapshot {
     }
 
     /// Questions for the zone's own names under `domain` (`lookup` is the name with the
-    /// domain stripped): `ns.<domain>`, which wins over a container named `ns`.
+    /// domain stripped): the name servers `ns1.<domain>` …, which win over containers of the
+    /// same name.
     fn resolve_zone_name(&self, lookup: &[u8], qtype: u16) -> Option<Resolution<'_>> {
-        if lookup != zone::NS_LABEL {
+        if !lookup.starts_with(b"\x03ns") && !lookup.starts_with(b"\x04ns") {
             return None;
         }
-        let set = match qtype {
-            TYPE_A => &self.zone.ns_a,
-            TYPE_AAAA => &self.zone.ns_aaaa,
-            TYPE_ANY if !self.zone.ns_a.is_empty() => &self.zone.ns_a,
-            TYPE_ANY => &self.zone.ns_aaaa,
-            _ => return Some(Resolution::NoData { soa: true }),
-        };
-        Some(if set.is_empty() {
-            Resolution::NoData { soa: true }
-        } else {
-            Resolution::Answer { set, entry: None }
+        let (_, v6, set) = self.zone.ns_hosts.iter().find(|h| &*h.0 == lookup)?;
+        Some(match (qtype, v6) {
+            (TYPE_A, false) | (TYPE_AAAA, true) | (TYPE_ANY, _) => {
+                Resolution::Answer { set, entry: None }
+            }
+            _ => Resolution::NoData { soa: true },
         })
     }
 

@@ -1,7 +1,7 @@
 //! The served domain and the reverse zones of served subnets, as DNS zones.
 //!
 //! Its one job is the zone-level data a [`super::Snapshot`] answers besides container names:
-//! the apex SOA and NS RRsets of `domain`, the addresses of its name server `ns.<domain>`, the
+//! the apex SOA and NS RRsets of `domain`, its name servers `ns1.<domain>` … and their addresses, the
 //! SOA serial, the empty non-terminals (RFC 8020) and the RFC 6303-style reverse zones of every
 //! served subnet (which name is inside one, where its apex is). Everything is encoded once per
 //! snapshot; the query-time helpers ([`reverse_zone`], [`parent_keys`], [`reverse_authority`])
@@ -14,8 +14,9 @@ use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Label of the zone's own name server under the domain: `ns.<domain>`.
-pub const NS_LABEL: &[u8] = b"\x02ns";
+/// Most name servers the apex NS RRset lists (`ns1.<domain>` … `ns8.<domain>`), so the
+/// answer stays small when dockns listens on many gateways.
+pub const MAX_NS: usize = 8;
 /// SOA timers (refresh, retry, expire). There are no secondaries (zone transfers are refused);
 /// the values are the usual recommendations so zone checkers have nothing to flag.
 const REFRESH: u32 = 14_400;
@@ -37,12 +38,11 @@ pub struct ZoneData {
     pub soa: RecordSet,
     /// Apex SOA as an authority record (owner written out in full).
     pub soa_authority: Box<[u8]>,
-    /// Apex NS RRset as an answer.
+    /// Apex NS RRset as an answer: `ns1.<domain>` … one name per name-server address.
     pub ns: RecordSet,
-    /// A records of `ns.<domain>`.
-    pub ns_a: RecordSet,
-    /// AAAA records of `ns.<domain>`.
-    pub ns_aaaa: RecordSet,
+    /// The name servers: wire label (`\x03ns1`), whether the address is IPv6, and its one
+    /// A or AAAA record.
+    pub ns_hosts: Vec<(Box<[u8]>, bool, RecordSet)>,
     /// The SOA of any reverse zone as an answer at its apex (owner and MNAME point to the
     /// question name).
     pub reverse_soa: RecordSet,
@@ -67,7 +67,7 @@ fn soa_timers(serial: u32, minimum: u32) -> [u8; 20] {
 impl ZoneData {
     /// Encodes the zone records: `domain` (already validated, lower case, no trailing dot) or
     /// none, the local TTL (also the negative-caching TTL, RFC 2308), the serial, and the
-    /// addresses `ns.<domain>` answers.
+    /// name-server addresses (`ns1.<domain>` …, at most [`MAX_NS`]).
     pub fn build(domain: Option<&str>, ttl: u32, serial: u32, ns_addrs: &[IpAddr]) -> ZoneData {
         let mut z = ZoneData {
             serial,
@@ -96,13 +96,13 @@ impl ZoneData {
         let domain = domain.trim_end_matches('.');
         let (Ok(zone), Ok(mname), Ok(rname)) = (
             Name::from_ascii(format!("{domain}.")),
-            Name::from_ascii(format!("ns.{domain}.")),
+            Name::from_ascii(format!("ns1.{domain}.")),
             Name::from_ascii(format!("hostmaster.{domain}.")),
         ) else {
             return z;
         };
         let soa = SOA::new(
-            mname.clone(),
+            mname,
             rname,
             serial,
             REFRESH as i32,
@@ -119,28 +119,27 @@ impl ZoneData {
             let _ = record.emit(&mut enc);
         }
         z.soa_authority = authority.into_boxed_slice();
-        let ns = Record::from_rdata(zone, ttl, RData::NS(NS(mname.clone())));
-        z.ns = RecordSet::from_records(std::slice::from_ref(&ns), false);
-        let a: Vec<Record> = ns_addrs
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(v4) => Some(Record::from_rdata(mname.clone(), ttl, RData::A(A(*v4)))),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        let aaaa: Vec<Record> = ns_addrs
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V6(v6) => Some(Record::from_rdata(
-                    mname.clone(),
-                    ttl,
-                    RData::AAAA(AAAA(*v6)),
-                )),
-                IpAddr::V4(_) => None,
-            })
-            .collect();
-        z.ns_a = RecordSet::from_records(&a, false);
-        z.ns_aaaa = RecordSet::from_records(&aaaa, false);
+        let mut ns = Vec::new();
+        for (i, ip) in ns_addrs.iter().take(MAX_NS).enumerate() {
+            let label = format!("ns{}", i + 1);
+            let Ok(host) = Name::from_ascii(format!("{label}.{domain}.")) else {
+                continue;
+            };
+            let data = match ip {
+                IpAddr::V4(v4) => RData::A(A(*v4)),
+                IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+            };
+            let rec = Record::from_rdata(host.clone(), ttl, data);
+            let mut key = vec![label.len() as u8];
+            key.extend_from_slice(label.as_bytes());
+            z.ns_hosts.push((
+                key.into_boxed_slice(),
+                ip.is_ipv6(),
+                RecordSet::from_records(std::slice::from_ref(&rec), false),
+            ));
+            ns.push(Record::from_rdata(zone.clone(), ttl, RData::NS(NS(host))));
+        }
+        z.ns = RecordSet::from_records(&ns, false);
         z
     }
 
@@ -159,7 +158,7 @@ impl ZoneData {
     }
 }
 
-/// The addresses `ns.<domain>` answers: the configured ones; else every specific listener
+/// The name-server addresses (`ns1.<domain>`, …): the configured ones; else every specific listener
 /// address that is not loopback (fixed listeners, gateways, sidecar addresses); else the
 /// loopback listeners. Deduplicated, in order.
 pub fn ns_addresses(configured: &[IpAddr], listeners: &[IpAddr]) -> Vec<IpAddr> {
