@@ -11,8 +11,12 @@ use proptest::prelude::*;
 use std::net::IpAddr;
 
 fn snapshots() -> (Snapshot, Snapshot) {
+    snapshots_with("")
+}
+
+fn snapshots_with(server_keys: &str) -> (Snapshot, Snapshot) {
     let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\ndomain = \"docker\"\n[upstream]\nservers = [\"127.0.0.1:9\"]\n{}",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\ndomain = \"docker\"\n{server_keys}\n[upstream]\nservers = [\"127.0.0.1:9\"]\n{}",
         relsupport::NETWORKS
     );
     let cfg = Config::from_toml(&text, &Overrides::default()).expect("config");
@@ -43,6 +47,7 @@ const KNOWN: &[&str] = &[
     // The zone: its name server, empty non-terminals, the reverse zones of the served subnets
     // (demo is 10.89.0.0/24: zone 0.89.10.in-addr.arpa), CHAOS names.
     "ns1.docker",
+    "ns2.docker",
     "demo.docker",
     "backoffice.docker",
     "0.89.10.in-addr.arpa",
@@ -219,9 +224,18 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     #[test]
-    fn fast_and_slow_paths_give_identical_bytes(cases in proptest::collection::vec(case(), 1..8)) {
-        // A sequence per snapshot pair, so rotation state is exercised too.
-        let (fast_snap, slow_snap) = snapshots();
+    fn fast_and_slow_paths_give_identical_bytes(
+        cases in proptest::collection::vec(case(), 1..8),
+        authoritative_only in proptest::bool::weighted(0.2),
+    ) {
+        // A sequence per snapshot pair, so rotation state is exercised too; sometimes as an
+        // authoritative-only server (RA clear, REFUSED instead of forwarding).
+        let (fast_snap, slow_snap) =
+            snapshots_with(if authoritative_only {
+                "recursion = false\nns_addresses = [\"10.89.0.53\", \"fd00:89::53\"]"
+            } else {
+                ""
+            });
         for c in cases {
             let Some(pkt) = encode(&c) else { continue };
             let mut a = vec![0u8; 65535];

@@ -217,6 +217,10 @@ fn respond(
 /// TKEY/TSIG/MAILB/MAILA (NOTIMP).
 #[inline]
 fn meta_qtype_rcode(qtype: u16, tcp: bool) -> Option<u16> {
+    // One comparison for the ordinary types (A, AAAA, …) on the hot path.
+    if qtype < 249 && qtype != 0 && qtype != 41 {
+        return None;
+    }
     match qtype {
         252 if tcp => Some(rcode::REFUSED),
         252 => Some(rcode::FORMERR),

@@ -999,7 +999,7 @@ impl Snapshot {
                 }
             }
         }
-        if !in_zone && key.ends_with(b"\x04arpa") {
+        if !in_zone && is_arpa(key) {
             if let Some(r) = self.resolve_reverse(view, key, qtype) {
                 return r;
             }
@@ -1038,6 +1038,16 @@ fn any_subset(entry: &NameEntry) -> &RecordSet {
         &entry.aaaa
     } else {
         &entry.ptr
+    }
+}
+
+/// Whether a wire key ends with the label `arpa` (a reverse name, maybe): a cheap test on
+/// the hot path before anything reverse-zone related.
+#[inline]
+fn is_arpa(key: &[u8]) -> bool {
+    match key.len().checked_sub(5) {
+        Some(at) => key[at] == 4 && key[at + 1..] == *b"arpa",
+        None => false,
     }
 }
 
