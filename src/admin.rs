@@ -7,7 +7,14 @@
 //! documents ([`RecordsDoc`], [`ExplainDoc`]) are also what `dockns records` and `dockns query`
 //! parse, so the CLI and the API cannot drift apart. Every request is bounded (header timeout,
 //! connection limit); nothing a client sends can panic it.
-
+//!
+//! Access is decided per request by [`AdminAccess`], like DNS access: a client address in
+//! `[admin] allow` or `full_access`, or a request carrying the bearer token of `token_file`, is
+//! served; everyone else gets 403 (401 when a token is configured) on every path, with no data.
+//! On top of access, scope: a client in `full_access` (default: loopback) sees every network;
+//! any other client sees only what a DNS query from its address, sent to the address it reached
+//! the admin API on, could resolve ([`Snapshot::view_for`]), and `/v1/explain` only for itself.
+//! `/metrics` carries counts and upstream addresses, never a container or network name.
 use crate::dns::listen::{BindError, ListenerSet};
 use crate::dns::stats::Stats;
 use crate::forward::Forwarder;
@@ -16,14 +23,18 @@ use crate::model::{
     endpoint_names, normalize_name, reverse_name, Catalog, Publisher, RecordSet, Resolution,
     Snapshot,
 };
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +44,182 @@ use tokio::sync::{watch, Semaphore};
 const MAX_CONNECTIONS: usize = 64;
 /// Time a client has to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default `[admin] listen` address when the section is present without one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9153";
+
+/// Loopback, the default of `[admin] allow` and `[admin] full_access`.
+pub fn loopback_nets() -> Vec<IpNet> {
+    vec![
+        IpNet::new_assert(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)), 8),
+        IpNet::new_assert(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 128),
+    ]
+}
+
+/// The bearer token of `[admin] token_file`. Its text never appears in `Debug`, in
+/// `check-config` or in a log; comparison is constant-time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(Box<[u8]>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl Token {
+    /// Whether `presented` is this token, in time independent of where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.as_ref().ct_eq(presented))
+    }
+}
+
+/// Reads `[admin] token_file`: the token is the file's text without surrounding white space.
+/// A missing, unreadable, world-readable or empty file is a one-line error naming it and the fix.
+pub fn read_token(path: &Path) -> Result<Token, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| {
+        format!(
+            "[admin] token_file {shown}: {e}; create it with a random token (e.g. `head -c 32 /dev/urandom | base64 > {shown}; chmod 600 {shown}`) or remove the key"
+        )
+    })?;
+    if !meta.is_file() {
+        return Err(format!(
+            "[admin] token_file {shown} is not a regular file; point it at a file holding the token"
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o007 != 0 {
+        return Err(format!(
+            "[admin] token_file {shown} is open to every user (mode {mode:03o}): `chmod 600 {shown}` (or 640 with a group dockns is in)"
+        ));
+    }
+    let text = std::fs::read(path).map_err(|e| {
+        format!(
+            "[admin] token_file {shown}: {e}; make it readable by the user dockns runs as (e.g. chown it to that user, mode 600)"
+        )
+    })?;
+    let token = text.trim_ascii();
+    if token.is_empty() {
+        return Err(format!(
+            "[admin] token_file {shown} is empty: write a random token into it (e.g. `head -c 32 /dev/urandom | base64 > {shown}`)"
+        ));
+    }
+    Ok(Token(token.into()))
+}
+
+/// Who may use the admin API and who sees every network (`[admin] allow`, `full_access`,
+/// `token_file`). See the module docs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AdminAccess {
+    /// Client networks served, scoped unless also in `full_access`.
+    pub allow: Vec<IpNet>,
+    /// Client networks served with every network's tables and any explanation.
+    pub full_access: Vec<IpNet>,
+    /// Where the token came from.
+    pub token_file: Option<PathBuf>,
+    /// The bearer token, when `token_file` is set.
+    #[serde(skip)]
+    pub token: Option<Token>,
+}
+
+impl Default for AdminAccess {
+    fn default() -> Self {
+        AdminAccess {
+            allow: loopback_nets(),
+            full_access: loopback_nets(),
+            token_file: None,
+            token: None,
+        }
+    }
+}
+
+/// What an admitted request may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every network; `/v1/explain` for any client.
+    Full,
+    /// What a DNS query from `client` sent to `local` could resolve; `/v1/explain` only for
+    /// that pair.
+    Client {
+        /// The client's address.
+        client: IpAddr,
+        /// The address it reached the admin API on.
+        local: IpAddr,
+    },
+}
+
+/// Why a request is not served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// Address not allowed and no token configured: 403.
+    Forbidden,
+    /// A token is configured and the request did not carry it (or carried another): 401.
+    Unauthorized,
+}
+
+impl AdminAccess {
+    /// Whether every network that may use the API is inside loopback (for the warning).
+    fn only_loopback(&self) -> bool {
+        self.allow
+            .iter()
+            .chain(&self.full_access)
+            .all(|n| n.network().is_loopback() && n.broadcast().is_loopback())
+    }
+
+    /// The warning `check-config` and `serve` print for an admin API reachable beyond loopback
+    /// that only loopback may use.
+    pub fn exposure_warning(&self, listen: SocketAddr) -> Option<String> {
+        (!listen.ip().is_loopback() && self.token.is_none() && self.only_loopback()).then(|| {
+            format!(
+                "[admin] listen = \"{listen}\" is reachable beyond loopback, but with no [admin] allow beyond loopback and no token_file only loopback clients are served (everyone else gets 403): listen on {DEFAULT_LISTEN}, or add the scrapers' network to [admin] allow, or set [admin] token_file"
+            )
+        })
+    }
+
+    /// Decides a request from `client` that reached us on `local` carrying `authorization`
+    /// (the raw `Authorization` header, if any).
+    pub fn decide(
+        &self,
+        client: IpAddr,
+        local: IpAddr,
+        authorization: Option<&[u8]>,
+    ) -> Result<Scope, Denied> {
+        let client = client.to_canonical();
+        let local = local.to_canonical();
+        // `Bearer <token>`; the scheme is case-insensitive (RFC 9110 11.1). Anything else
+        // counts as a wrong token.
+        let presented = authorization.map(|h| match h.split_at_checked(7) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
+            _ => b"",
+        });
+        let token_ok = match (&self.token, presented) {
+            (Some(t), Some(p)) => {
+                if !t.matches(p) {
+                    // A wrong token is refused even from an allowed address: the sender is
+                    // misconfigured and should learn it.
+                    return Err(Denied::Unauthorized);
+                }
+                true
+            }
+            _ => false,
+        };
+        let full = self.full_access.iter().any(|n| n.contains(&client));
+        if full {
+            return Ok(Scope::Full);
+        }
+        if token_ok || self.allow.iter().any(|n| n.contains(&client)) {
+            return Ok(Scope::Client { client, local });
+        }
+        Err(if self.token.is_some() {
+            Denied::Unauthorized
+        } else {
+            Denied::Forbidden
+        })
+    }
+}
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -47,6 +234,8 @@ pub struct AdminState {
     pub listeners: Arc<ListenerSet>,
     /// Readiness and Docker counters.
     pub server: Arc<ServerMetrics>,
+    /// Access and scope rules (replaced on reload).
+    pub access: Arc<ArcSwap<AdminAccess>>,
 }
 
 /// A running admin server.
@@ -107,7 +296,7 @@ pub fn start(addr: SocketAddr, state: AdminState) -> Result<AdminServer, BindErr
                     Err(_) => break,
                 },
             };
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = stop_rx.changed() => break,
                 r = listener.accept() => match r {
                     Ok(x) => x,
@@ -118,11 +307,18 @@ pub fn start(addr: SocketAddr, state: AdminState) -> Result<AdminServer, BindErr
                     }
                 },
             };
+            let local = match stream.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!("admin connection without a local address: {e}");
+                    continue;
+                }
+            };
             let state = state.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(&state, &req)) }
+                    async move { Ok::<_, Infallible>(route(&state, &req, peer, local)) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -179,7 +375,65 @@ fn error(status: StatusCode, msg: String) -> Resp {
     json(status, &ErrorDoc { error: msg })
 }
 
-fn route(state: &AdminState, req: &Request<Incoming>) -> Resp {
+fn denied(d: Denied, client: IpAddr) -> Resp {
+    let mut r = match d {
+        Denied::Forbidden => error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "client {client} may not use the admin API: add its network to [admin] allow (or use it from loopback)"
+            ),
+        ),
+        Denied::Unauthorized => error(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "client {client} may not use the admin API without the token: send `Authorization: Bearer <the text of [admin] token_file>`, or add its network to [admin] allow"
+            ),
+        ),
+    };
+    let h = r.headers_mut();
+    if d == Denied::Unauthorized {
+        h.insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer realm=\"dockns\""),
+        );
+    }
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+/// The names of the networks a scope shows, or `None` for every network.
+fn visible_networks(snap: &Snapshot, scope: Scope) -> Option<BTreeSet<String>> {
+    match scope {
+        Scope::Full => None,
+        Scope::Client { client, local } => {
+            let nets = snap.networks();
+            Some(
+                snap.view_for(client, Some(local))
+                    .networks
+                    .iter()
+                    .filter_map(|&(i, _)| nets.get(i as usize).map(|n| n.name.clone()))
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn route(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr, local: SocketAddr) -> Resp {
+    // Access first: a client that may not use the API learns nothing, whatever it asks.
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let scope = match state.access.load().decide(peer.ip(), local.ip(), auth) {
+        Ok(s) => s,
+        Err(d) => {
+            tracing::debug!(client = %peer, ?d, "admin request refused");
+            return denied(d, peer.ip().to_canonical());
+        }
+    };
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -212,19 +466,23 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Resp {
                 )
             }
         }
-        "/v1/records" | "/v1/records/" => json(StatusCode::OK, &records(&state.publisher, None)),
-        "/v1/explain" => match explain_query(&state.publisher.snapshot(), query) {
+        "/v1/records" | "/v1/records/" => {
+            json(StatusCode::OK, &records_scoped(&state.publisher, None, scope))
+        }
+        "/v1/explain" => match explain_query(&state.publisher.snapshot(), query, scope) {
             Ok(doc) => json(StatusCode::OK, &doc),
-            Err(e) => error(StatusCode::BAD_REQUEST, e),
+            Err((status, e)) => error(status, e),
         },
         p => match p.strip_prefix("/v1/records/") {
             Some(net) => {
                 let net = percent_decode(net);
-                let doc = records(&state.publisher, Some(&net));
+                let doc = records_scoped(&state.publisher, Some(&net), scope);
                 if doc.networks.is_empty() {
+                    // The same answer for a network that does not exist and one this client
+                    // may not see: its existence is not revealed either.
                     error(
                         StatusCode::NOT_FOUND,
-                        format!("no network named {net:?} is served; GET /v1/records lists them"),
+                        format!("no network named {net:?} is served to this client; GET /v1/records lists them"),
                     )
                 } else {
                     json(StatusCode::OK, &doc)
@@ -381,11 +639,20 @@ fn wire_name_text(mut b: &[u8]) -> String {
 
 /// Builds the records document, for every network or just `only`.
 pub fn records(publisher: &Publisher, only: Option<&str>) -> RecordsDoc {
+    records_scoped(publisher, only, Scope::Full)
+}
+
+/// Builds the records document as `scope` may see it: every network, or only those a DNS
+/// query from the scope's client could resolve; all of them or just `only`.
+pub fn records_scoped(publisher: &Publisher, only: Option<&str>, scope: Scope) -> RecordsDoc {
     let snap = publisher.snapshot();
     let catalog = publisher.catalog();
+    let visible = visible_networks(&snap, scope);
     let mut networks = Vec::new();
     for net in catalog.networks.values() {
-        if only.is_some_and(|o| o != net.name) {
+        if only.is_some_and(|o| o != net.name)
+            || visible.as_ref().is_some_and(|v| !v.contains(&net.name))
+        {
             continue;
         }
         let mut endpoints: Vec<EndpointDoc> = catalog
@@ -508,7 +775,12 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn explain_query(snap: &Snapshot, query: &str) -> Result<ExplainDoc, String> {
+fn explain_query(
+    snap: &Snapshot,
+    query: &str,
+    scope: Scope,
+) -> Result<ExplainDoc, (StatusCode, String)> {
+    let bad = |e: String| (StatusCode::BAD_REQUEST, e);
     let mut name = None;
     let mut qtype = "A".to_string();
     let mut from = None;
@@ -522,26 +794,47 @@ fn explain_query(snap: &Snapshot, query: &str) -> Result<ExplainDoc, String> {
             "from" => from = Some(v),
             "local" => local = Some(v),
             _ => {
-                return Err(format!(
+                return Err(bad(format!(
                     "unknown parameter {k:?}; use name, type, from, local"
-                ))
+                )))
             }
         }
     }
     let name = name
         .filter(|n| !n.is_empty())
-        .ok_or("missing name: /v1/explain?name=NAME&type=A&from=IP")?;
-    let parse_ip = |v: Option<String>, what: &str| -> Result<Option<IpAddr>, String> {
-        v.filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<IpAddr>()
-                    .map_err(|_| format!("{what}={s:?} is not an IP address"))
-            })
-            .transpose()
-    };
-    let client = parse_ip(from, "from")?.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        .ok_or_else(|| bad("missing name: /v1/explain?name=NAME&type=A&from=IP".into()))?;
+    let parse_ip =
+        |v: Option<String>, what: &str| -> Result<Option<IpAddr>, (StatusCode, String)> {
+            v.filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<IpAddr>()
+                        .map(|ip| ip.to_canonical())
+                        .map_err(|_| bad(format!("{what}={s:?} is not an IP address")))
+                })
+                .transpose()
+        };
+    let from = parse_ip(from, "from")?;
     let local = parse_ip(local, "local")?;
-    explain(snap, &name, &qtype, client, local)
+    let (client, local) = match scope {
+        Scope::Full => (from.unwrap_or(IpAddr::from([127, 0, 0, 1])), local),
+        Scope::Client {
+            client,
+            local: reached,
+        } => {
+            // A scoped client explains only its own questions: from its address, to the
+            // address it reached us on.
+            if from.is_some_and(|f| f != client) || local.is_some_and(|l| l != reached) {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "client {client} may only explain its own questions (from={client}, local={reached}); the full tables are for [admin] full_access clients"
+                    ),
+                ));
+            }
+            (client, Some(reached))
+        }
+    };
+    explain(snap, &name, &qtype, client, local).map_err(bad)
 }
 
 /// Explains what `client` (asking on `local`) gets for `name`/`qtype` from the tables.
@@ -645,6 +938,85 @@ mod tests {
         assert_eq!(percent_decode("a+b%"), "a b%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%41"), "A");
+    }
+
+    #[test]
+    fn access_decisions() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let access = AdminAccess {
+            allow: vec!["10.53.0.0/24".parse().unwrap()],
+            full_access: vec!["127.0.0.1/32".parse().unwrap()],
+            token_file: None,
+            token: Some(Token(b"tok".as_slice().into())),
+        };
+        let local = ip("10.53.0.53");
+        let scoped = |c: &str| {
+            Ok(Scope::Client {
+                client: ip(c),
+                local,
+            })
+        };
+        assert_eq!(access.decide(ip("127.0.0.1"), local, None), Ok(Scope::Full));
+        // An IPv4 client of a dual-stack socket arrives as ::ffff:a.b.c.d.
+        assert_eq!(
+            access.decide(ip("::ffff:127.0.0.1"), local, None),
+            Ok(Scope::Full)
+        );
+        assert_eq!(
+            access.decide(ip("10.53.0.7"), local, None),
+            scoped("10.53.0.7")
+        );
+        assert_eq!(
+            access.decide(ip("::ffff:10.53.0.7"), local, None),
+            scoped("10.53.0.7")
+        );
+        let outside = ip("192.0.2.1");
+        assert_eq!(
+            access.decide(outside, local, None),
+            Err(Denied::Unauthorized)
+        );
+        for good in [&b"Bearer tok"[..], b"bearer tok", b"BEARER  tok "] {
+            assert_eq!(
+                access.decide(outside, local, Some(good)),
+                scoped("192.0.2.1")
+            );
+        }
+        for bad in [
+            &b"Bearer to"[..],
+            b"Bearer tokk",
+            b"Basic tok",
+            b"tok",
+            b"",
+            b"Bearer",
+        ] {
+            assert_eq!(
+                access.decide(outside, local, Some(bad)),
+                Err(Denied::Unauthorized),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+            // Wrong from an allowed or full address too.
+            assert_eq!(
+                access.decide(ip("127.0.0.1"), local, Some(bad)),
+                Err(Denied::Unauthorized)
+            );
+        }
+        let no_token = AdminAccess {
+            token: None,
+            ..access
+        };
+        assert_eq!(
+            no_token.decide(outside, local, None),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            no_token.decide(outside, local, Some(b"Bearer tok")),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            format!("{:?}", Token(b"tok".as_slice().into())),
+            "Token(<redacted>)"
+        );
     }
 
     #[test]

@@ -167,8 +167,16 @@ impl Default for DockerSection {
 #[derive(Debug, Deserialize, Serialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
-    /// HTTP listen address for /metrics, /healthz, /readyz, /v1/records.
+    /// HTTP listen address for /metrics, /healthz, /readyz, /v1/records (default
+    /// 127.0.0.1:9153).
     pub listen: Option<String>,
+    /// Client networks that may use the admin API, scoped to what they could resolve
+    /// (default: loopback).
+    pub allow: Option<Vec<String>>,
+    /// Client networks that see every network (default: loopback).
+    pub full_access: Option<Vec<String>>,
+    /// File holding a bearer token that also admits a client (scoped).
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[[network]]`
@@ -298,6 +306,8 @@ pub struct Config {
     pub docker: Option<DockerConfig>,
     /// Admin HTTP listener.
     pub admin: Option<SocketAddr>,
+    /// Who may use the admin API, and who sees every network.
+    pub admin_access: crate::admin::AdminAccess,
     /// Static tables.
     #[serde(skip)]
     pub static_catalog: Catalog,
@@ -347,7 +357,7 @@ impl Config {
             ),
             ("[upstream] cache_size", self.cache_size != new.cache_size),
             ("[docker]", docker_rest(self) != docker_rest(new)),
-            ("[admin]", self.admin != new.admin),
+            ("[admin] listen", self.admin != new.admin),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -748,10 +758,7 @@ impl Config {
             ));
         }
 
-        let admin = match file.admin.as_ref().and_then(|a| a.listen.as_deref()) {
-            None => None,
-            Some(a) => Some(parse_listen(a, "[admin] listen")?),
-        };
+        let (admin, admin_access) = admin_settings(file.admin.as_ref())?;
 
         let mut ns_addresses = Vec::new();
         for (i, a) in s.ns_addresses.iter().enumerate() {
@@ -804,9 +811,19 @@ impl Config {
             cache_size: u.cache_size,
             docker,
             admin,
+            admin_access,
             static_catalog: catalog,
             static_networks,
         })
+    }
+
+    /// Problems worth a warning that are not errors (printed by `check-config`, logged by
+    /// `serve`).
+    pub fn warnings(&self) -> Vec<String> {
+        self.admin
+            .and_then(|listen| self.admin_access.exposure_warning(listen))
+            .into_iter()
+            .collect()
     }
 
     /// Parses a config from TOML text (tests and tools).
@@ -815,6 +832,47 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigError(e.message().to_string()))?;
         Config::from_file(file, overrides)
     }
+}
+
+/// `[admin]`: the listen address (default 127.0.0.1:9153 when the section is present) and the
+/// access rules, reading the token file now (at start and on every reload).
+fn admin_settings(
+    a: Option<&AdminSection>,
+) -> Result<(Option<SocketAddr>, crate::admin::AdminAccess), ConfigError> {
+    let mut access = crate::admin::AdminAccess::default();
+    let Some(a) = a else {
+        return Ok((None, access));
+    };
+    let listen = parse_listen(
+        a.listen.as_deref().unwrap_or(crate::admin::DEFAULT_LISTEN),
+        "[admin] listen",
+    )?;
+    let nets = |list: &[String], key: &str| -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map(|n| n.trunc())
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "[admin] {key}[{i}] = \"{s}\" is not a CIDR or an address; write e.g. \"10.53.0.0/24\" or \"127.0.0.1\""
+                        ))
+                    })
+            })
+            .collect()
+    };
+    if let Some(list) = &a.allow {
+        access.allow = nets(list, "allow")?;
+    }
+    if let Some(list) = &a.full_access {
+        access.full_access = nets(list, "full_access")?;
+    }
+    if let Some(path) = &a.token_file {
+        access.token = Some(crate::admin::read_token(path).map_err(ConfigError)?);
+        access.token_file = Some(path.clone());
+    }
+    Ok((Some(listen), access))
 }
 
 #[cfg(test)]
@@ -854,6 +912,15 @@ mod tests {
         assert_eq!(
             a.restart_only_changes(&load(&later).unwrap()),
             ["[server] workers", "[upstream] servers", "[docker]"]
+        );
+        // [admin]: the access keys are applied by a reload, the listen address is not.
+        let adm = format!("{base}[admin]\nlisten = \"127.0.0.1:9153\"\n");
+        let a = load(&adm).unwrap();
+        let allowed = adm.replace("9153\"\n", "9153\"\nallow = [\"10.0.0.0/8\"]\n");
+        assert!(a.restart_only_changes(&load(&allowed).unwrap()).is_empty());
+        assert_eq!(
+            a.restart_only_changes(&load(&adm.replace("9153", "9154")).unwrap()),
+            ["[admin] listen"]
         );
     }
 

@@ -43,7 +43,7 @@ enum Command {
     Bench(dockns::bench::BenchArgs),
     /// Print the tables of a running dockns (networks, endpoints, names) via its admin API.
     #[command(
-        after_help = "Examples:\n  dockns records                              # admin API at http://127.0.0.1:9153\n  dockns records --network demo\n  dockns records --json | jq '.networks[].names'\n  dockns records --admin http://127.0.0.1:9253\n\nThe server needs [admin] listen = \"127.0.0.1:9153\" in its configuration."
+        after_help = "Examples:\n  dockns records                              # admin API at http://127.0.0.1:9153\n  dockns records --network demo\n  dockns records --json | jq '.networks[].names'\n  dockns records --admin http://127.0.0.1:9253\n\nThe server needs an [admin] section (it listens on 127.0.0.1:9153 by default). A client\noutside [admin] full_access (default: loopback) sees only the networks it could resolve."
     )]
     Records(RecordsArgs),
     /// Ask a running dockns a question; show the answer, which scope was used and why.
@@ -146,6 +146,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file, &Overrides::default()) {
             Ok(cfg) => {
+                for w in cfg.warnings() {
+                    eprintln!("dockns: warning: {}: {w}", file.display());
+                }
                 match toml::to_string_pretty(&cfg) {
                     Ok(s) => println!(
                         "# {} is valid; effective configuration:\n{s}",
@@ -322,6 +325,9 @@ async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Exi
         eprintln!("dockns: cannot install signal handlers");
         return ExitCode::from(1);
     };
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let server = match Server::start(config.clone()) {
         Ok(s) => s,
         Err(e) => {

@@ -5,7 +5,7 @@
 //! loopback ports. Sources of names (the static config here, Docker in `docker`) feed the
 //! [`Publisher`]; the listeners only read what it publishes.
 
-use crate::admin::{AdminServer, AdminState};
+use crate::admin::{AdminAccess, AdminServer, AdminState};
 use crate::config::Config;
 use crate::dns::guard::Guard;
 use crate::dns::listen::{BindError, ListenerDeps, ListenerSet};
@@ -36,6 +36,7 @@ pub struct Server {
     /// `metrics.set_synced()` after its initial sync).
     pub metrics: Arc<ServerMetrics>,
     admin: Mutex<Option<AdminServer>>,
+    admin_access: Arc<arc_swap::ArcSwap<AdminAccess>>,
     config: Mutex<Config>,
     fixed: Mutex<Vec<SocketAddr>>,
 }
@@ -78,6 +79,7 @@ impl Server {
             }
         }
         let metrics = Arc::new(ServerMetrics::new(config.docker.is_some()));
+        let admin_access = Arc::new(arc_swap::ArcSwap::from_pointee(config.admin_access.clone()));
         let admin = match config.admin {
             Some(addr) => {
                 let state = AdminState {
@@ -86,6 +88,7 @@ impl Server {
                     stats: stats.clone(),
                     listeners: listeners.clone(),
                     server: metrics.clone(),
+                    access: admin_access.clone(),
                 };
                 match crate::admin::start(addr, state) {
                     Ok(a) => Some(a),
@@ -109,6 +112,7 @@ impl Server {
             guard,
             metrics,
             admin: Mutex::new(admin),
+            admin_access,
             config: Mutex::new(config),
             fixed: Mutex::new(fixed),
         })
@@ -164,6 +168,9 @@ impl Server {
             );
         }
         self.guard.set(new.guard.clone());
+        if new.admin_access != old.admin_access {
+            self.admin_access.store(Arc::new(new.admin_access.clone()));
+        }
         // Each publish is a full rebuild: skip the settings one when they did not change.
         if new.build != old.build {
             self.publisher.set_settings(new.build.clone());

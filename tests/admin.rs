@@ -523,3 +523,397 @@ fn every_subcommand_has_examples_and_a_version() {
     let (ok, out, _) = run(&["--version"]);
     assert!(ok && out.starts_with("dockns "), "{out}");
 }
+
+// ---- Access and scope (issue 17) ----
+//
+// Static networks whose container addresses are loopback addresses stand in for containers:
+// `front` (web 127.0.1.2, api 127.0.1.3) and `vault` (treasury 127.0.1.10, ledger 127.0.1.11). A
+// client socket bound to one of those addresses is that container asking; 127.0.0.2 is a
+// loopback address that is neither allowed nor a container.
+
+const FRONT_WEB: &str = "127.0.1.2";
+const BACK_DB: &str = "127.0.1.10";
+const STRANGER: &str = "127.0.0.2";
+
+fn scoped_toml(admin: &str) -> String {
+    format!(
+        "[server]\nttl = 5\n[upstream]\nservers = [\"127.0.0.1:9\"]\n\
+         [[network]]\nname = \"front\"\n\
+         [[network.container]]\nname = \"web\"\nipv4 = [\"{FRONT_WEB}\"]\n\
+         [[network.container]]\nname = \"api\"\nipv4 = [\"127.0.1.3\"]\n\
+         [[network]]\nname = \"vault\"\n\
+         [[network.container]]\nname = \"treasury\"\nipv4 = [\"{BACK_DB}\"]\n\
+         [[network.container]]\nname = \"ledger\"\nipv4 = [\"127.0.1.11\"]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n{admin}"
+    )
+}
+
+/// Every name of the `vault` network that a leak would show.
+const BACK_NAMES: [&str; 4] = ["vault", "treasury", "ledger", "127.0.1.1"];
+
+/// One GET over a fresh connection whose source address is `from`; status, headers, body.
+async fn get_from(
+    from: &str,
+    admin: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    let mut s = tokio::time::timeout(WAIT, sock.connect(admin))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: dockns\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("reply in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP reply");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+async fn records_from(from: &str, admin: SocketAddr, token: Option<&str>) -> RecordsDoc {
+    let (status, _, body) = get_from(from, admin, "/v1/records", token).await;
+    assert_eq!(status, 200, "{from}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn net_names(doc: &RecordsDoc) -> Vec<&str> {
+    doc.networks.iter().map(|n| n.name.as_str()).collect()
+}
+
+const EVERY_PATH: [&str; 8] = [
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/v1/records",
+    "/v1/records/vault",
+    "/v1/explain?name=treasury",
+    "/v1/explain?name=treasury&from=127.0.1.10",
+    "/nope",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_is_not_allowed_gets_nothing_from_any_path() {
+    let ts = start(&scoped_toml(
+        "allow = [\"127.0.1.0/24\"]\nfull_access = [\"127.0.0.1\"]\n",
+    ))
+    .await;
+    let admin = ts.server.admin_addr().unwrap();
+    for path in EVERY_PATH {
+        let (status, head, body) = get_from(STRANGER, admin, path, None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(head.contains("connection: close"), "{path}: {head}");
+        assert!(
+            body.contains("[admin] allow") && !BACK_NAMES.iter().any(|n| body.contains(n)),
+            "{path}: {body}"
+        );
+        // The same paths from loopback (full access) are served.
+        let (status, _, body) = get_from("127.0.0.1", admin, path, None).await;
+        assert_eq!(
+            status,
+            if path == "/nope" { 404 } else { 200 },
+            "{path}: {body}"
+        );
+    }
+    // Not even a method error: refused before anything else is looked at.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(STRANGER.parse().unwrap(), 0))
+        .unwrap();
+    let mut s = sock.connect(admin).await.unwrap();
+    s.write_all(b"POST /v1/records HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("the refusal closes the connection")
+        .unwrap();
+    assert!(
+        buf.starts_with(b"HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_container_sees_only_its_own_networks() {
+    let ts = start(&scoped_toml(
+        "allow = [\"127.0.1.0/24\"]\nfull_access = [\"127.0.0.1\"]\n",
+    ))
+    .await;
+    let admin = ts.server.admin_addr().unwrap();
+
+    // Loopback (full access): both networks, and explanations for any client.
+    assert_eq!(
+        net_names(&records_from("127.0.0.1", admin, None).await),
+        ["front", "vault"]
+    );
+    let (status, _, body) = get_from(
+        "127.0.0.1",
+        admin,
+        &format!("/v1/explain?name=ledger&from={BACK_DB}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let doc: ExplainDoc = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (doc.result.as_str(), doc.view.clone()),
+        ("answer", vec!["vault".to_string()])
+    );
+
+    // web (front only): front's tables, nothing of vault's.
+    let doc = records_from(FRONT_WEB, admin, None).await;
+    assert_eq!(net_names(&doc), ["front"]);
+    let body = serde_json::to_string(&doc).unwrap();
+    for leak in ["vault", "treasury", "ledger", "127.0.1.1"] {
+        assert!(!body.contains(leak), "{leak} leaked to web: {body}");
+    }
+    let names: Vec<&str> = doc.networks[0]
+        .names
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    assert!(
+        names.contains(&"api") && names.contains(&"web.front"),
+        "{names:?}"
+    );
+    // vault, asked by name, is as unknown as a network that does not exist.
+    let (status, _, body) = get_from(FRONT_WEB, admin, "/v1/records/vault", None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status404, _, body404) = get_from(FRONT_WEB, admin, "/v1/records/nosuch", None).await;
+    assert_eq!(status404, 404);
+    assert_eq!(body.replace("vault", "X"), body404.replace("nosuch", "X"));
+    assert_eq!(
+        get_from(FRONT_WEB, admin, "/v1/records/front", None)
+            .await
+            .0,
+        200
+    );
+
+    // Explain: for itself only. Its own question about treasury is not answered from vault's table.
+    let (status, _, body) = get_from(FRONT_WEB, admin, "/v1/explain?name=treasury", None).await;
+    assert_eq!(status, 200, "{body}");
+    let own: ExplainDoc = serde_json::from_str(&body).unwrap();
+    assert_eq!(own.client.to_string(), FRONT_WEB);
+    assert_eq!(own.view, ["front"]);
+    assert_ne!(own.result, "answer");
+    assert!(own.answers.is_empty() && own.network.is_none(), "{body}");
+    let (status, _, body) = get_from(
+        FRONT_WEB,
+        admin,
+        &format!("/v1/explain?name=api&from={FRONT_WEB}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for other in [
+        format!("/v1/explain?name=treasury&from={BACK_DB}"),
+        "/v1/explain?name=treasury&from=127.0.0.1".to_string(),
+        "/v1/explain?name=treasury&local=127.0.0.9".to_string(),
+    ] {
+        let (status, _, body) = get_from(FRONT_WEB, admin, &other, None).await;
+        assert_eq!(status, 403, "{other}: {body}");
+        assert!(
+            !BACK_NAMES.iter().skip(1).any(|n| body.contains(n)),
+            "{other}: {body}"
+        );
+    }
+
+    // treasury (vault only): the mirror image.
+    assert_eq!(
+        net_names(&records_from(BACK_DB, admin, None).await),
+        ["vault"]
+    );
+
+    // /metrics, from anyone admitted: counts, never a name.
+    let (status, _, metrics) = get_from(FRONT_WEB, admin, "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("dockns_networks 2"), "{metrics}");
+    for name in [
+        "front", "vault", "\"web", "api", "treasury", "ledger", "127.0.1.",
+    ] {
+        assert!(!metrics.contains(name), "/metrics names {name}:\n{metrics}");
+    }
+    ts.stop().await;
+}
+
+fn token_file(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_admits_a_scraper_and_a_wrong_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = token_file(dir.path(), "token", "s3cret-first\n", 0o600);
+    let admin_keys = |p: &std::path::Path| {
+        format!(
+            "allow = [\"127.0.0.1\"]\nfull_access = [\"127.0.0.1\"]\ntoken_file = \"{}\"\n",
+            p.display()
+        )
+    };
+    let ts = start(&scoped_toml(&admin_keys(&path))).await;
+    let admin = ts.server.admin_addr().unwrap();
+
+    for token in [
+        None,
+        Some("wrong"),
+        Some("s3cret-firs"),
+        Some("s3cret-first-and-more"),
+    ] {
+        for path in EVERY_PATH {
+            let (status, head, body) = get_from(STRANGER, admin, path, token).await;
+            assert_eq!(status, 401, "{path} with {token:?}: {body}");
+            assert!(head.contains("www-authenticate: bearer"), "{head}");
+            assert!(!BACK_NAMES.iter().any(|n| body.contains(n)), "{body}");
+        }
+    }
+    // A wrong token is refused even from an address that may come without one.
+    assert_eq!(
+        get_from("127.0.0.1", admin, "/metrics", Some("wrong"))
+            .await
+            .0,
+        401
+    );
+    let (status, _, metrics) = get_from(STRANGER, admin, "/metrics", Some("s3cret-first")).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("dockns_ready 1"), "{metrics}");
+    // The token opens the door, it does not widen the scope: a container with it still sees
+    // only its own network.
+    assert_eq!(
+        get_from(FRONT_WEB, admin, "/v1/records", None).await.0,
+        401,
+        "web is not in allow"
+    );
+    assert_eq!(
+        net_names(&records_from(FRONT_WEB, admin, Some("s3cret-first")).await),
+        ["front"]
+    );
+    let (status, _, _) = get_from(
+        FRONT_WEB,
+        admin,
+        &format!("/v1/explain?name=treasury&from={BACK_DB}"),
+        Some("s3cret-first"),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // A reload (SIGHUP) reads the file again: the new token works, the old one no longer does.
+    token_file(dir.path(), "token", "s3cret-second", 0o600);
+    ts.server
+        .reload(config(&scoped_toml(&admin_keys(&path))))
+        .expect("reload");
+    assert_eq!(
+        get_from(STRANGER, admin, "/metrics", Some("s3cret-first"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        get_from(STRANGER, admin, "/metrics", Some("s3cret-second"))
+            .await
+            .0,
+        200
+    );
+    ts.stop().await;
+}
+
+#[test]
+fn bad_token_files_are_one_line_errors_naming_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent");
+    let open = token_file(dir.path(), "open", "tok", 0o644);
+    let empty = token_file(dir.path(), "empty", " \n", 0o600);
+    for (path, fix) in [
+        (&missing, "head -c 32 /dev/urandom"),
+        (&open, "chmod 600"),
+        (&empty, "is empty"),
+    ] {
+        let toml = scoped_toml(&format!("token_file = \"{}\"\n", path.display()));
+        let e = dockns::config::Config::from_toml(&toml, &Default::default())
+            .expect_err("a bad token file is an error")
+            .0;
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains(fix) && !e.contains('\n'),
+            "{e}"
+        );
+    }
+    let good = token_file(dir.path(), "good", "tok\n", 0o640);
+    let toml = scoped_toml(&format!("token_file = \"{}\"\n", good.display()));
+    let cfg = dockns::config::Config::from_toml(&toml, &Default::default()).unwrap();
+    // The token never appears in what check-config prints.
+    let printed = toml::to_string_pretty(&cfg).unwrap();
+    assert!(
+        printed.contains("token_file") && !printed.contains("tok\""),
+        "{printed}"
+    );
+    assert!(!format!("{cfg:?}").contains("\"tok\""));
+}
+
+#[test]
+fn admin_defaults_and_the_check_config_warning() {
+    let cfg = dockns::config::Config::from_toml("[admin]\n", &Default::default()).unwrap();
+    assert_eq!(cfg.admin, Some("127.0.0.1:9153".parse().unwrap()));
+    assert!(cfg.warnings().is_empty());
+    let e = dockns::config::Config::from_toml("[admin]\nallow = [\"nope\"]", &Default::default())
+        .unwrap_err()
+        .0;
+    assert!(e.contains("[admin] allow[0]"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let check = |admin: &str| {
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            format!("[server]\nlisten = [\"127.0.0.1:5353\"]\n[admin]\n{admin}"),
+        )
+        .unwrap();
+        run(&["check-config", p.to_str().unwrap()])
+    };
+    let (ok, _, err) = check("listen = \"0.0.0.0:9153\"\n");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning")
+            && err.contains("reachable beyond loopback")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    for quiet in [
+        "listen = \"127.0.0.1:9153\"\n",
+        "listen = \"0.0.0.0:9153\"\nallow = [\"127.0.0.1\", \"10.53.0.0/24\"]\n",
+    ] {
+        let (ok, _, err) = check(quiet);
+        assert!(ok && err.is_empty(), "{quiet}: {err}");
+    }
+    let tok = token_file(dir.path(), "t", "x", 0o600);
+    let (ok, _, err) = check(&format!(
+        "listen = \"0.0.0.0:9153\"\ntoken_file = \"{}\"\n",
+        tok.display()
+    ));
+    assert!(ok && err.is_empty(), "{err}");
+}

@@ -25,8 +25,14 @@
 //! `web`, by name, and as NXDOMAIN under the zone). The admin API over the network answers
 //! `/v1/records` (the replicas, the sidecar's listen address) and `/metrics` (Docker connected,
 //! the only upstream being the stand-in). The sidecar's process runs as uid 65532 with the
-//! socket's group, no capabilities and `no_new_privs`, and the example's healthcheck command
-//! succeeds inside it.
+//! socket's group, no capabilities and `no_new_privs`, and the example's healthcheck (given to
+//! the container as compose gives it) keeps it `healthy` through loopback.
+//!
+//! The admin API scopes what it shows (issue 17): the healthcheck's loopback view lists the other
+//! network and its container, but `app`, admitted through the example's `[admin] allow`, reads
+//! only its own network through `dockns records`, gets 404 for the other network and 403 when it
+//! asks `/v1/explain` as the other network's container; the host, arriving from appnet's gateway
+//! on the sidecar's appnet address, sees appnet only.
 //!
 //! The subnet and address are the example's own (its resolv.conf names 10.53.0.53), so the test
 //! cannot run while something else uses 10.53.0.0/24 (e.g. the example itself): it fails then,
@@ -51,6 +57,9 @@ const SOCKET: &str = "/var/run/docker.sock";
 /// What the stand-in upstream answers for a name nobody else knows (TEST-NET-2).
 const OUTSIDE_NAME: &str = "outside.test";
 const OUTSIDE_IP: &str = "198.51.100.80";
+/// compose.yaml's healthcheck `test` (exec form: the image has no shell).
+const HEALTHCHECK: &str =
+    r#"["CMD", "/usr/local/bin/dockns", "records", "--admin", "http://127.0.0.1:9153", "--json"]"#;
 /// How long a start or stop may take to show in the answers ("within a few seconds").
 const LIVE_BOUND: Duration = Duration::from_secs(5);
 
@@ -186,7 +195,9 @@ fn example_is_what_the_test_translates() {
         &format!("- {SOCKET}:{SOCKET}:ro"),
         "- ./dockns.toml:/etc/dockns/dockns.toml:ro",
         &format!("ipv4_address: {DNS_IP}"),
-        r#"test: ["CMD", "/usr/local/bin/dockns", "records", "--admin", "http://127.0.0.1:9153", "--json"]"#,
+        &format!("test: {HEALTHCHECK}"),
+        "interval: 10s",
+        "timeout: 3s",
         "restart: unless-stopped",
         "aliases: [database, postgres]",
         "replicas: 3",
@@ -204,6 +215,18 @@ fn example_is_what_the_test_translates() {
     assert!(cfg.sidecar && cfg.docker.is_some() && cfg.listen.is_empty());
     assert_eq!(cfg.domain.as_deref(), Some("docker"));
     assert_eq!(cfg.admin, Some("0.0.0.0:9153".parse().unwrap()));
+    // The admin API: loopback (the healthcheck) and appnet admitted, only loopback sees all.
+    let nets = |l: &[&str]| -> Vec<ipnet::IpNet> { l.iter().map(|n| n.parse().unwrap()).collect() };
+    assert_eq!(
+        cfg.admin_access.allow,
+        nets(&["127.0.0.1/32", "::1/128", SUBNET])
+    );
+    assert_eq!(
+        cfg.admin_access.full_access,
+        nets(&["127.0.0.0/8", "::1/128"])
+    );
+    assert!(cfg.admin_access.token.is_none());
+    assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
     assert_eq!(
         cfg.docker.unwrap().endpoint.as_deref(),
         Some(&*format!("unix://{SOCKET}"))
@@ -262,6 +285,26 @@ fn sidecar_example_for_real() {
     );
     let sh = docker_raw(&["run", "--rm", "--entrypoint", "/bin/sh", &img, "-c", "true"]);
     assert!(!sh.status.success(), "the image has no shell");
+    // healthcheck: compose gives the container the exec-form test; `docker run --health-cmd`
+    // cannot (it always wraps the command in /bin/sh, which the image lacks), so the service's
+    // image gets the same healthcheck, interval and timeout through `docker commit --change`.
+    let dns_img = format!("{project}-dns:1");
+    guard.images.insert(0, dns_img.clone());
+    let proto = format!("{project}-proto");
+    guard.containers.push(proto.clone());
+    docker(&["create", "--name", &proto, &img]);
+    // compose's ["CMD", args...] is the Dockerfile's `HEALTHCHECK CMD [args...]`.
+    let test: Vec<String> = serde_json::from_str(HEALTHCHECK).unwrap();
+    assert_eq!(test[0], "CMD");
+    let exec_form = serde_json::to_string(&test[1..]).unwrap();
+    docker(&[
+        "commit",
+        "--change",
+        &format!("HEALTHCHECK --interval=10s --timeout=3s CMD {exec_form}"),
+        &proto,
+        &dns_img,
+    ]);
+    docker(&["rm", &proto]);
 
     // networks: appnet, with the example's subnet. compose.yaml names it exactly `appnet`;
     // the test gives it the project prefix so that it can always be told apart and removed.
@@ -414,9 +457,8 @@ fn sidecar_example_for_real() {
         "dns",
         "--restart", // restart: unless-stopped
         "unless-stopped",
-        // healthcheck: not translatable: `docker run --health-cmd` runs its command through
-        // /bin/sh, which the image does not have; the command itself is run below.
-        &img,
+        // healthcheck: in the image (see dns_img above).
+        &dns_img,
         // command: ["serve", "--config", "/etc/dockns/dockns.toml"], plus the stand-in upstream
         // (the one difference from compose.yaml; the file keeps its default, resolv.conf).
         "serve",
@@ -492,7 +534,18 @@ fn sidecar_example_for_real() {
         "the example's healthcheck fails: {}",
         String::from_utf8_lossy(&health.stderr)
     );
-    serde_json::from_slice::<RecordsDoc>(&health.stdout).expect("healthcheck prints the records");
+    // Through loopback the sidecar sees every network, the one `app` is not on included.
+    let full: RecordsDoc =
+        serde_json::from_slice(&health.stdout).expect("healthcheck prints the records");
+    let other_doc = full
+        .networks
+        .iter()
+        .find(|n| n.name == othernet)
+        .unwrap_or_else(|| panic!("loopback sees {othernet}: {full:?}"));
+    assert!(
+        other_doc.endpoints.iter().any(|e| e.container == secret),
+        "{other_doc:?}"
+    );
 
     // service app (depends_on: dns, db, web).
     let app = c("app", 1);
@@ -589,6 +642,53 @@ fn sidecar_example_for_real() {
     );
     assert!(out.contains(&format!(";; VIEW: {net};")), "{out}");
 
+    // The admin API from app (admitted: appnet is in the example's [admin] allow): its own
+    // network only, nothing of othernet's, and no explanation for another client.
+    let in_app = |args: &[&str]| -> (bool, String, String) {
+        let mut all = vec!["exec", app.as_str(), "/usr/local/bin/dockns"];
+        all.extend(args);
+        let o = docker_raw(&all);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = in_app(&["records", "--admin", &admin, "--json"]);
+    assert!(ok, "{err}");
+    let seen: RecordsDoc = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        seen.networks
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>(),
+        [net.as_str()],
+        "app sees only its own network:\n{out}"
+    );
+    assert!(
+        !out.contains(&secret) && !out.contains(&othernet),
+        "othernet leaked to app:\n{out}"
+    );
+    let (ok, _, err) = in_app(&["records", "--admin", &admin, "--network", &othernet]);
+    assert!(!ok && err.contains("HTTP 404"), "{err}");
+    assert!(!err.contains(&secret), "{err}");
+    let secret_ip = ip_of(&secret, &othernet);
+    let (ok, out, err) = in_app(&[
+        "query",
+        &secret,
+        "--server",
+        &format!("{DNS_IP}:53"),
+        "--admin",
+        &admin,
+        "--from",
+        &secret_ip,
+    ]);
+    assert!(!ok && err.contains("HTTP 403"), "{out}{err}");
+    assert!(
+        !out.contains(&secret_ip) && !err.contains(&othernet),
+        "{out}{err}"
+    );
+
     // Live: a fourth replica started now (`docker compose up -d --scale web=4`) resolves by
     // name and joins `web` within seconds, from Docker's events alone.
     let web4 = c("web", 4);
@@ -622,6 +722,15 @@ fn sidecar_example_for_real() {
     let (code, body) = get("/v1/records");
     assert_eq!(code, 200, "{body}");
     let doc: RecordsDoc = serde_json::from_str(&body).unwrap();
+    // The host arrives from appnet's gateway on the sidecar's appnet address: appnet's view.
+    assert_eq!(
+        doc.networks
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>(),
+        [net.as_str()],
+        "{body}"
+    );
     let nd = doc
         .networks
         .iter()
@@ -697,6 +806,28 @@ fn sidecar_example_for_real() {
             .map(|x| x.1)
             .sum();
     assert!(answered >= 10.0, "A answers counted: {answered}\n{metrics}");
+
+    // The healthcheck, run by Docker every 10 s through loopback, reports healthy.
+    let health_of = || {
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Health.Status}} {{.State.Health.FailingStreak}}",
+            &dns,
+        ])
+    };
+    wait_for(
+        "the sidecar's healthcheck to report healthy",
+        Duration::from_secs(40),
+        || health_of() == "healthy 0",
+        || {
+            format!(
+                "health: {}\n{}",
+                docker(&["inspect", "-f", "{{json .State.Health}}", &dns]),
+                logs()
+            )
+        },
+    );
 
     // The sidecar never crashed (no restart by its policy) along the way.
     assert_eq!(

@@ -910,7 +910,8 @@ impl Snapshot {
                 set: &self.zone.soa,
                 entry: None,
             },
-            TYPE_NS => Resolution::Answer {
+            // No name-server address known (only wildcard listeners, no `ns_addresses`): NODATA.
+            TYPE_NS if !self.zone.ns.is_empty() => Resolution::Answer {
                 set: &self.zone.ns,
                 entry: None,
             },
@@ -1332,6 +1333,69 @@ mod tests {
             Resolution::Answer { set, .. } => assert_eq!(set.count(), 1),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn zone_apex_ns_and_empty_non_terminals() {
+        let mut cat = catalog();
+        cat.containers.insert(
+            "dotted".into(),
+            ctr("x.y", "demo", "10.0.0.40", &[], Health::None),
+        );
+        let settings = BuildSettings {
+            domain: Some("docker".into()),
+            ..Default::default()
+        };
+        // No listener address known: the apex NS is NODATA rather than an empty answer.
+        let s = Snapshot::build(&cat, settings.clone());
+        let v = s.host_view();
+        assert!(s.ns_addresses().is_empty());
+        assert!(matches!(
+            s.resolve(v, &key("docker"), TYPE_NS, CLASS_IN),
+            Resolution::NoData { soa: true }
+        ));
+        let s = Snapshot::build(
+            &cat,
+            BuildSettings {
+                listen_addresses: vec!["0.0.0.0".parse().unwrap(), "10.0.0.53".parse().unwrap()],
+                ..settings
+            },
+        );
+        let v = s.host_view();
+        assert!(matches!(
+            s.resolve(v, &key("docker"), TYPE_NS, CLASS_IN),
+            Resolution::Answer { .. }
+        ));
+        assert!(matches!(
+            s.resolve(v, &key("ns1.docker"), TYPE_A, CLASS_IN),
+            Resolution::Answer { .. }
+        ));
+        // Empty non-terminals: in the merged host view (demo + priv) and in one network's view.
+        for view in [s.host_view(), s.view_for("10.1.0.2".parse().unwrap(), None)] {
+            assert!(matches!(
+                s.resolve(view, &key("priv.docker"), TYPE_A, CLASS_IN),
+                Resolution::NoData { soa: true }
+            ));
+        }
+        assert!(matches!(
+            s.resolve(v, &key("y.docker"), TYPE_A, CLASS_IN),
+            Resolution::NoData { soa: true }
+        ));
+        assert!(matches!(
+            s.resolve(v, &key("y.demo.docker"), TYPE_A, CLASS_IN),
+            Resolution::NoData { soa: true }
+        ));
+        // The internal network's client does not see demo's names or its empty non-terminals.
+        let inner = s.view_for("10.1.0.2".parse().unwrap(), None);
+        assert!(matches!(
+            s.resolve(inner, &key("y.docker"), TYPE_A, CLASS_IN),
+            Resolution::NxDomain { soa: true }
+        ));
+        // Outside the domain an empty non-terminal is not local: forwarded as before.
+        assert!(matches!(
+            s.resolve(v, &key("y"), TYPE_A, CLASS_IN),
+            Resolution::Forward
+        ));
     }
 
     #[test]
