@@ -12,7 +12,9 @@
 # killed on exit. Usage:   benches/compare.sh            (DUR=5 benches/compare.sh for a quick run)
 # Env: DUR (seconds per phase), CLIENTS (dnsperf -c, default 8), INFLIGHT (dnsperf -q, 500),
 #      DOCKNS (binary; default: cargo build --release), WORKERS (dockns UDP workers, default 2),
-#      ROUNDS (interleaved rounds of the peer comparison, default 3; the table shows medians).
+#      ROUNDS (interleaved rounds of the peer comparison and of the forwarding rows, default 3;
+#      the tables show medians), ONLY=fwd (only the forwarding rows and the local-name rate they
+#      are compared with: DUR=5 ONLY=fwd benches/compare.sh takes about 2 minutes).
 set -euo pipefail
 
 DUR=${DUR:-10}
@@ -20,6 +22,8 @@ CLIENTS=${CLIENTS:-8}
 INFLIGHT=${INFLIGHT:-500}
 WORKERS=${WORKERS:-2}
 ROUNDS=${ROUNDS:-3}
+ONLY=${ONLY:-}
+case "$ONLY" in "" | fwd) ;; *) echo "ONLY must be empty or fwd" >&2; exit 2 ;; esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/dockns-compare.XXXXXX)
 PIDS=()
@@ -54,7 +58,7 @@ need_pkg dnsperf dnsperf
 need_pkg knotd knot
 need_pkg dnsmasq dnsmasq-base
 AARDVARK=$(command -v aardvark-dns 2>/dev/null || echo /usr/lib/podman/aardvark-dns)
-need_pkg "$AARDVARK" aardvark-dns
+[ "$ONLY" = fwd ] || need_pkg "$AARDVARK" aardvark-dns
 PATH=$PATH:/usr/sbin
 
 if [ -n "${DOCKNS:-}" ]; then
@@ -152,8 +156,11 @@ ns A 127.0.0.1
 * A 192.0.2.1
 EOF
 FWD_HIT=$WORK/fwd-hit.txt; FWD_MISS=$WORK/fwd-miss.txt
+# Cache misses: 200,000 unique names, all answered by Knot's wildcard (dnsperf cycles through
+# the file; both forwarders run with their cache off, so every query goes upstream).
+MISS_NAMES=200000
 for i in $(seq 1 $N); do echo "h$i.fwd A"; done >"$FWD_HIT"
-awk -v n=$((DUR * 200000)) 'BEGIN { for (i = 1; i <= n; i++) printf "m%d.fwd A\n", i }' >"$FWD_MISS"
+awk -v n=$MISS_NAMES 'BEGIN { for (i = 1; i <= n; i++) printf "m%d.fwd A\n", i }' >"$FWD_MISS"
 
 # --- helpers ---------------------------------------------------------------------------------
 TCK=$(getconf CLK_TCK)
@@ -227,6 +234,8 @@ start PID_KNOT "$WORK/knot.log" knotd -c "$knotc_conf" -s "$WORK/knot/knot.sock"
 start PID_DNSMASQ "$WORK/dnsmasq.log" dnsmasq -k -R -h -u root --pid-file= -z \
     --listen-address=127.0.0.1 --port="$P_DNSMASQ" --addn-hosts="$HOSTS" --cache-size=10000 \
     --log-facility=-
+# (not in ONLY=fwd runs)
+if [ "$ONLY" != fwd ]; then
 # aardvark-dns 1.4 exits when it cannot reach syslog (/dev/log or /var/run/syslog), which many
 # containers and CI machines lack: then give it a private /run holding a syslog sink, in its own
 # mount namespace (nothing on the machine changes).
@@ -247,21 +256,27 @@ start PID_AARD "$WORK/aardvark.log" "${AARD_CMD[@]}"
 for _ in $(seq 1 100); do [ -s "$WORK/aardvark/aardvark.pid" ] && break; sleep 0.1; done
 PID_AARD=$(cat "$WORK/aardvark/aardvark.pid")
 PIDS+=("$PID_AARD")
+fi
 # dockns reads its config through a symlink, so the churn phase can flip it between two versions
 # of the file with one rename (see churn below).
 DLIVE=$WORK/dockns-live.toml
 cp "$DTOML" "$WORK/dockns-a.toml"
 ln -s "$WORK/dockns-a.toml" "$DLIVE"
 start PID_DOCKNS "$WORK/dockns.log" "$BIN" serve --config "$DLIVE" --log-level "warn,dockns::model=debug"
-for p in $P_KNOT $P_DNSMASQ $P_AARD $P_DOCKNS; do wait_udp "$p"; done
+if [ "$ONLY" = fwd ]; then
+    for p in $P_KNOT $P_DOCKNS; do wait_udp "$p"; done
+else
+    for p in $P_KNOT $P_DNSMASQ $P_AARD $P_DOCKNS; do wait_udp "$p"; done
+fi
 
+declare -A QPS CPU MEAN LOST SAMPLES
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+if [ "$ONLY" != fwd ]; then
 # --- 1. local names over UDP -----------------------------------------------------------------
 # ROUNDS interleaved rounds (knot, dnsmasq, aardvark, dockns, knot, ...): each figure in the
 # table is the median over the rounds, so a burst of noise on the shared machine moves one
 # sample, not the result.
 log "phase 1: local A queries over UDP, ${DUR}s each, $ROUNDS interleaved rounds"
-declare -A QPS CPU MEAN LOST SAMPLES
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 for r in $(seq 1 "$ROUNDS"); do
     for s in knot:$PID_KNOT:$P_KNOT dnsmasq:$PID_DNSMASQ:$P_DNSMASQ aardvark-dns:$PID_AARD:$P_AARD dockns:$PID_DOCKNS:$P_DOCKNS; do
         IFS=: read -r name pid port <<<"$s"
@@ -289,6 +304,8 @@ log "phase 2: TCP (several queries per connection)"
 read -r _ TQ_KNOT TC_KNOT TM_KNOT _ < <(run_dnsperf knot-tcp "$PID_KNOT" "$P_KNOT" "$QUERIES" -m tcp)
 read -r _ TQ_DOCKNS TC_DOCKNS TM_DOCKNS _ < <(run_dnsperf dockns-tcp "$PID_DOCKNS" "$P_DOCKNS" "$QUERIES" -m tcp)
 
+fi
+
 # --- 3. forwarding ---------------------------------------------------------------------------
 log "phase 3: forwarding (Knot on $P_KNOT is the upstream)"
 sed -e "s/127.0.0.1:$P_DOCKNS/127.0.0.1:$P_FWD_DOCKNS/" "$DTOML" >"$WORK/fwd.toml"
@@ -299,10 +316,51 @@ start PID_FDM "$WORK/dnsmasq-fwd.log" dnsmasq -k -R -h -u root --pid-file= -z \
     --listen-address=127.0.0.1 --port="$P_FWD_DNSMASQ" --server="127.0.0.1#$P_KNOT" \
     --cache-size=0 --dns-forward-max=1000 --log-facility=-
 for p in $P_FWD_DOCKNS $P_FWD_NOCACHE $P_FWD_DNSMASQ; do wait_udp "$p"; done
-read -r _ FH_Q FH_C FH_M FH_L < <(run_dnsperf dockns-cache-hit "$PID_FWD" "$P_FWD_DOCKNS" "$FWD_HIT")
-read -r _ FM_Q FM_C FM_M FM_L < <(run_dnsperf dockns-cache-miss "$PID_NOCACHE" "$P_FWD_NOCACHE" "$FWD_MISS")
-read -r _ DM_Q DM_C DM_M DM_L < <(run_dnsperf dnsmasq-forward "$PID_FDM" "$P_FWD_DNSMASQ" "$FWD_MISS")
+# ROUNDS interleaved rounds of: dockns local names (the rate cache hits are held to), dockns
+# cache hits, dockns cache misses, dnsmasq cache misses; each row is the median over the rounds.
+declare -A FQ FC FM FL
+for r in $(seq 1 "$ROUNDS"); do
+    for s in fwd-local:$PID_DOCKNS:$P_DOCKNS:$QUERIES fwd-hit:$PID_FWD:$P_FWD_DOCKNS:$FWD_HIT \
+        fwd-miss:$PID_NOCACHE:$P_FWD_NOCACHE:$FWD_MISS dnsmasq-miss:$PID_FDM:$P_FWD_DNSMASQ:$FWD_MISS; do
+        IFS=: read -r name pid port qf <<<"$s"
+        read -r _ q c m l < <(run_dnsperf "$name" "$pid" "$port" "$qf")
+        FQ[$name]="${FQ[$name]:-} $q"; FC[$name]="${FC[$name]:-} $c"
+        FM[$name]="${FM[$name]:-} $m"; FL[$name]="${FL[$name]:-} $l"
+    done
+done
+declare -A FSAMPLES FCSAMPLES
+for name in fwd-local fwd-hit fwd-miss dnsmasq-miss; do
+    FSAMPLES[$name]=${FQ[$name]# }; FCSAMPLES[$name]=${FC[$name]# }
+    FQ[$name]=$(median <<<"${FQ[$name]}"); FC[$name]=$(median <<<"${FC[$name]}")
+    FM[$name]=$(median <<<"${FM[$name]}"); FL[$name]=$(median <<<"${FL[$name]}")
+done
+FH_Q=${FQ[fwd-hit]}; FH_C=${FC[fwd-hit]}; FH_M=${FM[fwd-hit]}; FH_L=${FL[fwd-hit]}
+FM_Q=${FQ[fwd-miss]}; FM_C=${FC[fwd-miss]}; FM_M=${FM[fwd-miss]}; FM_L=${FL[fwd-miss]}
+DM_Q=${FQ[dnsmasq-miss]}; DM_C=${FC[dnsmasq-miss]}; DM_M=${FM[dnsmasq-miss]}; DM_L=${FL[dnsmasq-miss]}
+FLOC_Q=${FQ[fwd-local]}
 kill "$PID_FWD" "$PID_NOCACHE" "$PID_FDM" 2>/dev/null || true
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+forward_table() {
+    echo "forwarding: Knot on loopback is the upstream (wildcard zone); cache misses: $MISS_NAMES unique names, cache off on both; dnsperf -c $CLIENTS -q $INFLIGHT, ${DUR}s each, median of $ROUNDS interleaved rounds"
+    echo
+    echo "| measurement | queries/s | CPU µs/query | mean µs | ratio | target |"
+    echo "|---|---:|---:|---:|---:|---|"
+    echo "| local names (dockns, same rounds) | $FLOC_Q | ${FC[fwd-local]} | ${FM[fwd-local]} | | |"
+    echo "| forwarded, cache hits (dockns) | $FH_Q | $FH_C | $FH_M | $(ratio "$FH_Q" "$FLOC_Q")x local | ≥ 0.9x |"
+    echo "| forwarded, cache misses (dockns, cache off) | $FM_Q | $FM_C | $FM_M | $(ratio "$FM_Q" "$DM_Q")x dnsmasq q/s, $(ratio "$FM_C" "$DM_C")x CPU | ≥ 1.3x q/s, ≤ 0.8x CPU |"
+    echo "| forwarded, dnsmasq (cache off), same upstream | $DM_Q | $DM_C | $DM_M | | |"
+    echo
+    for name in fwd-local fwd-hit fwd-miss dnsmasq-miss; do
+        echo "  $name per round: queries/s ${FSAMPLES[$name]}; CPU µs/query ${FCSAMPLES[$name]}"
+    done
+    echo "  lost (median): local ${FL[fwd-local]}, hits $FH_L, misses $FM_L, dnsmasq $DM_L"
+}
+if [ "$ONLY" = fwd ]; then
+    echo
+    forward_table
+    exit 0
+fi
 
 # --- 4. 10k containers over 500 networks -----------------------------------------------------
 log "phase 4: 10,000 containers over 500 networks"
@@ -370,7 +428,6 @@ CH_ERR=$(awk '/Response codes:/ { sub(/.*Response codes: */, ""); print }' "$WOR
 
 # --- report ----------------------------------------------------------------------------------
 KQ=${QPS[knot]}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 echo
 echo "dockns vs peers: $N local names, UDP, dnsperf -c $CLIENTS -q $INFLIGHT, ${DUR}s each, median of $ROUNDS interleaved rounds, $(nproc) CPUs shared by dnsperf and the server"
 echo
@@ -388,15 +445,15 @@ echo "| measurement | queries/s | CPU µs/query | mean µs | ratio | target |"
 echo "|---|---:|---:|---:|---:|---|"
 echo "| TCP, Knot | $TQ_KNOT | $TC_KNOT | $TM_KNOT | | |"
 echo "| TCP, dockns | $TQ_DOCKNS | $TC_DOCKNS | $TM_DOCKNS | $(ratio "$TQ_DOCKNS" "$TQ_KNOT")x Knot | ≥ 1.0x |"
-echo "| forwarded, cache hits (dockns) | $FH_Q | $FH_C | $FH_M | $(ratio "$FH_Q" "${QPS[dockns]}")x local | ≥ 0.8x |"
-echo "| forwarded, cache misses (dockns, cache off) | $FM_Q | $FM_C | $FM_M | $(ratio "$FM_Q" "$DM_Q")x dnsmasq | ≥ 1.0x |"
-echo "| forwarded, dnsmasq (cache off), same upstream | $DM_Q | $DM_C | $DM_M | | |"
 echo "| 10k containers / 500 networks | $BIG_Q | $BIG_C | $BIG_M | $(ratio "$BIG_Q" "${QPS[dockns]}")x 280-name | ≥ 0.9x |"
 echo "| 280 names, again (no churn) | $C0_Q | $C0_C | $C0_M | | |"
 echo "| 280 names, churn: 50 changes/s (SIGHUP) | $C1_Q | $C1_C | $C1_M | $(ratio "$C1_Q" "$C0_Q")x no churn | ≥ 0.9x, no errors |"
 echo "| 10k, churn: 50 changes/s (SIGHUP, 650 KB file re-read each) | $CH_Q | $CH_C | $CH_M | $(ratio "$CH_Q" "$BIG_Q")x no churn | |"
 echo
+echo
+forward_table
+echo
 echo "10k containers / 500 networks: RSS $((BIG_RSS / 1024)) MiB at start, $((BIG_RSS_AFTER / 1024)) MiB after reload (target ≤ 64 MiB); snapshot rebuild after one change: $(awk -v u="${BIG_REBUILD:-0}" 'BEGIN { printf "%.2f", u / 1000 }') ms (target ≤ 5 ms)"
 echo "churn, 280 names: $C1_SENT reloads asked, $C1_PUB snapshots published, lost ${C1_L:-?} queries; response codes: ${C1_ERR:-?}"
 echo "churn, 10k: $CH_SENT reloads asked, $CH_PUB snapshots published (SIGHUPs that arrive during a reload coalesce), lost ${CH_L:-?} queries; response codes: ${CH_ERR:-?}"
-echo "lost queries at peak: knot ${LOST[knot]}, dnsmasq ${LOST[dnsmasq]}, aardvark-dns ${LOST[aardvark-dns]}, dockns ${LOST[dockns]}; forward hit/miss/dnsmasq lost: $FH_L/$FM_L/$DM_L"
+echo "lost queries at peak: knot ${LOST[knot]}, dnsmasq ${LOST[dnsmasq]}, aardvark-dns ${LOST[aardvark-dns]}, dockns ${LOST[dockns]}"

@@ -1,15 +1,19 @@
 //! Criterion benches for the pieces of the query path and the snapshot build: the fast-path
-//! parse, the table lookup, a full answer (`answer::handle`), and a snapshot rebuild at 10,000
+//! parse, the table lookup, a full answer (`answer::handle`), a forward-cache hit as the UDP
+//! worker probes it (to compare with a local answer), and a snapshot rebuild at 10,000
 //! containers over 500 networks. Run with `cargo bench --bench dns`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use dockns::dns::answer::{handle, Action};
 use dockns::dns::wire::{parse_query, Parse};
+use dockns::forward::cache::{Cache, CacheQuestion};
+use dockns::forward::reply::{self, Judgement};
 use dockns::model::{
     BuildSettings, Catalog, Container, Endpoint, Health, Network, Publisher, Snapshot, MAX_KEY_LEN,
 };
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 /// `containers` containers spread evenly over `networks` networks; network 0 is "bench" and
 /// holds the names the lookups ask for (`c0001`...).
@@ -61,7 +65,9 @@ fn catalog(containers: usize, networks: usize) -> Catalog {
                     )],
                     ipv6: Vec::new(),
                     aliases: Vec::new(),
+                    links: Vec::new(),
                 }],
+                anonymous: false,
             },
         );
     }
@@ -136,6 +142,40 @@ fn benches(c: &mut Criterion) {
             ))
         })
     });
+    // A forward-cache hit, as the UDP worker answers it: parse, key, one shard lock, the reply
+    // rebuilt for this client (ID, question, flags, OPT, aged TTLs). 10,000 cached names.
+    let metrics = std::sync::Arc::new(dockns::metrics::CacheMetrics::default());
+    let fc =
+        Cache::new(10_000, 32 << 20, Duration::from_secs(86_400), metrics).expect("cache enabled");
+    let mut hit_q = Vec::new();
+    for i in 0..10_000 {
+        let q = query(&format!("host{i}.example.com"), true);
+        let cq = CacheQuestion::parse(&q, 0).expect("fast path");
+        let up = reply::upstream_query(0x4242, &cq.client);
+        let mut r = up[..up.len() - 11].to_vec();
+        r[2] = 0x81;
+        r[3] = 0x80;
+        r[7] = 2;
+        r[11] = 0;
+        for k in 0..2u8 {
+            r.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 1, 0x2C, 0, 4, 192, 0, 2, k]);
+        }
+        let Judgement::Accept(a) = reply::judge(0x4242, cq.client.question, &r, false, 86_400)
+        else {
+            panic!("bench answer not accepted")
+        };
+        fc.insert(&cq, &a);
+        if i == 1234 {
+            hit_q = q;
+        }
+    }
+    c.bench_function("forward/cache_hit_edns", |b| {
+        b.iter(|| {
+            let cq = CacheQuestion::parse(black_box(&hit_q), 0).expect("parse");
+            black_box(fc.probe(&cq, false, &mut out))
+        })
+    });
+
     let nx = query("nosuch.bench", false);
     c.bench_function("handle/forward_decision", |b| {
         b.iter(|| {

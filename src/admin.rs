@@ -522,6 +522,7 @@ fn render_metrics(state: &AdminState) -> String {
         queries: &queries,
         upstreams: &upstreams,
         forward_inflight: state.forwarder.inflight() as u64,
+        pool: state.forwarder.pool_totals(),
         cache: state.forwarder.cache_metrics(),
         server: &state.server,
         tables: table_sizes(&catalog, &snap),
@@ -904,6 +905,11 @@ pub fn explain(
         Resolution::Refused => (
             "refused",
             "dockns holds data in class IN only: REFUSED, never forwarded".to_string(),
+            Vec::new(),
+        ),
+        Resolution::ServFail => (
+            "servfail",
+            format!("{name} is known here but its {rtype} answer is not a valid DNS name (a label over 63 bytes or a name over 255): SERVFAIL, as Docker answers"),
             Vec::new(),
         ),
         Resolution::Forward => (

@@ -123,9 +123,22 @@ pub struct UpstreamSection {
     pub timeout_ms: u64,
     /// Total time one client question may spend upstream before it gets SERVFAIL.
     pub budget_ms: u64,
-    /// Forwarded responses kept in the cache (0 disables the cache).
+    /// Forwarded responses kept in the cache at most (0 disables the cache).
     pub cache_size: usize,
+    /// Randomise the letter case of upstream query names (0x20, as unbound's
+    /// `use-caps-for-id`) and accept only replies that echo it exactly.
+    pub randomize_case: bool,
+    /// Bytes the forward cache may hold at most (0 disables the cache).
+    pub cache_bytes: usize,
+    /// Seconds past its TTL a cached answer may still be served when every upstream fails
+    /// (RFC 8767; 0 disables serve-stale).
+    pub serve_stale_secs: u64,
 }
+
+/// Default `[upstream] cache_bytes`: 32 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+/// Default `[upstream] serve_stale_secs`: one day (RFC 8767 suggests 1 to 3 days).
+pub const DEFAULT_SERVE_STALE_SECS: u64 = 86_400;
 
 impl Default for UpstreamSection {
     fn default() -> Self {
@@ -134,6 +147,9 @@ impl Default for UpstreamSection {
             timeout_ms: 1500,
             budget_ms: 4000,
             cache_size: 10_000,
+            randomize_case: false,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            serve_stale_secs: DEFAULT_SERVE_STALE_SECS,
         }
     }
 }
@@ -302,6 +318,12 @@ pub struct Config {
     pub upstream_budget: Duration,
     /// Forward cache entries (0 = no cache).
     pub cache_size: usize,
+    /// 0x20 case randomisation of upstream query names.
+    pub randomize_case: bool,
+    /// Forward cache bytes (0 = no cache).
+    pub cache_bytes: usize,
+    /// How long past its TTL an answer may be served when every upstream fails.
+    pub serve_stale: Duration,
     /// Docker, when watched.
     pub docker: Option<DockerConfig>,
     /// Admin HTTP listener.
@@ -356,6 +378,18 @@ impl Config {
                 self.upstream_budget != new.upstream_budget,
             ),
             ("[upstream] cache_size", self.cache_size != new.cache_size),
+            (
+                "[upstream] randomize_case",
+                self.randomize_case != new.randomize_case,
+            ),
+            (
+                "[upstream] cache_bytes",
+                self.cache_bytes != new.cache_bytes,
+            ),
+            (
+                "[upstream] serve_stale_secs",
+                self.serve_stale != new.serve_stale,
+            ),
             ("[docker]", docker_rest(self) != docker_rest(new)),
             ("[admin] listen", self.admin != new.admin),
         ]
@@ -690,7 +724,9 @@ impl Config {
                             ipv4,
                             ipv6,
                             aliases: c.aliases.clone(),
+                            links: Vec::new(),
                         }],
+                        anonymous: false,
                     },
                 );
             }
@@ -746,6 +782,18 @@ impl Config {
             return err(format!(
                 "[upstream] cache_size = {} is too large; use at most 10000000 entries (0 disables the cache)",
                 u.cache_size
+            ));
+        }
+        if u.cache_bytes > 1 << 32 {
+            return err(format!(
+                "[upstream] cache_bytes = {} is too large; use at most 4294967296 (4 GiB), e.g. 33554432 for 32 MiB (0 disables the cache)",
+                u.cache_bytes
+            ));
+        }
+        if u.serve_stale_secs > 7 * 86_400 {
+            return err(format!(
+                "[upstream] serve_stale_secs = {} is too long; use at most 604800 (7 days; RFC 8767 suggests 1 to 3 days), or 0 to never serve stale answers",
+                u.serve_stale_secs
             ));
         }
         if u.timeout_ms == 0 || u.budget_ms == 0 {
@@ -809,6 +857,9 @@ impl Config {
             upstream_timeout: Duration::from_millis(u.timeout_ms),
             upstream_budget: Duration::from_millis(u.budget_ms),
             cache_size: u.cache_size,
+            randomize_case: u.randomize_case,
+            cache_bytes: u.cache_bytes,
+            serve_stale: Duration::from_secs(u.serve_stale_secs),
             docker,
             admin,
             admin_access,
@@ -959,6 +1010,19 @@ mod tests {
         assert_eq!(load(&format!("{up}cache_size = 0")).unwrap().cache_size, 0);
         let e = load(&format!("{up}cache_size = 99999999")).unwrap_err().0;
         assert!(e.contains("[upstream] cache_size"), "{e}");
+        let c = load(up).unwrap();
+        assert_eq!(c.cache_bytes, 32 << 20, "default 32 MiB");
+        assert_eq!(c.serve_stale, Duration::from_secs(86_400));
+        let c = load(&format!("{up}cache_bytes = 1048576\nserve_stale_secs = 0")).unwrap();
+        assert_eq!((c.cache_bytes, c.serve_stale), (1 << 20, Duration::ZERO));
+        let e = load(&format!("{up}cache_bytes = 99999999999"))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("[upstream] cache_bytes"), "{e}");
+        let e = load(&format!("{up}serve_stale_secs = 99999999"))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("[upstream] serve_stale_secs"), "{e}");
     }
 
     #[test]

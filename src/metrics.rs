@@ -52,6 +52,10 @@ pub struct CacheMetrics {
     pub evictions: PaddedCounter,
     /// Entries held now (a gauge the cache sets).
     pub entries: PaddedCounter,
+    /// Bytes accounted to the entries now (a gauge the cache sets).
+    pub bytes: PaddedCounter,
+    /// Expired answers served because every upstream failed (RFC 8767).
+    pub stale: PaddedCounter,
     /// Whether a cache is present at all (set by the cache when it is built).
     pub enabled: AtomicBool,
 }
@@ -76,6 +80,16 @@ impl CacheMetrics {
     #[inline]
     pub fn set_entries(&self, n: u64) {
         self.entries.set(n);
+    }
+    /// Records the bytes accounted to the entries.
+    #[inline]
+    pub fn set_bytes(&self, n: u64) {
+        self.bytes.set(n);
+    }
+    /// Counts one answer served stale.
+    #[inline]
+    pub fn served_stale(&self) {
+        self.stale.add(1);
     }
 }
 
@@ -180,6 +194,8 @@ pub struct UpstreamTotals {
     pub io_errors: u64,
     /// Tries answered with SERVFAIL or REFUSED.
     pub rcode_errors: u64,
+    /// Replies that matched a try by ID and question but were structurally invalid (dropped).
+    pub malformed: u64,
     /// Whether it is currently considered alive.
     pub up: bool,
 }
@@ -201,6 +217,17 @@ pub struct TableSizes {
     pub generation: u64,
 }
 
+/// Counters of the forwarder's UDP socket pool (`forward/pool.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolTotals {
+    /// UDP datagrams on the pool sockets that matched no try (dropped).
+    pub ignored: u64,
+    /// Forwarded UDP questions that joined an identical one in flight.
+    pub joined: u64,
+    /// Pool sockets re-opened on the schedule.
+    pub reopened: u64,
+}
+
 /// Everything [`render`] needs, gathered by the admin server at scrape time.
 pub struct Inputs<'a> {
     /// Query counters summed over the workers.
@@ -209,6 +236,8 @@ pub struct Inputs<'a> {
     pub upstreams: &'a [UpstreamTotals],
     /// Forwards currently in flight.
     pub forward_inflight: u64,
+    /// The UDP socket pool's counters.
+    pub pool: PoolTotals,
     /// Cache counters.
     pub cache: &'a CacheMetrics,
     /// Server state and Docker counters.
@@ -366,6 +395,24 @@ pub fn render(i: &Inputs<'_>) -> String {
         "Forwarded questions waiting for an answer now.",
         i.forward_inflight,
     );
+    o.single(
+        "dockns_upstream_udp_ignored_total",
+        "counter",
+        "UDP datagrams on the upstream sockets that matched no question in flight (another address or port than the one asked, an unknown ID, another question or letter case, a late duplicate): dropped.",
+        i.pool.ignored,
+    );
+    o.single(
+        "dockns_forward_joined_total",
+        "counter",
+        "Forwarded UDP questions that joined an identical question already in flight instead of asking again.",
+        i.pool.joined,
+    );
+    o.single(
+        "dockns_upstream_sockets_reopened_total",
+        "counter",
+        "Upstream UDP sockets replaced on schedule (after 1000 queries or 10 s), so source ports keep changing.",
+        i.pool.reopened,
+    );
 
     o.head(
         "dockns_upstream_queries_total",
@@ -394,7 +441,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     o.head(
         "dockns_upstream_errors_total",
         "counter",
-        "Tries to each upstream server that failed: kind=io (refused, unreachable, reset) or kind=rcode (SERVFAIL, REFUSED).",
+        "Tries to each upstream server that failed: kind=io (refused, unreachable, reset) kind=rcode (SERVFAIL, REFUSED, FORMERR, NOTIMP) or kind=malformed (a reply to the try that was structurally invalid: dropped).",
     );
     for u in i.upstreams {
         let server = u.addr.to_string();
@@ -407,6 +454,11 @@ pub fn render(i: &Inputs<'_>) -> String {
             "dockns_upstream_errors_total",
             &[("server", &server), ("kind", "rcode")],
             u.rcode_errors,
+        );
+        o.sample(
+            "dockns_upstream_errors_total",
+            &[("server", &server), ("kind", "malformed")],
+            u.malformed,
         );
     }
     o.head(
@@ -434,6 +486,18 @@ pub fn render(i: &Inputs<'_>) -> String {
         "gauge",
         "Entries in the answer cache.",
         c.entries.get(),
+    );
+    o.single(
+        "dockns_cache_bytes",
+        "gauge",
+        "Bytes accounted to the answer cache (bounded by [upstream] cache_bytes).",
+        c.bytes.get(),
+    );
+    o.single(
+        "dockns_cache_stale_answers_total",
+        "counter",
+        "Expired answers served (TTL 30) because every upstream failed (RFC 8767).",
+        c.stale.get(),
     );
     o.single(
         "dockns_cache_hits_total",
@@ -578,12 +642,17 @@ mod tests {
             timeouts: 1,
             io_errors: 0,
             rcode_errors: 2,
+            malformed: 0,
             up: true,
         }];
         let text = render(&Inputs {
             queries: &d,
             upstreams: &up,
             forward_inflight: 0,
+            pool: PoolTotals {
+                ignored: 3,
+                ..Default::default()
+            },
             cache: &cache,
             server: &server,
             tables: TableSizes::default(),
@@ -601,6 +670,7 @@ mod tests {
         assert!(text.contains("dockns_answer_duration_seconds_count{source=\"local\"} 1\n"));
         assert!(text
             .contains("dockns_upstream_errors_total{server=\"127.0.0.1:53\",kind=\"rcode\"} 2\n"));
+        assert!(text.contains("dockns_upstream_udp_ignored_total 3\n"));
         assert!(text.contains("dockns_docker_events_total{type=\"container\"} 1\n"));
         assert!(text.contains("dockns_docker_events_total{type=\"other\"} 1\n"));
         assert!(text.contains("dockns_docker_resync_drift_total 2\n"));

@@ -53,6 +53,10 @@ impl Server {
             budget: config.upstream_budget,
             max_inflight: config.max_inflight,
             cache_size: config.cache_size,
+            randomize_case: config.randomize_case,
+            cache_bytes: config.cache_bytes,
+            serve_stale: config.serve_stale,
+            local_ttl: config.ttl,
         });
         let stats = Arc::new(Stats::default());
         let guard = Guard::new(config.guard.clone());
@@ -168,6 +172,7 @@ impl Server {
             );
         }
         self.guard.set(new.guard.clone());
+        self.forwarder.set_local_ttl(new.ttl);
         if new.admin_access != old.admin_access {
             self.admin_access.store(Arc::new(new.admin_access.clone()));
         }

@@ -85,9 +85,11 @@ fn dead_server_is_skipped_until_its_probe_succeeds() {
     let dead = FakeUpstream::start(Behavior::Dead);
     let good = FakeUpstream::start(Behavior::Answer);
     let s = server(&[&dead, &good]);
-    // The first questions pay a timeout on the dead server, then fall through to the good one.
-    expect_answer(&s, "one.example");
-    expect_answer(&s, "two.example");
+    // The first questions pay a timeout on the dead server, then fall through to the good one;
+    // after DEAD_AFTER (3) failed tries in a row it is marked dead.
+    for name in ["one.example", "two.example", "three.example"] {
+        expect_answer(&s, name);
+    }
     assert!(
         wait_until(WAIT, || !s.server.forwarder.alive()[0].1),
         "first server marked dead"
@@ -126,8 +128,10 @@ fn dead_server_is_skipped_until_its_probe_succeeds() {
 fn all_dead_servfails_within_the_budget_and_recovers() {
     let up = FakeUpstream::start(Behavior::Dead);
     let s = server(&[&up]);
+    // Three failed tries in a row (DEAD_AFTER) mark it dead.
     expect_servfail(&s, "a.example");
     expect_servfail(&s, "b.example");
+    expect_servfail(&s, "b2.example");
     assert!(wait_until(WAIT, || !s.server.forwarder.alive()[0].1));
     // Every server is dead: still tried as a last resort, SERVFAIL within the budget (0.9 s).
     let took = expect_servfail(&s, "c.example");

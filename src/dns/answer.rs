@@ -182,6 +182,10 @@ fn respond(
             rcode: rcode::REFUSED,
             ..Default::default()
         },
+        Resolution::ServFail => Body {
+            rcode: rcode::SERVFAIL,
+            ..Default::default()
+        },
         Resolution::Answer { set, entry } => Body {
             rcode: rcode::NOERROR,
             authoritative: true,
@@ -202,7 +206,7 @@ fn respond(
         },
     };
     body.no_recursion = no_recursion;
-    let outcome = if body.rcode == rcode::REFUSED {
+    let outcome = if matches!(body.rcode, rcode::REFUSED | rcode::SERVFAIL) {
         Outcome::Error
     } else {
         Outcome::Local

@@ -238,7 +238,9 @@ mod tests {
                     ipv4: vec!["10.2.0.5".parse().unwrap()],
                     ipv6: vec![],
                     aliases: vec![],
+                    links: Vec::new(),
                 }],
+                anonymous: false,
             },
         );
         Snapshot::build(&c, BuildSettings::default())

@@ -191,7 +191,7 @@ async fn serve_conn(
                 let wr = wr.clone();
                 let stats = ctx.stats.clone();
                 tokio::spawn(async move {
-                    let (resp, source) = fwd.resolve_traced(&q, true).await;
+                    let (resp, source) = fwd.resolve_traced(&q, true, None).await;
                     if !resp.is_empty() {
                         stats.answered(true, source, &resp, since(t0));
                         log_reply(peer, true, source, &resp);

@@ -5,8 +5,9 @@
 //! batch (a lock-free `arc-swap` guard), answers local names into a batch of reply buffers and
 //! sends them all with one `sendmmsg`: no allocation, no lock, no `.await`, no log line.
 //! Forwarded questions the cache can answer go out in the same batch (one shard lock, no
-//! allocation); the others are handed to the tokio runtime as a task, bounded by the
-//! forwarder's in-flight limit (REFUSED beyond it). The thread polls a stop flag between
+//! allocation); the others are sent upstream from this thread on the forwarder's socket pool
+//! (`forward/pool.rs`: no task, no socket per question) and answered by its receiver thread,
+//! bounded by the forwarder's in-flight limit (REFUSED beyond it). The thread polls a stop flag between
 //! batches (the socket has a short read timeout), which is how listeners are removed.
 
 use super::answer::{self, Action};
@@ -14,6 +15,7 @@ use super::guard::Guard;
 use super::mmsg::MsgBatch;
 use super::stats::{log_reply, since, stamp, AnswerSource, Stamp, WorkerStats};
 use super::wire::{rcode, MAX_MESSAGE};
+use crate::forward::engine::UdpClient;
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -24,7 +26,7 @@ use std::time::Instant;
 
 /// What a UDP worker needs.
 pub struct UdpWorker {
-    /// The socket (shared with forward tasks that send the late replies).
+    /// The socket (shared with the upstream receiver thread, which sends forwarded replies).
     pub socket: Arc<UdpSocket>,
     /// Address the socket is bound to; `None` for a wildcard bind.
     pub local: Option<IpAddr>,
@@ -32,13 +34,13 @@ pub struct UdpWorker {
     pub snapshot: SnapshotHandle,
     /// Upstream pool.
     pub forwarder: Arc<Forwarder>,
-    /// Runtime that runs forward tasks.
+    /// Runtime (for the health probes the upstream receiver starts).
     pub runtime: tokio::runtime::Handle,
     /// Set to stop the worker.
     pub stop: Arc<AtomicBool>,
     /// Counters.
     pub stats: Arc<WorkerStats>,
-    /// Counters shared with forward tasks (the worker's own are written only by its thread).
+    /// Counters for forwarded replies (the worker's own are written only by its thread).
     pub forward_stats: Arc<WorkerStats>,
     /// Access control and forward rate limits.
     pub guard: Arc<Guard>,
@@ -132,6 +134,7 @@ impl UdpWorker {
                             pkt,
                             outb.buf_mut(replies),
                             false,
+                            None,
                         ) {
                             Some(len) => {
                                 self.stats.forwarded();
@@ -181,18 +184,19 @@ impl UdpWorker {
             return;
         };
         self.stats.forwarded();
-        let pkt = pkt.to_vec();
-        let socket = self.socket.clone();
-        let forwarder = self.forwarder.clone();
-        let stats = self.forward_stats.clone();
-        self.runtime.spawn(async move {
-            let (resp, source) = forwarder.resolve_traced(&pkt, false).await;
-            if !resp.is_empty() {
-                stats.answered(false, source, &resp, since(t0));
-                log_reply(src, false, source, &resp);
-                let _ = socket.send_to(&resp, src);
-            }
-            drop(permit);
-        });
+        // Sent upstream from this thread on a pool socket; the pool's receiver thread answers
+        // the client from this listener socket. No task, no socket, no await.
+        self.forwarder.forward_udp(
+            pkt,
+            UdpClient {
+                socket: self.socket.clone(),
+                to: src,
+                t0,
+                stats: self.forward_stats.clone(),
+                permit: Some(permit),
+            },
+            None,
+            &self.runtime,
+        );
     }
 }

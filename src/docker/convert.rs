@@ -5,7 +5,7 @@
 //! rules are unit-tested without a daemon. It must not decide *when* things change (that is
 //! `watch`) nor bind anything (that is `listeners`).
 
-use crate::model::{Container, Endpoint, Health, Network};
+use crate::model::{Container, Endpoint, Health, Link, Network};
 use bollard::models::{
     ContainerInspectResponse, EndpointSettings, HealthStatusEnum, Network as DockerNetwork,
 };
@@ -266,6 +266,7 @@ pub fn container(
             ipv4,
             ipv6,
             aliases,
+            links: endpoint_links(ep),
         });
     }
     if endpoints.is_empty() {
@@ -278,7 +279,33 @@ pub fn container(
         health: health(state.health.as_ref().and_then(|h| h.status.as_ref())),
         extra_names,
         endpoints,
+        // Decided by the watcher (`anonymous_in_config`): the API does not say.
+        anonymous: false,
     })
+}
+
+/// The links of an endpoint (`EndpointSettings.Links`, `target:alias` each), as the daemon
+/// stores them for `docker run --network net --link`, compose `links:` and
+/// `docker network connect --link`. Unparsable entries are skipped.
+pub fn endpoint_links(ep: &EndpointSettings) -> Vec<Link> {
+    let mut out: Vec<Link> = Vec::new();
+    for link in ep.links.iter().flatten().filter_map(|l| Link::parse(l)) {
+        if !out.contains(&link) {
+            out.push(link);
+        }
+    }
+    out
+}
+
+/// Whether Docker created a container as anonymous (no `--name`), from the container's
+/// `config.v2.json` in the daemon's state directory (`<DockerRootDir>/containers/<id>/`):
+/// `NetworkSettings.IsAnonymousEndpoint`, which daemons before 25 (API < 1.44) record but do
+/// not return through the Engine API. `None` when the document does not say.
+pub fn anonymous_in_config(config_v2: &[u8]) -> Option<bool> {
+    let v: serde_json::Value = serde_json::from_slice(config_v2).ok()?;
+    v.get("NetworkSettings")?
+        .get("IsAnonymousEndpoint")?
+        .as_bool()
 }
 
 /// Whether an inspected container is a swarm task (its start/stop changes `tasks.<service>`).
@@ -447,6 +474,45 @@ mod tests {
             &nets
         )
         .is_none());
+    }
+
+    #[test]
+    fn endpoint_links_and_the_anonymous_flag() {
+        let c = container(
+            &base(
+                serde_json::json!({
+                    "alpha": {"IPAddress": "10.7.0.5", "Links": ["db:database", "cache", "db:database", ""]},
+                    "zeta": {"IPAddress": "10.9.0.5", "Links": null}
+                }),
+                serde_json::json!({}),
+            ),
+            &nets(),
+        )
+        .unwrap();
+        let alpha = c.endpoints.iter().find(|e| e.network == "alpha").unwrap();
+        let names: Vec<(&str, &str)> = alpha
+            .links
+            .iter()
+            .map(|l| (l.alias.as_str(), l.target.as_str()))
+            .collect();
+        assert_eq!(names, vec![("database", "db"), ("cache", "cache")]);
+        assert!(c
+            .endpoints
+            .iter()
+            .find(|e| e.network == "zeta")
+            .unwrap()
+            .links
+            .is_empty());
+        assert!(!c.anonymous);
+        // config.v2.json as Docker 20.10 writes it.
+        let doc = br#"{"ID":"4c99","Name":"/interesting_murdock","NetworkSettings":{"Bridge":"","IsAnonymousEndpoint":true,"HasSwarmEndpoint":false}}"#;
+        assert_eq!(anonymous_in_config(doc), Some(true));
+        assert_eq!(
+            anonymous_in_config(br#"{"NetworkSettings":{"IsAnonymousEndpoint":false}}"#),
+            Some(false)
+        );
+        assert_eq!(anonymous_in_config(br#"{"NetworkSettings":{}}"#), None);
+        assert_eq!(anonymous_in_config(b"not json"), None);
     }
 
     #[test]

@@ -18,6 +18,12 @@
 //! at once, so the resync of a host with hundreds of containers costs a few round trips per
 //! hundred rather than one per container.
 //!
+//! Every request is bounded by 20 s as a whole (bollard bounds only the headers), and a request
+//! still pending when the event stream ends is abandoned at once, so a daemon that hangs or
+//! restarts under a request never delays the resync. On daemons older than API 1.44, which
+//! containers are anonymous (no `--name`) is read from the daemon's state directory when it is
+//! readable (see `convert::anonymous_in_config`); the Engine API does not say.
+//!
 //! It owns the Docker connection and the `docker` source of the [`Publisher`]; it must not
 //! touch other sources, and it never blocks the query path (publishing swaps a snapshot).
 
@@ -133,6 +139,8 @@ impl DockerWatcher {
             status: status.clone(),
             metrics,
             up: None,
+            state_dir: None,
+            anonymous_notice: false,
         };
         let task = tokio::spawn(watcher.run());
         DockerWatcher { task, status }
@@ -252,6 +260,12 @@ struct Watcher {
     metrics: Arc<ServerMetrics>,
     /// Last logged connection state (None before the first attempt): each change is logged once.
     up: Option<bool>,
+    /// The daemon's state directory (`DockerRootDir`), when the daemon predates API 1.44 and
+    /// its per-container `config.v2.json` is readable here: the only place such a daemon says
+    /// which containers are anonymous. `None` otherwise.
+    state_dir: Option<std::path::PathBuf>,
+    /// Whether the "cannot tell anonymous containers" notice was logged already.
+    anonymous_notice: bool,
 }
 
 fn endpoint_text(opts: &WatchOptions) -> String {
@@ -310,6 +324,45 @@ fn is_not_found(e: &BollardError) -> bool {
     )
 }
 
+/// Runs one request under [`REQUEST_TIMEOUT_S`] as a whole. bollard's own timeout covers only
+/// the response headers, so a daemon that sends headers and then stalls the body would hold
+/// the watcher forever.
+async fn timed<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, BollardError>>,
+) -> Result<T, BollardError> {
+    match tokio::time::timeout(Duration::from_secs(REQUEST_TIMEOUT_S), fut).await {
+        Ok(r) => r,
+        Err(_) => Err(BollardError::IOError {
+            err: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{what}: no complete answer within {REQUEST_TIMEOUT_S} s"),
+            ),
+        }),
+    }
+}
+
+/// Runs `fut` unless the event stream ends first. A request stuck on a daemon that went away
+/// (or hangs) must not hold up the reconnect for the whole request timeout: the stream's end
+/// is the sign to start over at once.
+async fn unless_stream_ends<T>(
+    ended: &mut tokio::sync::watch::Receiver<bool>,
+    fut: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::select! {
+        r = fut => r,
+        _ = ended.wait_for(|e| *e) => {
+            Err("the event stream ended while a request to the daemon was pending".to_string())
+        }
+    }
+}
+
+/// Whether a negotiated API version predates `DNSNames` (1.44, Docker 25), the versions on
+/// which Docker keeps anonymous containers' generated names out of DNS.
+fn before_dns_names(v: &bollard::ClientVersion) -> bool {
+    (v.major_version, v.minor_version) < (1, 44)
+}
+
 /// One line for a bollard error (its Display can span several lines).
 fn one_line(e: &BollardError) -> String {
     e.to_string().replace('\n', " ")
@@ -359,7 +412,7 @@ impl Watcher {
             Ok(d) => d,
             Err(e) => return SessionEnd::Unreachable(one_line(&e)),
         };
-        let docker = match docker.negotiate_version().await {
+        let docker = match timed("/version", docker.negotiate_version()).await {
             Ok(d) => d,
             Err(e) => return SessionEnd::Unreachable(one_line(&e)),
         };
@@ -367,8 +420,11 @@ impl Watcher {
         // 1. Subscribe first. The reader runs in its own task so the stream is being consumed
         // while the listing below runs; `since` (in the daemon's clock, which may differ from
         // ours on a tcp:// endpoint) covers the moment before the subscription.
-        let daemon_now = match docker.info().await {
-            Ok(info) => info.system_time.as_deref().and_then(parse_rfc3339),
+        let daemon_now = match timed("/info", docker.info()).await {
+            Ok(info) => {
+                self.find_state_dir(endpoint, &docker, info.docker_root_dir.as_deref());
+                info.system_time.as_deref().and_then(parse_rfc3339)
+            }
             Err(e) => return SessionEnd::Unreachable(one_line(&e)),
         };
         let now = daemon_now.unwrap_or_else(|| {
@@ -390,31 +446,29 @@ impl Watcher {
             )])),
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<Result<EventMessage, String>>();
+        // Set when the stream ends, so a pending request does not hold up the reconnect.
+        let (ended_tx, mut ended) = tokio::sync::watch::channel(false);
         let mut stream = docker.events(Some(options));
         let reader = tokio::spawn(async move {
-            loop {
+            let end = loop {
                 match stream.next().await {
                     Some(Ok(ev)) => {
                         if tx.send(Ok(ev)).is_err() {
                             return;
                         }
                     }
-                    Some(Err(e)) => {
-                        let _ = tx.send(Err(one_line(&e)));
-                        return;
-                    }
-                    None => {
-                        let _ = tx.send(Err("the daemon closed the event stream".to_string()));
-                        return;
-                    }
+                    Some(Err(e)) => break one_line(&e),
+                    None => break "the daemon closed the event stream".to_string(),
                 }
-            }
+            };
+            let _ = ended_tx.send(true);
+            let _ = tx.send(Err(end));
         });
         let _reader = AbortOnDrop(reader);
 
         // 2. Full listing.
         let sync_started = Instant::now();
-        let fresh = match self.fetch_all(&docker).await {
+        let fresh = match unless_stream_ends(&mut ended, self.fetch_all(&docker)).await {
             Ok(s) => s,
             Err(e) => {
                 return if self.up == Some(true) {
@@ -498,7 +552,7 @@ impl Watcher {
                             }
                         };
                         let kind = ev.typ.map(|t| t.to_string()).unwrap_or_default();
-                        match self.apply(&docker, &ev).await {
+                        match unless_stream_ends(&mut ended, self.apply(&docker, &ev)).await {
                             Ok(swarm) => {
                                 swarm_changed |= swarm;
                                 self.metrics.docker.event_applied(&kind);
@@ -511,7 +565,9 @@ impl Watcher {
                         self.status.events.fetch_add(1, Ordering::Relaxed);
                     }
                     if swarm_changed {
-                        if let Err(e) = self.refresh_services(&docker).await {
+                        if let Err(e) =
+                            unless_stream_ends(&mut ended, self.refresh_services(&docker)).await
+                        {
                             self.publish();
                             return SessionEnd::Lost(e);
                         }
@@ -520,7 +576,7 @@ impl Watcher {
                     self.publish();
                 }
                 _ = sweep.tick(), if sweep_every.is_some() => {
-                    match self.fetch_all(&docker).await {
+                    match unless_stream_ends(&mut ended, self.fetch_all(&docker)).await {
                         Ok(fresh) => self.repair_drift(fresh),
                         Err(e) => return SessionEnd::Lost(e),
                     }
@@ -529,7 +585,9 @@ impl Watcher {
                     if settle_until.is_some_and(|t| Instant::now() > t) {
                         settle_until = None;
                     }
-                    if let Err(e) = self.refresh_services(&docker).await {
+                    if let Err(e) =
+                        unless_stream_ends(&mut ended, self.refresh_services(&docker)).await
+                    {
                         return SessionEnd::Lost(e);
                     }
                     self.publish();
@@ -618,13 +676,56 @@ impl Watcher {
         self.publish();
     }
 
+    /// Finds where a daemon older than API 1.44 records which containers are anonymous (see
+    /// [`convert::anonymous_in_config`]); logs once when that is not readable from here.
+    fn find_state_dir(&mut self, endpoint: &str, docker: &Docker, root: Option<&str>) {
+        self.state_dir = None;
+        if !before_dns_names(&docker.client_version()) {
+            return;
+        }
+        let local = endpoint.starts_with("unix://") || endpoint.starts_with('/');
+        let dir = root
+            .filter(|_| local)
+            .map(|r| std::path::Path::new(r).to_path_buf());
+        match dir.filter(|d| std::fs::read_dir(d.join("containers")).is_ok()) {
+            Some(d) => self.state_dir = Some(d),
+            None if !self.anonymous_notice => {
+                self.anonymous_notice = true;
+                tracing::info!(
+                    "this Docker (API older than 1.44) does not say through its API which containers were started without --name, and its state directory ({}) is not readable here: their generated names are answered, where Docker leaves them out (run dockns on the Docker host as root to match)",
+                    root.unwrap_or("unknown")
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Whether a container was created without `--name`, as its daemon recorded it (daemons
+    /// before API 1.44 only; later ones answer every container by name). A small local file
+    /// read, once per inspection.
+    fn is_anonymous(&self, id: &str) -> bool {
+        let Some(dir) = &self.state_dir else {
+            return false;
+        };
+        // Container IDs are hex: anything else is never used as a path component.
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+        std::fs::read(dir.join("containers").join(id).join("config.v2.json"))
+            .ok()
+            .and_then(|b| convert::anonymous_in_config(&b))
+            .unwrap_or(false)
+    }
+
     /// Lists and inspects everything into a fresh state.
     async fn fetch_all(&self, docker: &Docker) -> Result<State, String> {
         let mut st = State::default();
-        let nets = docker
-            .list_networks(None::<ListNetworksOptions>)
-            .await
-            .map_err(|e| format!("listing networks failed: {}", one_line(&e)))?;
+        let nets = timed(
+            "/networks",
+            docker.list_networks(None::<ListNetworksOptions>),
+        )
+        .await
+        .map_err(|e| format!("listing networks failed: {}", one_line(&e)))?;
         for n in &nets {
             match convert::network(n, self.rules) {
                 Some(ni) => st.add_network(ni),
@@ -635,18 +736,20 @@ impl Watcher {
                 }
             }
         }
-        let list = docker
-            .list_containers(Some(ListContainersOptions {
+        let list = timed(
+            "/containers/json",
+            docker.list_containers(Some(ListContainersOptions {
                 all: false,
                 ..Default::default()
-            }))
-            .await
-            .map_err(|e| format!("listing containers failed: {}", one_line(&e)))?;
+            })),
+        )
+        .await
+        .map_err(|e| format!("listing containers failed: {}", one_line(&e)))?;
         // Several inspections in flight: a full sync of a busy host (a resync after an outage)
         // takes one round trip per INSPECT_CONCURRENCY containers, not one per container.
         let mut inspected = futures_util::stream::iter(list.into_iter().filter_map(|s| s.id))
             .map(|id| async move {
-                let r = docker.inspect_container(&id, None).await;
+                let r = timed("/containers/{id}/json", docker.inspect_container(&id, None)).await;
                 (id, r)
             })
             .buffer_unordered(INSPECT_CONCURRENCY);
@@ -656,7 +759,8 @@ impl Watcher {
                     if convert::is_swarm_task(&info) {
                         st.tasks.insert(id.clone());
                     }
-                    if let Some(c) = convert::container(&info, &st.networks) {
+                    if let Some(mut c) = convert::container(&info, &st.networks) {
+                        c.anonymous = self.is_anonymous(&id);
                         st.containers.insert(id, c);
                     }
                 }
@@ -665,7 +769,7 @@ impl Watcher {
                 Err(e) => return Err(format!("inspecting container {id}: {}", one_line(&e))),
             }
         }
-        st.manager = match docker.info().await {
+        st.manager = match timed("/info", docker.info()).await {
             Ok(info) => info
                 .swarm
                 .and_then(|s| s.control_available)
@@ -735,9 +839,11 @@ impl Watcher {
 
     /// Inspects a network by ID and adopts it (or remembers that it is not served).
     async fn inspect_network(&mut self, docker: &Docker, id: &str) -> Result<(), String> {
-        match docker
-            .inspect_network(id, None::<InspectNetworkOptions>)
-            .await
+        match timed(
+            "/networks/{id}",
+            docker.inspect_network(id, None::<InspectNetworkOptions>),
+        )
+        .await
         {
             Ok(n) => {
                 let as_listed = bollard::models::Network {
@@ -773,7 +879,7 @@ impl Watcher {
         if id.is_empty() {
             return Ok(false);
         }
-        let info = match docker.inspect_container(id, None).await {
+        let info = match timed("/containers/{id}/json", docker.inspect_container(id, None)).await {
             Ok(info) => info,
             Err(e) if is_not_found(&e) => {
                 self.state.containers.remove(id);
@@ -803,7 +909,8 @@ impl Watcher {
             self.state.tasks.insert(id.clone());
         }
         match convert::container(&info, &self.state.networks) {
-            Some(c) => {
+            Some(mut c) => {
+                c.anonymous = self.is_anonymous(&id);
                 self.state.containers.insert(id, c);
             }
             None => {
@@ -828,7 +935,12 @@ async fn services(docker: &Docker, st: &State) -> Result<Vec<ServiceRecord>, Str
             verbose: true,
             scope: Some("swarm".to_string()),
         };
-        let n = match docker.inspect_network(&ni.network.id, Some(opts)).await {
+        let n = match timed(
+            "/networks/{id}",
+            docker.inspect_network(&ni.network.id, Some(opts)),
+        )
+        .await
+        {
             Ok(n) => n,
             Err(e) if is_not_found(&e) => continue,
             Err(e) => {
@@ -979,7 +1091,9 @@ mod tests {
                     ipv4: vec!["10.5.0.7".parse().unwrap()],
                     ipv6: vec![],
                     aliases: vec![],
+                    links: Vec::new(),
                 }],
+                anonymous: false,
             },
         );
         st

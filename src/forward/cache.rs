@@ -1,18 +1,35 @@
 //! The forward cache and in-flight de-duplication of upstream questions.
 //!
-//! [`Cache`] keeps upstream responses keyed by (lower-cased question name, type, class, DO bit,
-//! EDNS present). It is bounded (entry cap split over shards, oldest insertion evicted first),
-//! respects TTLs (an entry lives for the smallest TTL in the response and is served with every
-//! TTL decremented by its age), and caches negative answers (NXDOMAIN, NODATA) for
-//! min(SOA TTL, SOA MINIMUM) as RFC 2308 says, never without an SOA. A response served from
-//! the cache gets the client's ID, RD bit and the client's letter case in the question.
+//! [`Cache`] keeps normalised upstream answers ([`reply::Answer`]: header, question and records,
+//! no OPT) keyed by everything that changes the answer: the lower-cased question name, the type
+//! and class, the client's DO and CD bits, and the identity of the upstream server set asked (a
+//! 64-bit hash of the list; 0 for the configured `[upstream] servers`), so an answer fetched with
+//! CD=1, or from one container's own DNS servers, never reaches a client that asked otherwise.
+//! A hit is rebuilt for each client by [`reply::write_client_reply`]: its ID, its question
+//! bytes, its flags, dockns's own OPT: nothing of another client (its COOKIE, RFC 7873) is ever
+//! replayed. An entry lives for the smallest TTL in the answer (TTLs served decremented by the
+//! entry's age); negative answers (NXDOMAIN, NODATA) for min(SOA TTL, SOA MINIMUM) as RFC 2308
+//! says, never without an SOA.
+//!
+//! Bounds: `max_bytes` of accounted memory (message, TTL table, key twice, and a fixed
+//! per-entry overhead, [`ENTRY_OVERHEAD`]) and `max_entries` entries, each split evenly over
+//! [`SHARDS`] shards; inserting evicts the oldest insertions of its shard until the new entry
+//! fits. An expired entry is kept (within the bounds) for `stale` more time, so that
+//! [`Cache::stale_vec`] can answer it with TTL 30 when every upstream fails (RFC 8767).
+//!
+//! Why a hand-written sharded map and not moka: the cache-hit probe runs on the UDP worker
+//! threads for every forwarded question and must not cost more than a local answer; moka's
+//! `get` clones an `Arc` and records the read for its eviction policy, a sharded `HashMap`
+//! lookup under an uncontended mutex copies straight into the reply buffer. Measured numbers
+//! are in the README ("Forwarding").
 //!
 //! [`Inflight`] lets identical questions share one upstream query: the first asker leads, the
 //! others wait for its result. This module only stores and rewrites DNS messages; it never
 //! sends anything and never decides which upstream to ask (that is `forward/mod.rs`). Lookups
 //! take one uncontended shard lock and allocate nothing.
 
-use crate::dns::wire::{self, EdnsInfo, Parse};
+use super::reply::{self, Answer, AnswerRef, ClientQuery, Ttl};
+use crate::dns::wire::{self, Parse};
 use crate::metrics::CacheMetrics;
 use crate::model::MAX_KEY_LEN;
 use rustc_hash::FxHasher;
@@ -24,48 +41,65 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Longest TTL the cache honours, seconds (longer ones are capped).
-pub const MAX_TTL: u32 = 86_400;
-const SHARDS: usize = 16;
-/// Key: name key, type, class, flags byte.
-const KEY_MAX: usize = MAX_KEY_LEN + 5;
-const TYPE_SOA: u16 = 6;
-const TYPE_OPT: u16 = 41;
+pub const MAX_TTL: u32 = reply::MAX_TTL;
+/// Shards of the cache (each with its own lock and its share of the bounds).
+pub const SHARDS: usize = 16;
+/// Bytes accounted per entry besides its message, TTL table and keys (the entry, the map slot,
+/// the eviction-queue slot, allocator headers).
+pub const ENTRY_OVERHEAD: usize = 160;
+/// Key: name key, type, class, flags byte, server-set identity.
+const KEY_MAX: usize = MAX_KEY_LEN + 5 + 8;
 
 /// A client's question as the cache needs it, borrowed from the packet.
 #[derive(Clone, Copy)]
 pub struct CacheQuestion<'a> {
-    id: u16,
-    flags: u16,
-    question: &'a [u8],
-    edns: Option<EdnsInfo>,
+    /// The client's query.
+    pub client: ClientQuery<'a>,
     key: [u8; KEY_MAX],
     key_len: usize,
 }
 
 impl<'a> CacheQuestion<'a> {
-    /// Parses an ordinary query (the fast-path shape); `None` for anything unusual, which then
-    /// bypasses the cache.
-    pub fn parse(pkt: &'a [u8]) -> Option<CacheQuestion<'a>> {
-        let mut name = [0u8; MAX_KEY_LEN];
-        let Parse::Query(q) = wire::parse_query(pkt, &mut name) else {
+    /// Parses an ordinary query (the fast-path shape) asked of the server set `set` (see
+    /// [`crate::forward::set_id`]); `None` for anything unusual.
+    pub fn parse(pkt: &'a [u8], set: u64) -> Option<CacheQuestion<'a>> {
+        // The parser writes the lower-cased name straight into the key buffer.
+        let mut key = [0u8; KEY_MAX];
+        let name: &mut [u8; MAX_KEY_LEN] = (&mut key[..MAX_KEY_LEN]).try_into().ok()?;
+        let Parse::Query(q) = wire::parse_query(pkt, name) else {
             return None;
         };
-        let mut key = [0u8; KEY_MAX];
-        let n = q.key_len;
-        key[..n].copy_from_slice(&name[..n]);
-        key[n..n + 2].copy_from_slice(&q.qtype.to_be_bytes());
-        key[n + 2..n + 4].copy_from_slice(&q.qclass.to_be_bytes());
-        key[n + 4] = match q.edns {
-            None => 0,
-            Some(e) => 1 | (u8::from(e.dnssec_ok) << 1),
-        };
-        Some(CacheQuestion {
+        let client = ClientQuery {
             id: q.id,
             flags: q.flags,
-            question: &pkt[wire::HEADER_LEN..q.qend],
+            question: pkt.get(wire::HEADER_LEN..q.qend)?,
             edns: q.edns,
+        };
+        let key_len = finish_key(&mut key, q.key_len, q.qtype, q.qclass, &client, set)?;
+        Some(CacheQuestion {
+            client,
             key,
-            key_len: n + 5,
+            key_len,
+        })
+    }
+
+    /// Builds the key from parts: `name` is the lower-cased wire name without the root label.
+    /// `None` when the name is too long for a key.
+    pub fn new(
+        client: ClientQuery<'a>,
+        name: &[u8],
+        qtype: u16,
+        qclass: u16,
+        set: u64,
+    ) -> Option<CacheQuestion<'a>> {
+        let mut key = [0u8; KEY_MAX];
+        let n = name.len();
+        key.get_mut(..n)?.copy_from_slice(name);
+        let key_len = finish_key(&mut key, n, qtype, qclass, &client, set)?;
+        Some(CacheQuestion {
+            client,
+            key,
+            key_len,
         })
     }
 
@@ -83,13 +117,45 @@ impl<'a> CacheQuestion<'a> {
     }
 }
 
+/// Appends type, class, the DO/CD byte and the server-set identity to the `n` name bytes already
+/// in `key`; returns the key length (`None` when it does not fit).
+fn finish_key(
+    key: &mut [u8; KEY_MAX],
+    n: usize,
+    qtype: u16,
+    qclass: u16,
+    client: &ClientQuery<'_>,
+    set: u64,
+) -> Option<usize> {
+    let k = key.get_mut(n..n + 13)?;
+    k[0..2].copy_from_slice(&qtype.to_be_bytes());
+    k[2..4].copy_from_slice(&qclass.to_be_bytes());
+    k[4] = u8::from(client.dnssec_ok()) | (u8::from(client.checking_disabled()) << 1);
+    k[5..13].copy_from_slice(&set.to_be_bytes());
+    Some(n + 13)
+}
+
 struct Entry {
-    resp: Box<[u8]>,
+    msg: Box<[u8]>,
     /// Offsets of every TTL field (OPT excluded) and the TTL stored there.
     ttls: Box<[(u16, u32)]>,
+    rcode: u16,
     stored: Instant,
     expires: Instant,
+    /// Served stale (when every upstream fails) until then; removed after.
+    stale_until: Instant,
+    weight: usize,
     seq: u64,
+}
+
+impl Entry {
+    fn answer(&self) -> AnswerRef<'_> {
+        AnswerRef {
+            msg: &self.msg,
+            ttls: &self.ttls,
+            rcode: self.rcode,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -97,6 +163,7 @@ struct Shard {
     map: HashMap<Box<[u8]>, Entry>,
     order: VecDeque<(Box<[u8]>, u64)>,
     seq: u64,
+    bytes: usize,
 }
 
 /// Cache counters.
@@ -104,13 +171,18 @@ struct Shard {
 pub struct CacheStats {
     /// Entries stored now.
     pub entries: usize,
+    /// Bytes accounted to them now.
+    pub bytes: usize,
 }
 
 /// The bounded, TTL-respecting response cache. See the module docs.
 pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
+    per_shard_bytes: usize,
+    stale: Duration,
     entries: AtomicU64,
+    bytes: AtomicU64,
     metrics: Arc<CacheMetrics>,
 }
 
@@ -120,158 +192,58 @@ fn shard_of(key: &[u8]) -> usize {
     (h.finish() >> 32) as usize % SHARDS
 }
 
-#[inline]
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+/// The UDP or TCP limit of the client's reply.
+fn limit(q: &CacheQuestion<'_>, tcp: bool) -> usize {
+    wire::response_limit(q.client.edns, tcp)
 }
 
-#[inline]
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// Skips a (possibly compressed) name; returns the offset after it.
-fn skip_name(b: &[u8], mut at: usize) -> Option<usize> {
-    loop {
-        let len = *b.get(at)?;
-        match len & 0xC0 {
-            0x00 if len == 0 => return Some(at + 1),
-            0x00 => at += 1 + usize::from(len),
-            0xC0 => return (at + 2 <= b.len()).then_some(at + 2),
-            _ => return None,
-        }
-    }
-}
-
-/// What a response may be cached as: its TTL fields and how long it lives.
-fn analyse(resp: &[u8], question: &[u8]) -> Option<(Vec<(u16, u32)>, u32)> {
-    if resp.len() < wire::HEADER_LEN + question.len() || resp.len() > usize::from(u16::MAX) {
-        return None;
-    }
-    let flags = be16(resp, 2);
-    let rcode = flags & 0x000F;
-    // A response (QR), not truncated (TC), NOERROR or NXDOMAIN, exactly our one question.
-    if flags & 0x8000 == 0 || flags & 0x0200 != 0 || (rcode != 0 && rcode != 3) {
-        return None;
-    }
-    if be16(resp, 4) != 1
-        || !resp[wire::HEADER_LEN..wire::HEADER_LEN + question.len()].eq_ignore_ascii_case(question)
-    {
-        return None;
-    }
-    let (an, ns, ar) = (be16(resp, 6), be16(resp, 8), be16(resp, 10));
-    let mut at = wire::HEADER_LEN + question.len();
-    let mut ttls = Vec::new();
-    let mut min_ttl = u32::MAX;
-    let mut soa_ttl: Option<u32> = None;
-    for i in 0..(u32::from(an) + u32::from(ns) + u32::from(ar)) {
-        at = skip_name(resp, at)?;
-        if at + 10 > resp.len() {
-            return None;
-        }
-        let rtype = be16(resp, at);
-        let ttl = be32(resp, at + 4);
-        let rdlen = usize::from(be16(resp, at + 8));
-        let rdata = at + 10;
-        if rdata + rdlen > resp.len() {
-            return None;
-        }
-        if rtype != TYPE_OPT {
-            // A TTL with the top bit set is treated as zero (RFC 2181 §8).
-            let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl };
-            ttls.push(((at + 4) as u16, ttl));
-            min_ttl = min_ttl.min(ttl);
-            let in_authority = i >= u32::from(an) && i < u32::from(an) + u32::from(ns);
-            if rtype == TYPE_SOA && in_authority && rdlen >= 20 {
-                let minimum = be32(resp, rdata + rdlen - 4);
-                soa_ttl = Some(ttl.min(minimum));
-            }
-        }
-        at = rdata + rdlen;
-    }
-    if at != resp.len() {
-        return None;
-    }
-    let life = if rcode == 0 && an > 0 {
-        min_ttl
-    } else {
-        // Negative answer: only with an SOA (RFC 2308 §5).
-        soa_ttl?
-    };
-    (life > 0).then_some((ttls, life.min(MAX_TTL)))
-}
-
-/// Rewrites a shared or cached response for one client: its ID, its RD bit, its letter case.
-fn personalize(out: &mut [u8], q: &CacheQuestion<'_>) {
-    out[0..2].copy_from_slice(&q.id.to_be_bytes());
-    out[2] = (out[2] & !0x01) | ((q.flags >> 8) as u8 & 0x01);
-    let n = q.question.len();
-    out[wire::HEADER_LEN..wire::HEADER_LEN + n].copy_from_slice(q.question);
-}
-
-/// Writes `resp` for the client `q` into `out`, truncated (TC, question only) when it exceeds
-/// the client's UDP limit (what it advertised, at least 512, as for answers straight from
-/// upstream). Returns the length, or 0 when `out` is too small.
-fn fit(resp: &[u8], q: &CacheQuestion<'_>, tcp: bool, out: &mut [u8]) -> usize {
-    let limit = if tcp {
-        wire::MAX_MESSAGE
-    } else {
-        q.edns.map_or(wire::PLAIN_UDP_LIMIT, |e| {
-            usize::from(e.udp_size).max(wire::PLAIN_UDP_LIMIT)
-        })
-    };
-    if resp.len() <= limit {
-        if resp.len() > out.len() {
-            return 0;
-        }
-        out[..resp.len()].copy_from_slice(resp);
-        personalize(&mut out[..resp.len()], q);
-        return resp.len();
-    }
-    let n = wire::HEADER_LEN + q.question.len();
-    if n > out.len() {
-        return 0;
-    }
-    out[..wire::HEADER_LEN].copy_from_slice(&resp[..wire::HEADER_LEN]);
-    out[2] |= 0x02; // TC
-    out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    personalize(&mut out[..n], q);
-    n
-}
-
-/// [`fit`] into a new vector (for the async path).
-pub fn fit_vec(resp: &[u8], q: &CacheQuestion<'_>, tcp: bool) -> Vec<u8> {
-    let mut out = vec![0u8; resp.len().max(wire::HEADER_LEN + q.question.len())];
-    let n = fit(resp, q, tcp, &mut out);
-    out.truncate(n);
-    out
+/// Writes the normalised answer `a` for the client of `q` (see [`reply::write_client_reply`]).
+pub fn fit_vec(a: &Answer, q: &CacheQuestion<'_>, tcp: bool) -> Vec<u8> {
+    reply::client_reply(&q.client, a.as_ref(), Ttl::Aged(0), limit(q, tcp))
 }
 
 impl Cache {
-    /// A cache of at most `entries` responses that records into `metrics`; `None` when
-    /// `entries` is 0 (disabled).
-    pub fn new(entries: usize, metrics: Arc<CacheMetrics>) -> Option<Cache> {
-        if entries == 0 {
+    /// A cache of at most `entries` answers and `bytes` accounted bytes, keeping expired
+    /// answers `stale` longer for serve-stale, recording into `metrics`; `None` when `entries`
+    /// or `bytes` is 0 (disabled).
+    pub fn new(
+        entries: usize,
+        bytes: usize,
+        stale: Duration,
+        metrics: Arc<CacheMetrics>,
+    ) -> Option<Cache> {
+        if entries == 0 || bytes == 0 {
             return None;
         }
         metrics.enabled.store(true, Ordering::Relaxed);
         Some(Cache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: entries.div_ceil(SHARDS),
+            per_shard_bytes: bytes / SHARDS,
+            stale,
             entries: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             metrics,
         })
     }
 
-    fn count(&self, added: bool) {
-        let n = if added {
-            self.entries.fetch_add(1, Ordering::Relaxed) + 1
+    fn count(&self, added: bool, weight: usize) {
+        let w = weight as u64;
+        let (n, b) = if added {
+            (
+                self.entries.fetch_add(1, Ordering::Relaxed) + 1,
+                self.bytes.fetch_add(w, Ordering::Relaxed) + w,
+            )
         } else {
-            self.entries
-                .fetch_sub(1, Ordering::Relaxed)
-                .saturating_sub(1)
+            (
+                self.entries
+                    .fetch_sub(1, Ordering::Relaxed)
+                    .saturating_sub(1),
+                self.bytes.fetch_sub(w, Ordering::Relaxed).saturating_sub(w),
+            )
         };
         self.metrics.set_entries(n);
+        self.metrics.set_bytes(b);
     }
 
     fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Shard> {
@@ -311,25 +283,21 @@ impl Cache {
         let mut shard = self.shard(q.key());
         let e = shard.map.get(q.key())?;
         if now >= e.expires {
-            shard.map.remove(q.key());
-            self.count(false);
-            return None;
-        }
-        let n = fit(&e.resp, q, tcp, out);
-        if n == 0 {
-            return None;
-        }
-        if n == e.resp.len() {
-            let age = now
-                .duration_since(e.stored)
-                .as_secs()
-                .min(u64::from(u32::MAX)) as u32;
-            for &(at, ttl) in e.ttls.iter() {
-                let at = usize::from(at);
-                out[at..at + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+            if now >= e.stale_until {
+                let w = e.weight;
+                shard.bytes -= w;
+                shard.map.remove(q.key());
+                self.count(false, w);
             }
+            return None;
         }
-        Some(n)
+        let age = now
+            .duration_since(e.stored)
+            .as_secs()
+            .min(u64::from(u32::MAX)) as u32;
+        let n =
+            reply::write_client_reply(out, &q.client, e.answer(), Ttl::Aged(age), limit(q, tcp));
+        (n > 0).then_some(n)
     }
 
     /// [`Cache::get`] into a new vector.
@@ -340,47 +308,86 @@ impl Cache {
         Some(out)
     }
 
-    /// Stores an upstream response to `q` if it may be cached (see the module docs).
-    pub fn insert(&self, q: &CacheQuestion<'_>, resp: &[u8]) {
-        self.insert_at(q, resp, Instant::now());
+    /// An expired answer to `q` still within the stale window, every TTL set to
+    /// [`reply::STALE_TTL`] (RFC 8767), for when every upstream failed. Counted as a stale
+    /// answer in the metrics.
+    pub fn stale_vec(&self, q: &CacheQuestion<'_>, tcp: bool) -> Option<Vec<u8>> {
+        self.stale_at(q, tcp, Instant::now())
     }
 
-    fn insert_at(&self, q: &CacheQuestion<'_>, resp: &[u8], now: Instant) {
-        let Some((ttls, life)) = analyse(resp, q.question) else {
+    fn stale_at(&self, q: &CacheQuestion<'_>, tcp: bool, now: Instant) -> Option<Vec<u8>> {
+        let shard = self.shard(q.key());
+        let e = shard.map.get(q.key())?;
+        if now >= e.stale_until {
+            return None;
+        }
+        let r = reply::client_reply(
+            &q.client,
+            e.answer(),
+            Ttl::Fixed(reply::STALE_TTL),
+            limit(q, tcp),
+        );
+        if r.is_empty() {
+            return None;
+        }
+        self.metrics.served_stale();
+        Some(r)
+    }
+
+    /// Stores an accepted upstream answer to `q` if it may be cached (see the module docs).
+    pub fn insert(&self, q: &CacheQuestion<'_>, a: &Answer) {
+        self.insert_at(q, a, Instant::now());
+    }
+
+    fn insert_at(&self, q: &CacheQuestion<'_>, a: &Answer, now: Instant) {
+        let Some(life) = a.life else {
             return;
         };
+        let life = life.min(MAX_TTL);
+        let weight = a.msg.len() + a.ttls.len() * 8 + 2 * q.key_len + ENTRY_OVERHEAD;
+        if weight > self.per_shard_bytes {
+            return;
+        }
         let key: Box<[u8]> = q.key().into();
         let mut shard = self.shard(&key);
         let sh = &mut *shard;
-        let fresh = !sh.map.contains_key(&key);
-        if fresh {
-            while sh.map.len() >= self.per_shard {
-                let Some((old, seq)) = sh.order.pop_front() else {
-                    break;
-                };
-                if sh.map.get(&old).is_some_and(|e| e.seq == seq) {
-                    sh.map.remove(&old);
-                    self.count(false);
+        if let Some(old) = sh.map.remove(&key) {
+            sh.bytes -= old.weight;
+            self.count(false, old.weight);
+        }
+        while sh.map.len() >= self.per_shard || sh.bytes + weight > self.per_shard_bytes {
+            let Some((old, seq)) = sh.order.pop_front() else {
+                break;
+            };
+            if sh.map.get(&old).is_some_and(|e| e.seq == seq) {
+                if let Some(e) = sh.map.remove(&old) {
+                    sh.bytes -= e.weight;
+                    self.count(false, e.weight);
                     self.metrics.evicted(1);
                 }
             }
-            self.count(true);
         }
         sh.seq += 1;
         let seq = sh.seq;
         sh.order.push_back((key.clone(), seq));
+        let expires = now + Duration::from_secs(u64::from(life));
         sh.map.insert(
             key,
             Entry {
-                resp: resp.into(),
-                ttls: ttls.into_boxed_slice(),
+                msg: a.msg.as_slice().into(),
+                ttls: a.ttls.as_slice().into(),
+                rcode: a.rcode,
                 stored: now,
-                expires: now + Duration::from_secs(u64::from(life)),
+                expires,
+                stale_until: expires + self.stale,
+                weight,
                 seq,
             },
         );
+        sh.bytes += weight;
+        self.count(true, weight);
         // Replaced keys leave stale order slots behind: compact when they pile up.
-        if sh.order.len() > 2 * self.per_shard + 16 {
+        if sh.order.len() > 2 * sh.map.len() + 16 {
             let map = &sh.map;
             sh.order
                 .retain(|(k, s)| map.get(k).is_some_and(|e| e.seq == *s));
@@ -391,13 +398,14 @@ impl Cache {
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             entries: self.entries.load(Ordering::Relaxed) as usize,
+            bytes: self.bytes.load(Ordering::Relaxed) as usize,
         }
     }
 }
 
 /// The outcome shared with waiters: the upstream response, or `None` when every upstream
 /// failed (the waiters answer SERVFAIL too).
-pub type Shared = Option<Arc<[u8]>>;
+pub type Shared = Option<Arc<Answer>>;
 
 type Waiters = Vec<oneshot::Sender<Shared>>;
 
@@ -480,10 +488,16 @@ impl Drop for Leader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forward::reply::{judge, Judgement};
 
-    fn query(name: &[u8], qtype: u16, id: u16, edns: Option<bool>) -> Vec<u8> {
+    fn be32(b: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    }
+
+    fn query_flags(name: &[u8], qtype: u16, id: u16, edns: Option<bool>, cd: bool) -> Vec<u8> {
         let mut p = id.to_be_bytes().to_vec();
-        p.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+        p.extend_from_slice(&[0x01, if cd { 0x10 } else { 0 }, 0, 1, 0, 0, 0, 0, 0]);
+        p.push(u8::from(edns.is_some()));
         p.extend_from_slice(name);
         p.extend_from_slice(&qtype.to_be_bytes());
         p.extend_from_slice(&[0, 1]);
@@ -505,15 +519,23 @@ mod tests {
         p
     }
 
+    fn query(name: &[u8], qtype: u16, id: u16, edns: Option<bool>) -> Vec<u8> {
+        query_flags(name, qtype, id, edns, false)
+    }
+
+    fn cache(entries: usize) -> Cache {
+        Cache::new(entries, 1 << 24, Duration::ZERO, Arc::default()).unwrap()
+    }
+
     /// A response to `q` with the given answer TTLs (A records) or, with none, an NXDOMAIN
     /// carrying an SOA (TTL `soa_ttl`, MINIMUM `minimum`).
     fn response(q: &[u8], answers: &[u32], soa: Option<(u32, u32)>) -> Vec<u8> {
-        let cq = CacheQuestion::parse(q).unwrap();
+        let cq = CacheQuestion::parse(q, 0).unwrap();
         let mut r = vec![0x99, 0x99, 0x81, 0x80, 0, 1];
         r.extend_from_slice(&(answers.len() as u16).to_be_bytes());
         r.extend_from_slice(&u16::from(soa.is_some()).to_be_bytes());
         r.extend_from_slice(&[0, 0]);
-        r.extend_from_slice(cq.question);
+        r.extend_from_slice(cq.client.question);
         for (i, ttl) in answers.iter().enumerate() {
             r.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1]);
             r.extend_from_slice(&ttl.to_be_bytes());
@@ -534,28 +556,42 @@ mod tests {
         r
     }
 
+    /// The response judged as the forwarder does (sent as ID 0x9999 with the same question).
+    fn judged(q: &[u8], r: &[u8]) -> Option<Answer> {
+        let cq = CacheQuestion::parse(q, 0).unwrap();
+        match judge(0x9999, cq.client.question, r, false, MAX_TTL) {
+            Judgement::Accept(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn ans(q: &[u8], r: &[u8]) -> Answer {
+        judged(q, r).expect("accepted")
+    }
+
     fn ttl_at(r: &[u8], rr: usize, qlen: usize) -> u32 {
         be32(r, 12 + qlen + rr * 16 + 6)
     }
 
     #[test]
     fn positive_answers_age_and_expire() {
-        let c = Cache::new(100, Arc::default()).unwrap();
+        let c = cache(100);
         let q = query(b"\x03www\x07example\x00", 1, 1, None);
-        let cq = CacheQuestion::parse(&q).unwrap();
+        let cq = CacheQuestion::parse(&q, 0).unwrap();
         let t0 = Instant::now();
-        c.insert_at(&cq, &response(&q, &[300, 60], None), t0);
+        c.insert_at(&cq, &ans(&q, &response(&q, &[300, 60], None)), t0);
         // Another client, other ID and letter case.
         let q2 = query(b"\x03WwW\x07Example\x00", 1, 0x4242, None);
-        let cq2 = CacheQuestion::parse(&q2).unwrap();
+        let cq2 = CacheQuestion::parse(&q2, 0).unwrap();
+        let qlen = cq2.client.question.len();
         let mut out = [0u8; 512];
         let n = c
             .get_at(&cq2, false, &mut out, t0 + Duration::from_secs(10))
             .unwrap();
         assert_eq!(&out[0..2], &[0x42, 0x42]);
-        assert_eq!(&out[12..12 + cq2.question.len()], cq2.question);
-        assert_eq!(ttl_at(&out[..n], 0, cq2.question.len()), 290);
-        assert_eq!(ttl_at(&out[..n], 1, cq2.question.len()), 50);
+        assert_eq!(&out[12..12 + qlen], cq2.client.question);
+        assert_eq!(ttl_at(&out[..n], 0, qlen), 290);
+        assert_eq!(ttl_at(&out[..n], 1, qlen), 50);
         // Lives for the smallest TTL.
         assert!(c
             .get_at(&cq2, false, &mut out, t0 + Duration::from_secs(60))
@@ -565,109 +601,170 @@ mod tests {
 
     #[test]
     fn negative_answers_use_soa_minimum() {
-        let c = Cache::new(100, Arc::default()).unwrap();
+        let c = cache(100);
         let q = query(b"\x04nope\x07example\x00", 1, 7, None);
-        let cq = CacheQuestion::parse(&q).unwrap();
+        let cq = CacheQuestion::parse(&q, 0).unwrap();
+        let qlen = cq.client.question.len();
         let t0 = Instant::now();
-        c.insert_at(&cq, &response(&q, &[], Some((3600, 30))), t0);
+        c.insert_at(&cq, &ans(&q, &response(&q, &[], Some((3600, 30)))), t0);
         let mut out = [0u8; 512];
         let n = c
             .get_at(&cq, false, &mut out, t0 + Duration::from_secs(29))
             .unwrap();
         assert_eq!(out[3] & 0x0F, 3, "NXDOMAIN served from cache");
         // The SOA's owner is the root (one byte), so its TTL sits at +5.
-        assert_eq!(be32(&out[..n], 12 + cq.question.len() + 5), 3600 - 29);
+        assert_eq!(be32(&out[..n], 12 + qlen + 5), 3600 - 29);
         assert!(c
             .get_at(&cq, false, &mut out, t0 + Duration::from_secs(30))
             .is_none());
         // No SOA: not cached at all.
         let q = query(b"\x05other\x07example\x00", 1, 7, None);
-        let cq = CacheQuestion::parse(&q).unwrap();
+        let cq = CacheQuestion::parse(&q, 0).unwrap();
         let mut r = response(&q, &[], None);
         r[3] |= 3;
-        c.insert_at(&cq, &r, t0);
+        c.insert_at(&cq, &ans(&q, &r), t0);
         assert!(c.get_at(&cq, false, &mut out, t0).is_none());
     }
 
     #[test]
     fn uncacheable_responses_are_skipped() {
-        let c = Cache::new(100, Arc::default()).unwrap();
+        let c = cache(100);
         let q = query(b"\x01a\x00", 1, 1, None);
-        let cq = CacheQuestion::parse(&q).unwrap();
+        let cq = CacheQuestion::parse(&q, 0).unwrap();
         let mut out = [0u8; 512];
         let mut servfail = response(&q, &[300], None);
         servfail[3] = 0x82;
-        c.insert(&cq, &servfail);
+        assert!(judged(&q, &servfail).is_none(), "SERVFAIL is a failure");
         let mut tc = response(&q, &[300], None);
         tc[2] |= 0x02;
-        c.insert(&cq, &tc);
-        c.insert(&cq, &response(&q, &[0], None));
+        c.insert(&cq, &ans(&q, &tc));
+        c.insert(&cq, &ans(&q, &response(&q, &[0], None)));
         let other = query(b"\x01b\x00", 1, 1, None);
-        c.insert(&cq, &response(&other, &[300], None));
+        assert!(judged(&q, &response(&other, &[300], None)).is_none());
         let mut cut = response(&q, &[300], None);
         cut.pop();
-        c.insert(&cq, &cut);
+        assert!(judged(&q, &cut).is_none(), "a cut record is malformed");
         assert!(c.get(&cq, false, &mut out).is_none());
         assert_eq!(c.stats().entries, 0);
         assert!(
-            Cache::new(0, Arc::default()).is_none(),
+            Cache::new(0, 1 << 20, Duration::ZERO, Arc::default()).is_none(),
             "cache_size 0 disables the cache"
+        );
+        assert!(
+            Cache::new(10, 0, Duration::ZERO, Arc::default()).is_none(),
+            "cache_bytes 0 disables the cache"
         );
     }
 
     #[test]
-    fn key_separates_type_do_bit_and_edns() {
-        let c = Cache::new(100, Arc::default()).unwrap();
+    fn key_separates_type_do_cd_and_server_set() {
+        let c = cache(100);
         let plain = query(b"\x01a\x00", 1, 1, None);
         c.insert(
-            &CacheQuestion::parse(&plain).unwrap(),
-            &response(&plain, &[300], None),
+            &CacheQuestion::parse(&plain, 0).unwrap(),
+            &ans(&plain, &response(&plain, &[300], None)),
         );
         let mut out = [0u8; 512];
-        for other in [
-            query(b"\x01a\x00", 28, 1, None),
-            query(b"\x01a\x00", 1, 1, Some(false)),
-            query(b"\x01a\x00", 1, 1, Some(true)),
+        for (other, set) in [
+            (query(b"\x01a\x00", 28, 1, None), 0),
+            (query(b"\x01a\x00", 1, 1, Some(true)), 0),
+            (query_flags(b"\x01a\x00", 1, 1, None, true), 0),
+            (query(b"\x01a\x00", 1, 1, None), 42),
         ] {
             assert!(c
-                .get(&CacheQuestion::parse(&other).unwrap(), false, &mut out)
+                .get(&CacheQuestion::parse(&other, set).unwrap(), false, &mut out)
                 .is_none());
         }
+        // EDNS without DO asks upstream exactly what a plain query asks: the same entry, with
+        // dockns's own OPT for this client.
+        let e = query(b"\x01a\x00", 1, 1, Some(false));
+        let n = c
+            .get(&CacheQuestion::parse(&e, 0).unwrap(), false, &mut out)
+            .unwrap();
+        assert_eq!(&out[n - 11..n - 8], &[0, 0, 41]);
         assert!(c
-            .get(&CacheQuestion::parse(&plain).unwrap(), false, &mut out)
+            .get(&CacheQuestion::parse(&plain, 0).unwrap(), false, &mut out)
             .is_some());
     }
 
     #[test]
     fn bounded_oldest_evicted_first() {
-        let c = Cache::new(SHARDS, Arc::default()).unwrap(); // one entry per shard
+        let c = cache(SHARDS); // one entry per shard
         let mut qs = Vec::new();
         for i in 0..200u16 {
             let name = format!("\x04n{i:03}\x00");
             let q = query(name.as_bytes(), 1, i, None);
             c.insert(
-                &CacheQuestion::parse(&q).unwrap(),
-                &response(&q, &[300], None),
+                &CacheQuestion::parse(&q, 0).unwrap(),
+                &ans(&q, &response(&q, &[300], None)),
             );
             qs.push(q);
         }
         assert!(c.stats().entries <= SHARDS);
         // The last one inserted is still there.
         let mut out = [0u8; 512];
-        let last = CacheQuestion::parse(qs.last().unwrap()).unwrap();
+        let last = CacheQuestion::parse(qs.last().unwrap(), 0).unwrap();
         assert!(c.get(&last, false, &mut out).is_some());
     }
 
     #[test]
+    fn bounded_in_bytes() {
+        let budget = 256 * 1024;
+        let c = Cache::new(1_000_000, budget, Duration::ZERO, Arc::default()).unwrap();
+        for i in 0..2000u16 {
+            let name = format!("\x05n{i:04}\x00");
+            let q = query(name.as_bytes(), 1, i, None);
+            // 60 A records: about 1 KiB per answer.
+            c.insert(
+                &CacheQuestion::parse(&q, 0).unwrap(),
+                &ans(&q, &response(&q, &[300; 60], None)),
+            );
+            assert!(c.stats().bytes <= budget, "{} > {budget}", c.stats().bytes);
+        }
+        let s = c.stats();
+        assert!(s.entries > 100 && s.entries < 2000, "{s:?}");
+        // An answer larger than a shard's share is not cached at all.
+        let q = query(b"\x03big\x00", 1, 1, None);
+        let cq = CacheQuestion::parse(&q, 0).unwrap();
+        let big = ans(&q, &response(&q, &[300; 1200], None));
+        c.insert(&cq, &big);
+        assert!(c.get_vec(&cq, true).is_none());
+    }
+
+    #[test]
+    fn expired_answers_are_served_stale_within_the_window() {
+        let c = Cache::new(100, 1 << 20, Duration::from_secs(3600), Arc::default()).unwrap();
+        let q = query(b"\x03old\x00", 1, 9, Some(false));
+        let cq = CacheQuestion::parse(&q, 0).unwrap();
+        let qlen = cq.client.question.len();
+        let t0 = Instant::now();
+        c.insert_at(&cq, &ans(&q, &response(&q, &[60], None)), t0);
+        let mut out = [0u8; 512];
+        let later = t0 + Duration::from_secs(600);
+        assert!(c.get_at(&cq, false, &mut out, later).is_none(), "expired");
+        let r = c.stale_at(&cq, false, later).expect("stale answer");
+        assert_eq!(ttl_at(&r, 0, qlen), reply::STALE_TTL);
+        assert_eq!(&r[0..2], &[0, 9]);
+        assert!(
+            c.stale_at(&cq, false, t0 + Duration::from_secs(60 + 3600))
+                .is_none(),
+            "beyond the stale window"
+        );
+        let none = Cache::new(100, 1 << 20, Duration::ZERO, Arc::default()).unwrap();
+        none.insert_at(&cq, &ans(&q, &response(&q, &[60], None)), t0);
+        assert!(none.stale_at(&cq, false, later).is_none());
+    }
+
+    #[test]
     fn oversized_answers_are_truncated_for_small_udp_clients() {
-        let c = Cache::new(10, Arc::default()).unwrap();
+        let c = cache(10);
         let q = query(b"\x03big\x00", 1, 5, None);
-        let cq = CacheQuestion::parse(&q).unwrap();
+        let cq = CacheQuestion::parse(&q, 0).unwrap();
         let answers = vec![300u32; 40]; // 40 * 16 bytes > 512
-        c.insert(&cq, &response(&q, &answers, None));
+        c.insert(&cq, &ans(&q, &response(&q, &answers, None)));
         let mut out = vec![0u8; 4096];
         let n = c.get(&cq, false, &mut out).unwrap();
-        assert_eq!(n, 12 + cq.question.len());
+        assert_eq!(n, 12 + cq.client.question.len());
         assert_ne!(out[2] & 0x02, 0, "TC set");
         let n = c.get(&cq, true, &mut out).unwrap();
         assert!(n > 512, "TCP gets the whole answer");
@@ -689,9 +786,15 @@ mod tests {
             f.join(b"other".as_slice().into()),
             Join::Leader(_)
         ));
-        lead.finish(Some(Arc::from(&b"resp"[..])));
-        assert_eq!(w1.await.unwrap().as_deref(), Some(&b"resp"[..]));
-        assert_eq!(w2.await.unwrap().as_deref(), Some(&b"resp"[..]));
+        let a = Arc::new(Answer {
+            msg: b"resp".to_vec(),
+            ttls: Vec::new(),
+            rcode: 0,
+            life: None,
+        });
+        lead.finish(Some(a.clone()));
+        assert_eq!(w1.await.unwrap().as_deref(), Some(&*a));
+        assert_eq!(w2.await.unwrap().as_deref(), Some(&*a));
         assert!(f.is_empty());
         // A leader that gives up releases its waiters with an error.
         let Join::Leader(lead) = f.join(b"k".as_slice().into()) else {

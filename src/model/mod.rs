@@ -11,7 +11,7 @@ mod publish;
 mod snapshot;
 mod zone;
 
-pub use names::{endpoint_names, normalize_name, reverse_name};
+pub use names::{endpoint_names, normalize_name, ptr_name, reverse_name};
 pub use publish::{Publisher, SnapshotHandle};
 pub use snapshot::{
     BuildSettings, NameEntry, RecordSet, Resolution, Snapshot, View, ViewId, MAX_KEY_LEN,
@@ -71,6 +71,39 @@ pub struct Endpoint {
     /// Extra names valid on this network only (network aliases, compose service names,
     /// and on old daemons the short ID and hostname, which are deduplicated later).
     pub aliases: Vec<String>,
+    /// Links made on this network (`docker run --link target:alias`, compose `links:`,
+    /// `docker network connect --link`): names that only this container resolves, and only
+    /// through this network. Empty for almost every endpoint.
+    pub links: Vec<Link>,
+}
+
+/// One link of an endpoint: `alias` answers what `target` answers on the endpoint's network,
+/// for the linking container only (libnetwork's endpoint aliases; see docs/docker.md).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Link {
+    /// The name the linking container uses (`--link target:alias`; the target itself when no
+    /// alias is given).
+    pub alias: String,
+    /// The name it stands for, looked up on the link's network when the snapshot is built (a
+    /// container name, alias or short ID), so it follows the target across restarts.
+    pub target: String,
+}
+
+impl Link {
+    /// Parses Docker's link notation `target:alias` (or `target`), as stored in
+    /// `EndpointSettings.Links`. A leading `/` on either side (the legacy `/target:/me/alias`
+    /// form) is dropped, and so is the linking container's path in the alias. `None` for an
+    /// empty target.
+    pub fn parse(text: &str) -> Option<Link> {
+        let (target, alias) = text.split_once(':').unwrap_or((text, text));
+        let target = target.trim_start_matches('/');
+        let alias = alias.rsplit('/').next().unwrap_or(alias);
+        let alias = if alias.is_empty() { target } else { alias };
+        (!target.is_empty()).then(|| Link {
+            alias: alias.to_string(),
+            target: target.to_string(),
+        })
+    }
 }
 
 /// A container (or a static host entry) and its endpoints, in the container's network order.
@@ -88,6 +121,9 @@ pub struct Container {
     pub extra_names: Vec<String>,
     /// Endpoints in the container's network order (first wins when two networks share a name).
     pub endpoints: Vec<Endpoint>,
+    /// Created without `--name` on a daemon older than Docker 25 (API < 1.44): Docker keeps its
+    /// generated name out of DNS, and the first alias of each endpoint names its address in PTR.
+    pub anonymous: bool,
 }
 
 impl Container {
@@ -119,4 +155,25 @@ pub struct Catalog {
     pub containers: BTreeMap<String, Container>,
     /// Swarm services.
     pub services: Vec<ServiceRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Link;
+
+    #[test]
+    fn link_notation() {
+        let l = |a: &str, t: &str| {
+            Some(Link {
+                alias: a.into(),
+                target: t.into(),
+            })
+        };
+        assert_eq!(Link::parse("db:database"), l("database", "db"));
+        assert_eq!(Link::parse("db"), l("db", "db"));
+        assert_eq!(Link::parse("/db:/web/database"), l("database", "db"));
+        assert_eq!(Link::parse("db:"), l("db", "db"));
+        assert_eq!(Link::parse(""), None);
+        assert_eq!(Link::parse(":x"), None);
+    }
 }

@@ -54,12 +54,15 @@ pub fn reverse_name(ip: IpAddr) -> String {
 }
 
 /// The names an endpoint answers to on its network, in priority order and deduplicated
-/// (case-insensitively): the container name, the endpoint's aliases (network aliases, compose
-/// service names; the Docker source also puts the short ID and hostname here), then the names
-/// the container carries on every network.
+/// (case-insensitively): the container name (unless the container is anonymous, as Docker
+/// before 25 keeps a generated name out of DNS), the endpoint's aliases (network aliases,
+/// compose service names; the Docker source also puts the short ID and hostname here), then the
+/// names the container carries on every network.
 pub fn endpoint_names<'a>(container: &'a Container, endpoint: &'a Endpoint) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::with_capacity(2 + endpoint.aliases.len());
-    let all = std::iter::once(container.name.as_str())
+    let own = (!container.anonymous).then_some(container.name.as_str());
+    let all = own
+        .into_iter()
         .chain(endpoint.aliases.iter().map(String::as_str))
         .chain(container.extra_names.iter().map(String::as_str));
     for name in all {
@@ -69,6 +72,19 @@ pub fn endpoint_names<'a>(container: &'a Container, endpoint: &'a Endpoint) -> V
         }
     }
     out
+}
+
+/// The name an endpoint's addresses point to in PTR answers (before `.<network>.`): the
+/// container's name, or for an anonymous container its first alias on that network, as
+/// libnetwork does (`None` when it has none: Docker then has no reverse record either).
+pub fn ptr_name<'a>(container: &'a Container, endpoint: &'a Endpoint) -> Option<&'a str> {
+    let name = if container.anonymous {
+        endpoint.aliases.iter().find(|a| !a.is_empty())?.as_str()
+    } else {
+        container.name.as_str()
+    };
+    let name = name.strip_prefix('/').unwrap_or(name);
+    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]
@@ -106,13 +122,40 @@ mod tests {
             health: Health::None,
             extra_names: vec!["extra".into(), "web".into()],
             endpoints: vec![],
+            anonymous: false,
         };
         let e = Endpoint {
             network: "n".into(),
             ipv4: vec![],
             ipv6: vec![],
             aliases: vec!["api".into(), "WEB".into(), "".into()],
+            links: Vec::new(),
         };
         assert_eq!(endpoint_names(&c, &e), vec!["Web", "api", "extra"]);
+        assert_eq!(ptr_name(&c, &e), Some("Web"));
+    }
+
+    #[test]
+    fn anonymous_containers_answer_to_aliases_only() {
+        let c = Container {
+            id: "0123456789abcdef".into(),
+            name: "eloquent_jackson".into(),
+            hostname: None,
+            health: Health::None,
+            extra_names: vec![],
+            endpoints: vec![],
+            anonymous: true,
+        };
+        let e = |aliases: &[&str]| Endpoint {
+            network: "n".into(),
+            ipv4: vec![],
+            ipv6: vec![],
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            links: Vec::new(),
+        };
+        let with = e(&["db", "0123456789ab"]);
+        assert_eq!(endpoint_names(&c, &with), vec!["db", "0123456789ab"]);
+        assert_eq!(ptr_name(&c, &with), Some("db"));
+        assert_eq!(ptr_name(&c, &e(&[])), None);
     }
 }

@@ -13,9 +13,12 @@
 //! about 2.5 ms instead of a 35–60 ms full compile (`cargo bench --bench dns -- rebuild`).
 //!
 //! Scope (who sees what) is also decided here, by [`Snapshot::view_for`]: the client's own
-//! container view, else the view of the network the query arrived on, else the host view.
+//! container view, else the view of the network the query arrived on, else the host view. A
+//! container with links (`--link target:alias`) gets a view of its own whose small link map is
+//! probed before the shared network tables; every other view carries no map, so the common
+//! lookup pays one branch.
 
-use super::names::{endpoint_names, normalize_name, reverse_name};
+use super::names::{endpoint_names, normalize_name, ptr_name, reverse_name};
 use super::zone::{self, ReverseKind, ZoneData};
 use super::{Catalog, Container, Endpoint, ServiceRecord};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
@@ -169,6 +172,9 @@ pub struct NameEntry {
     pub aaaa: RecordSet,
     /// PTR record (reverse names only).
     pub ptr: RecordSet,
+    /// The PTR target cannot be written as a DNS name (a label over 63 bytes, or over 255 in
+    /// all): PTR questions get SERVFAIL, as current Docker answers (20.10 says nothing).
+    pub ptr_unencodable: bool,
     rotor: AtomicU32,
 }
 
@@ -192,6 +198,10 @@ pub type ViewId = u32;
 #[derive(Debug)]
 pub struct View {
     names: ViewNames,
+    /// The linking container's link aliases (`--link target:alias`), looked up before `names`.
+    /// `None` for every view but those of containers with links, so the common lookup pays one
+    /// branch on a null pointer.
+    links: Option<Box<FxHashMap<Arc<[u8]>, EntryRef>>>,
     /// Whether unknown names may be forwarded (at least one visible network is not internal).
     pub forward: bool,
     /// The networks this view shows, in priority order, with whether plain names are visible.
@@ -252,6 +262,9 @@ pub enum Resolution<'s> {
     },
     /// A class dockns holds no data in (CHAOS, HESIOD, NONE, …): REFUSED, never forwarded.
     Refused,
+    /// The name is ours but its answer cannot be encoded (a PTR target that is not a valid DNS
+    /// name): SERVFAIL, never forwarded.
+    ServFail,
 }
 
 /// An immutable, compiled answer table. See the module docs.
@@ -309,7 +322,8 @@ enum ViewNames {
     /// The view shows exactly one network with its plain names: that network's map.
     One(u32),
     /// Several networks (or qualified-only ones), merged with the first network winning.
-    Merged(FxHashMap<Arc<[u8]>, EntryRef>),
+    /// Shared with the views of linking containers that see the same networks.
+    Merged(Arc<FxHashMap<Arc<[u8]>, EntryRef>>),
 }
 
 /// Accumulates the addresses of one (network, name) before health filtering.
@@ -478,8 +492,11 @@ fn compile_network(network: &str, input: &NetInput<'_>, settings: &BuildSettings
                 qacc.qualified = true;
             }
         }
-        // PTR: the container's primary name on this network; the first container wins.
-        let primary = container.name.strip_prefix('/').unwrap_or(&container.name);
+        // PTR: the container's primary name on this network (an anonymous container's first
+        // alias); the first container wins.
+        let Some(primary) = ptr_name(container, ep) else {
+            continue;
+        };
         for ip in &addrs {
             let rev = reverse_name(*ip);
             if let Some(rkey) = normalize_name(&rev) {
@@ -679,7 +696,13 @@ impl Snapshot {
             if spec.is_empty() {
                 continue;
             }
-            let vid = builder.view(spec);
+            let mut vid = builder.view(spec);
+            if container.endpoints.iter().any(|ep| !ep.links.is_empty()) {
+                let links = link_overlay(container, &net_index, &nets);
+                if !links.is_empty() {
+                    vid = builder.linked_view(vid, links);
+                }
+            }
             for ep in &container.endpoints {
                 if !net_index.contains_key(ep.network.as_str()) {
                     continue;
@@ -749,6 +772,9 @@ impl Snapshot {
     /// The entry a view holds for `key` (already stripped of the zone), with its network index.
     #[inline]
     fn lookup(&self, view: &View, key: &[u8]) -> Option<(u32, &NameEntry)> {
+        if let Some(r) = view.links.as_ref().and_then(|l| l.get(key)) {
+            return Some((r.net, &self.nets[r.net as usize].entries[r.idx as usize]));
+        }
         let (net, idx) = match &view.names {
             ViewNames::One(ni) => (*ni, *self.nets[*ni as usize].all.get(key)?),
             ViewNames::Merged(map) => {
@@ -956,6 +982,11 @@ impl Snapshot {
             ReverseKind::Apex => nodata,
             ReverseKind::Address => match self.lookup(view, key) {
                 Some((_, entry))
+                    if matches!(qtype, TYPE_PTR | TYPE_ANY) && entry.ptr_unencodable =>
+                {
+                    Resolution::ServFail
+                }
+                Some((_, entry))
                     if matches!(qtype, TYPE_PTR | TYPE_ANY) && !entry.ptr.is_empty() =>
                 {
                     Resolution::Answer {
@@ -1010,6 +1041,7 @@ impl Snapshot {
                 let set = match qtype {
                     TYPE_A => &entry.a,
                     TYPE_AAAA => &entry.aaaa,
+                    TYPE_PTR if entry.ptr_unencodable => return Resolution::ServFail,
                     TYPE_PTR => &entry.ptr,
                     TYPE_ANY => any_subset(entry),
                     _ => return Resolution::NoData { soa: in_zone },
@@ -1093,9 +1125,16 @@ fn compile_entry(acc: &Acc, ttl: u32, health_aware: bool) -> NameEntry {
             IpAddr::V4(_) => None,
         })
         .collect();
+    // A target that is not a valid DNS name (normalize_name applies RFC 1035's limits, which
+    // hickory's parser does not all enforce) gets no record and answers SERVFAIL.
+    let ptr_unencodable = acc
+        .ptr
+        .as_deref()
+        .is_some_and(|t| normalize_name(t).is_none() || Name::from_ascii(t).is_err());
     let ptr: Vec<Record> = acc
         .ptr
         .as_deref()
+        .filter(|_| !ptr_unencodable)
         .and_then(|target| Name::from_ascii(target).ok())
         .map(|target| Record::from_rdata(owner.clone(), ttl, RData::PTR(PTR(target))))
         .into_iter()
@@ -1105,8 +1144,41 @@ fn compile_entry(acc: &Acc, ttl: u32, health_aware: bool) -> NameEntry {
         a: RecordSet::from_records(&a, true),
         aaaa: RecordSet::from_records(&aaaa, true),
         ptr: RecordSet::from_records(&ptr, false),
+        ptr_unencodable,
         rotor: AtomicU32::new(0),
     }
+}
+
+/// The link aliases one container sees (libnetwork's endpoint aliases): for each endpoint, in the
+/// container's network order, each link's alias, plain and as `alias.<network>`, points at the
+/// entry its target has on that endpoint's network. The first endpoint whose target resolves
+/// wins a plain alias, as Docker walks the sandbox's endpoints; a target that is not on the
+/// link's network adds nothing (Docker then does not answer the alias either).
+fn link_overlay(
+    container: &Container,
+    net_index: &FxHashMap<&str, u32>,
+    nets: &[Arc<NetTable>],
+) -> FxHashMap<Arc<[u8]>, EntryRef> {
+    let mut map: FxHashMap<Arc<[u8]>, EntryRef> = FxHashMap::default();
+    for ep in container.endpoints.iter().filter(|ep| !ep.links.is_empty()) {
+        let Some(&net) = net_index.get(ep.network.as_str()) else {
+            continue;
+        };
+        let table = &nets[net as usize];
+        for link in &ep.links {
+            let Some(idx) =
+                normalize_name(&link.target).and_then(|k| table.all.get(&k[..]).copied())
+            else {
+                continue;
+            };
+            for text in [link.alias.clone(), format!("{}.{}", link.alias, ep.network)] {
+                if let Some(key) = normalize_name(&text) {
+                    map.entry(Arc::from(key)).or_insert(EntryRef { net, idx });
+                }
+            }
+        }
+    }
+    map
 }
 
 struct ViewBuilder<'a> {
@@ -1151,7 +1223,7 @@ impl ViewBuilder<'_> {
                         }
                     }
                 }
-                ViewNames::Merged(map)
+                ViewNames::Merged(Arc::new(map))
             }
         };
         let plain_nets: Vec<u32> = spec.iter().filter(|s| s.1).map(|s| s.0).collect();
@@ -1166,11 +1238,36 @@ impl ViewBuilder<'_> {
         let id = self.views.len() as ViewId;
         self.views.push(View {
             names,
+            links: None,
             forward,
             networks: spec.clone(),
             ents,
         });
         self.by_spec.insert(spec, id);
+        id
+    }
+
+    /// A view like `base` with a linking container's aliases in front (one per such
+    /// container; the base's names are shared, not copied).
+    fn linked_view(&mut self, base: ViewId, links: FxHashMap<Arc<[u8]>, EntryRef>) -> ViewId {
+        let b = &self.views[base as usize];
+        let names = match &b.names {
+            ViewNames::One(ni) => ViewNames::One(*ni),
+            ViewNames::Merged(map) => ViewNames::Merged(map.clone()),
+        };
+        let ents = match &b.ents {
+            ViewEnts::One(ni) => ViewEnts::One(*ni),
+            ViewEnts::Merged(set) => ViewEnts::Merged(set.clone()),
+        };
+        let view = View {
+            names,
+            links: Some(Box::new(links)),
+            forward: b.forward,
+            networks: b.networks.clone(),
+            ents,
+        };
+        let id = self.views.len() as ViewId;
+        self.views.push(view);
         id
     }
 }
@@ -1217,7 +1314,9 @@ mod tests {
                 ipv4: vec![ip.parse().unwrap()],
                 ipv6: vec![],
                 aliases: aliases.iter().map(|s| s.to_string()).collect(),
+                links: Vec::new(),
             }],
+            anonymous: false,
         }
     }
 
@@ -1412,6 +1511,128 @@ mod tests {
         assert_eq!(r, vec![0, 1, 0, 1]);
     }
 
+    fn a_of(s: &Snapshot, v: &View, name: &str) -> Option<Vec<u8>> {
+        match s.resolve(v, &key(name), TYPE_A, CLASS_IN) {
+            Resolution::Answer { set, .. } => Some(set.bytes().to_vec()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn links_are_seen_by_the_linking_container_only() {
+        let mut cat = catalog();
+        cat.networks.insert("other".into(), net("other", false));
+        // "client" on demo and other links api-1 as "db" on demo, and "vault" (which is not on
+        // demo) as "v" on demo; on "other" it links "far" as "f"; "db" also shadows the name of
+        // a container on demo.
+        let mut client = ctr("client", "demo", "10.0.0.99", &[], Health::None);
+        client.endpoints[0].links = vec![
+            crate::model::Link::parse("api-1:db").unwrap(),
+            crate::model::Link::parse("vault:v").unwrap(),
+            crate::model::Link::parse("api-3:api-2").unwrap(),
+        ];
+        client.endpoints.push(Endpoint {
+            network: "other".into(),
+            ipv4: vec!["10.4.0.99".parse().unwrap()],
+            ipv6: vec![],
+            aliases: vec![],
+            links: vec![crate::model::Link::parse("far:f").unwrap()],
+        });
+        cat.containers.insert("client".into(), client);
+        cat.containers.insert(
+            "far".into(),
+            ctr("far", "other", "10.4.0.7", &[], Health::None),
+        );
+        cat.containers.insert(
+            "peer".into(),
+            ctr("peer", "demo", "10.0.0.98", &[], Health::None),
+        );
+        let s = Snapshot::build(&cat, BuildSettings::default());
+        let me = s.view_for("10.0.0.99".parse().unwrap(), None);
+        let also_me = s.view_for("10.4.0.99".parse().unwrap(), None);
+        let peer = s.view_for("10.0.0.98".parse().unwrap(), None);
+        let api1 = a_of(&s, me, "api-1").unwrap();
+        assert_eq!(a_of(&s, me, "db"), Some(api1.clone()));
+        assert_eq!(a_of(&s, me, "DB.demo"), Some(api1.clone()));
+        assert_eq!(
+            a_of(&s, also_me, "db"),
+            Some(api1),
+            "every address of the container"
+        );
+        assert_eq!(a_of(&s, me, "f"), a_of(&s, me, "far"));
+        assert_eq!(a_of(&s, me, "f.other"), a_of(&s, me, "far"));
+        assert!(
+            a_of(&s, me, "db.other").is_none(),
+            "only on the link's network"
+        );
+        assert!(a_of(&s, me, "f.demo").is_none());
+        // The target must be on the link's network.
+        assert!(matches!(
+            s.resolve(me, &key("v"), TYPE_A, CLASS_IN),
+            Resolution::Forward
+        ));
+        // A link alias comes before an ordinary name.
+        assert_eq!(a_of(&s, me, "api-2"), a_of(&s, me, "api-3"));
+        assert_ne!(a_of(&s, peer, "api-2"), a_of(&s, peer, "api-3"));
+        // Nobody else sees the links.
+        for v in [peer, s.host_view()] {
+            assert!(matches!(
+                s.resolve(v, &key("db"), TYPE_A, CLASS_IN),
+                Resolution::Forward
+            ));
+        }
+        // Without links, containers on the same networks still share one view.
+        let before = Snapshot::build(&catalog(), BuildSettings::default()).view_count();
+        assert!(s.view_count() <= before + 3, "{} views", s.view_count());
+    }
+
+    #[test]
+    fn anonymous_ptr_and_unencodable_ptr() {
+        let mut cat = Catalog::default();
+        cat.networks.insert("demo".into(), net("demo", false));
+        let mut anon = ctr(
+            "eloquent_jackson",
+            "demo",
+            "10.0.0.2",
+            &["db", "0123456789ab"],
+            Health::None,
+        );
+        anon.anonymous = true;
+        cat.containers.insert("anon".into(), anon);
+        let long = "x".repeat(64);
+        cat.containers.insert(
+            "long".into(),
+            ctr(&long, "demo", "10.0.0.3", &["short1"], Health::None),
+        );
+        let s = Snapshot::build(&cat, BuildSettings::default());
+        let v = s.host_view();
+        assert!(matches!(
+            s.resolve(v, &key("eloquent_jackson"), TYPE_A, CLASS_IN),
+            Resolution::Forward
+        ));
+        assert!(a_of(&s, v, "db").is_some());
+        match s.resolve(v, &key("2.0.0.10.in-addr.arpa"), TYPE_PTR, CLASS_IN) {
+            Resolution::Answer { set, .. } => {
+                assert!(
+                    set.bytes().ends_with(b"\x02db\x04demo\x00"),
+                    "{:?}",
+                    set.bytes()
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            s.resolve(v, &key("3.0.0.10.in-addr.arpa"), TYPE_PTR, CLASS_IN),
+            Resolution::ServFail
+        ));
+        // Other types of that reverse name are still NODATA; its other names still answer.
+        assert!(matches!(
+            s.resolve(v, &key("3.0.0.10.in-addr.arpa"), TYPE_A, CLASS_IN),
+            Resolution::NoData { .. }
+        ));
+        assert!(a_of(&s, v, "short1").is_some());
+    }
+
     /// Everything a snapshot answers, in a comparable form: per view spec, key → (network
     /// name, entry name, A, AAAA, PTR bytes); plus the client and listener scopes.
     type Dump = (
@@ -1473,6 +1694,7 @@ mod tests {
             ipv4: vec!["10.3.0.50".parse().unwrap()],
             ipv6: vec!["fd00::50".parse().unwrap()],
             aliases: vec!["api".into()],
+            links: Vec::new(),
         });
         cat.containers.insert("multi".into(), multi);
         cat.services.push(crate::model::ServiceRecord {

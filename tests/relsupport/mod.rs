@@ -369,9 +369,16 @@ fn replies(b: Behavior, q: &[u8]) -> (Duration, Vec<Vec<u8>>) {
 impl FakeUpstream {
     /// Starts a fake upstream with the given behaviour.
     pub fn start(b: Behavior) -> FakeUpstream {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("fake upstream bind");
+        // UDP and TCP on one port: the kernel's free UDP port may be taken for TCP (by another
+        // process's connection), so retry until one is free for both.
+        let (udp, tcp) = (0..100)
+            .find_map(|_| {
+                let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let tcp = std::net::TcpListener::bind(udp.local_addr().ok()?).ok()?;
+                Some((udp, tcp))
+            })
+            .expect("fake upstream: no port free for both UDP and TCP in 100 tries");
         let addr = udp.local_addr().expect("addr");
-        let tcp = std::net::TcpListener::bind(addr).expect("fake upstream tcp bind");
         tcp.set_nonblocking(true).expect("nonblocking");
         udp.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("timeout");
