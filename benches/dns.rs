@@ -55,6 +55,7 @@ fn catalog(containers: usize, networks: usize) -> Catalog {
                 hostname: None,
                 health: Health::None,
                 extra_names: Vec::new(),
+                dns: Vec::new(),
                 endpoints: vec![Endpoint {
                     network: net,
                     ipv4: vec![Ipv4Addr::new(
@@ -208,6 +209,20 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || (),
             |()| Snapshot::rebuild(black_box(&one), settings(), &prev, &big),
+            BatchSize::SmallInput,
+        )
+    });
+    // The same with Docker's resolver (127.0.0.11) as the default upstream, the sidecar
+    // default: the set of every served name is rebuilt too (names never asked there).
+    let via_docker = BuildSettings {
+        default_upstreams: vec!["127.0.0.11:53".parse().expect("address")],
+        ..settings()
+    };
+    let prev_docker = Snapshot::build(&big, via_docker.clone());
+    g.bench_function("compile_one_change_10k_500_via_dockers_resolver", |b| {
+        b.iter_batched(
+            || (),
+            |()| Snapshot::rebuild(black_box(&one), via_docker.clone(), &prev_docker, &big),
             BatchSize::SmallInput,
         )
     });

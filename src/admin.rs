@@ -739,7 +739,7 @@ pub struct ExplainDoc {
     pub view: Vec<String>,
     /// Whether names unknown to the view are forwarded upstream.
     pub forwards_unknown: bool,
-    /// `answer`, `nodata`, `nxdomain` or `forward`.
+    /// `answer`, `nodata`, `nxdomain`, `servfail` or `forward`.
     pub result: String,
     /// A sentence saying why.
     pub why: String,
@@ -888,13 +888,9 @@ pub fn explain(
             format!("{name} is known here but has no {rtype} record: NOERROR with no answers, never forwarded"),
             Vec::new(),
         ),
-        Resolution::NxDomain { soa } => (
+        Resolution::NxDomain { soa: true } => (
             "nxdomain",
-            if soa {
-                format!("{name} is under the local zone but not in this client's tables")
-            } else {
-                format!("{name} is not in this client's tables and its networks are internal: not forwarded")
-            },
+            format!("{name} is under the local zone but not in this client's tables"),
             Vec::new(),
         ),
         Resolution::Reverse { nxdomain, .. } => (
@@ -912,11 +908,10 @@ pub fn explain(
             format!("{name} is known here but its {rtype} answer is not a valid DNS name (a label over 63 bytes or a name over 255): SERVFAIL, as Docker answers"),
             Vec::new(),
         ),
-        Resolution::Forward => (
-            "forward",
-            format!("{name} is not in the tables of the networks this client sees: forwarded upstream"),
-            Vec::new(),
-        ),
+        Resolution::NxDomain { soa: false } | Resolution::Forward => {
+            let (result, why) = explain_unanswered(snap, client, view, &key, &name);
+            (result, why, Vec::new())
+        }
     };
     Ok(ExplainDoc {
         name,
@@ -932,6 +927,40 @@ pub fn explain(
         network,
         generation: snap.generation,
     })
+}
+
+/// Where a name the tables do not answer goes for this client (per-container upstreams,
+/// internal networks, Docker's resolver as upstream), as [`Snapshot::unanswered`] decides.
+fn explain_unanswered(
+    snap: &Snapshot,
+    client: IpAddr,
+    view: &crate::model::View,
+    key: &[u8],
+    name: &str,
+) -> (&'static str, String) {
+    let servers = snap.client_servers(client).map(|l| {
+        l.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    match snap.unanswered(client, view, key) {
+        crate::model::Unanswered::Forward => (
+            "forward",
+            match servers {
+                Some(list) => format!("{name} is not in the tables of the networks this client sees: forwarded to the client container's own DNS servers ({list})"),
+                None => format!("{name} is not in the tables of the networks this client sees: forwarded upstream"),
+            },
+        ),
+        crate::model::Unanswered::NxDomain => (
+            "nxdomain",
+            format!("{name} is a container's name on a network this client does not see, and its upstream is Docker's resolver 127.0.0.11, which would answer it from dockns's own scope: not forwarded"),
+        ),
+        crate::model::Unanswered::ServFail => (
+            "servfail",
+            format!("{name} is not in this client's tables, its networks are all internal and it has no DNS server of its own on them: SERVFAIL, not forwarded"),
+        ),
+    }
 }
 
 #[cfg(test)]

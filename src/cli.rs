@@ -230,7 +230,7 @@ pub fn format_explain(e: &ExplainDoc) -> String {
         if e.forwards_unknown {
             "are forwarded upstream"
         } else {
-            "get NXDOMAIN (internal networks only)"
+            "get SERVFAIL unless the client has DNS servers of its own on them (internal networks only)"
         }
     );
     let _ = writeln!(out, ";; TABLES: {}: {}", e.result.to_uppercase(), e.why);

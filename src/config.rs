@@ -229,6 +229,11 @@ pub struct ContainerSection {
     /// Health, for testing health-aware answers: none, healthy, starting, unhealthy.
     #[serde(default)]
     pub health: Health,
+    /// The container's own DNS servers ("ADDR[:PORT]", port 53 when absent), like Docker's
+    /// `--dns`: questions from its addresses go there, in this order (at most the first 3);
+    /// dockns's own listeners are left out. Empty: `[upstream] servers`.
+    #[serde(default)]
+    pub dns: Vec<String>,
 }
 
 /// Log output format.
@@ -434,11 +439,20 @@ pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
 
 /// Whether `upstream` is one of our own listeners (forwarding there would loop).
 fn is_own(upstream: SocketAddr, listen: &[SocketAddr]) -> bool {
+    is_own_listener(upstream, listen, &[])
+}
+
+/// Whether `upstream` is one of the listeners `listen` (forwarding there would loop): the same
+/// address and port, or a wildcard listener on that port and an address that is loopback,
+/// unspecified or one of this host's `local` addresses.
+pub fn is_own_listener(upstream: SocketAddr, listen: &[SocketAddr], local: &[IpAddr]) -> bool {
     listen.iter().any(|l| {
         l.port() == upstream.port()
             && (l.ip() == upstream.ip()
                 || (l.ip().is_unspecified()
-                    && (upstream.ip().is_loopback() || upstream.ip().is_unspecified())))
+                    && (upstream.ip().is_loopback()
+                        || upstream.ip().is_unspecified()
+                        || local.contains(&upstream.ip()))))
     })
 }
 
@@ -711,6 +725,17 @@ impl Config {
                         ));
                     }
                 }
+                let mut dns = Vec::new();
+                for (i, d) in c.dns.iter().enumerate() {
+                    let sa = parse_upstream(d).ok_or_else(|| {
+                        ConfigError(format!(
+                            "{cat}: dns[{i}] = \"{d}\" is not ADDRESS[:PORT]; write e.g. \"10.89.0.53\" or \"127.0.0.1:5399\""
+                        ))
+                    })?;
+                    if !is_own(sa, &listen) {
+                        dns.push(sa);
+                    }
+                }
                 catalog.containers.insert(
                     format!("{}/{}", net.name, c.name),
                     Container {
@@ -719,6 +744,7 @@ impl Config {
                         hostname: None,
                         health: c.health,
                         extra_names: Vec::new(),
+                        dns,
                         endpoints: vec![Endpoint {
                             network: net.name.clone(),
                             ipv4,
@@ -835,6 +861,7 @@ impl Config {
             ns_addresses,
             listen_addresses: listen.iter().map(|l| l.ip()).collect(),
             recursion: s.recursion,
+            default_upstreams: upstreams.clone(),
         };
         Ok(Config {
             path: None,
@@ -1036,6 +1063,34 @@ mod tests {
             load("[server]\nlisten = [\"0.0.0.0:53\"]\n[upstream]\nservers = [\"127.0.0.1\"]")
                 .unwrap();
         assert!(cfg.upstreams.is_empty());
+    }
+
+    /// A static container's own `dns` servers: parsed like upstreams, own listeners left out.
+    #[test]
+    fn static_container_dns() {
+        let cfg = load(
+            "[server]\nlisten = [\"127.0.0.1:5353\"]\n[upstream]\nservers = [\"127.0.0.1:5399\"]\n\
+             [[network]]\nname = \"n\"\n[[network.container]]\nname = \"a\"\nipv4 = [\"10.0.0.2\"]\n\
+             dns = [\"10.0.0.53\", \"127.0.0.1:5353\", \"127.0.0.1:5400\"]\n",
+        )
+        .unwrap();
+        let a = cfg.static_catalog.containers.values().next().unwrap();
+        let want: Vec<SocketAddr> = vec![
+            "10.0.0.53:53".parse().unwrap(),
+            "127.0.0.1:5400".parse().unwrap(),
+        ];
+        assert_eq!(a.dns, want);
+        assert_eq!(
+            cfg.build.default_upstreams,
+            vec!["127.0.0.1:5399".parse::<SocketAddr>().unwrap()]
+        );
+        let e = load(
+            "[server]\nlisten = [\"127.0.0.1:5353\"]\n[[network]]\nname = \"n\"\n\
+             [[network.container]]\nname = \"a\"\nipv4 = [\"10.0.0.2\"]\ndns = [\"nope\"]\n",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("dns[0]") && e.contains("\"nope\""), "{e}");
     }
 
     #[test]

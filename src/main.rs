@@ -247,7 +247,7 @@ async fn query(args: QueryArgs) -> Result<String, String> {
             if doc.result == "forward" {
                 let q = cli::build_query(&name, qtype)?;
                 let reply = cli::ask(server, &q, args.tcp).await?;
-                out.push_str(";; forwarded: the upstream answer (the same for every client):\n");
+                out.push_str(";; forwarded: the answer of the default upstream servers (a client with DNS servers of its own is forwarded to those):\n");
                 out.push_str(&cli::format_reply(
                     &reply.bytes,
                     server,

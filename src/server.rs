@@ -176,6 +176,9 @@ impl Server {
         if new.admin_access != old.admin_access {
             self.admin_access.store(Arc::new(new.admin_access.clone()));
         }
+        // The upstream list is read at start only: the snapshot keeps describing the running one.
+        let mut new = new;
+        new.build.default_upstreams = old.build.default_upstreams.clone();
         // Each publish is a full rebuild: skip the settings one when they did not change.
         if new.build != old.build {
             self.publisher.set_settings(new.build.clone());

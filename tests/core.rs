@@ -346,21 +346,24 @@ async fn fails_over_to_the_next_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn internal_only_scope_gets_nxdomain_and_nothing_forwarded() {
+async fn internal_only_scope_gets_servfail_and_nothing_forwarded() {
     let up = fake_upstream(Behaviour::Answer(Ipv4Addr::new(192, 0, 2, 1))).await;
     let s = start(&demo_toml(&[up.addr], "host_view = [\"backoffice\"]")).await;
     let t0 = Instant::now();
     let m = ask(s.addr, "example.com", RecordType::A).await;
-    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // What current Docker answers a client on internal networks only (20.10 stays silent).
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert!(
         t0.elapsed() < Duration::from_millis(1000),
         "answered at once"
     );
     assert_eq!(up.hits.load(Ordering::SeqCst), 0);
-    // Its own names resolve; the other network's plain names do not.
+    // Its own names resolve; the other network's plain names do not (unknown here, and no
+    // upstream: SERVFAIL as for any other name).
     assert_eq!(v4(&ask(s.addr, "vault", RecordType::A).await).len(), 1);
     let m = ask(s.addr, "api", RecordType::A).await;
-    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(m.answers.is_empty());
     s.stop().await;
     // One non-internal network in scope allows forwarding again.
     let s = start(&demo_toml(

@@ -847,3 +847,191 @@ fn sidecar_example_for_real() {
     );
     drop(guard);
 }
+
+mod dockerkit;
+
+/// The sidecar with the example's own upstream: its resolv.conf, i.e. Docker's 127.0.0.11, which
+/// answers container names from the *sidecar's* scope. Reproduces the two bugs of issue 10 with
+/// a real sidecar (the example's image, dockns.toml unchanged, the socket read-only, non-root)
+/// attached to two networks, `app` and `other`, and a client on `app` only:
+///
+/// - scope leak: a container name that exists only on `other` (also as `name.other`) must give
+///   the client NXDOMAIN, as Docker gives it from the client's own scope, not the address that
+///   127.0.0.11 gives the sidecar;
+/// - stale after stop: after `docker stop` of that container, its dead address must not be
+///   served (Docker's answer would have been cached with its 600 s TTL).
+///
+/// Traffic stays on the test's networks: the sidecar runs with `--dns <stand-in>` (compose
+/// `dns:`), so whatever Docker's resolver inside it forwards goes to a stand-in upstream the test
+/// runs on `app` (a static dockns that knows one outside name), never to the host's resolvers.
+#[test]
+fn sidecar_through_dockers_resolver_keeps_scope_and_forgets_stopped_containers() {
+    // Also needs root: the client's questions are sent from inside its network namespace.
+    if !dockerkit::docker_available() {
+        return;
+    }
+    let lab = dockerkit::Lab::new("sidedr");
+    let docker_gid = std::fs::metadata(SOCKET)
+        .unwrap_or_else(|e| panic!("{SOCKET}: {e}"))
+        .gid()
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("{}-conf", lab.prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _dir = Cleanup {
+        containers: vec![],
+        networks: vec![],
+        images: vec![],
+        dir: dir.clone(),
+    };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let img = format!("{}-img:1", lab.prefix);
+    lab.track_image(&img);
+    build_image(&img, "");
+
+    let app = lab.network("app", &[]);
+    let other = lab.network("other", &[]);
+    let mount = |from: &Path, at: &str| format!("{}:{at}:ro", from.display());
+
+    // The stand-in upstream on `app`, as in `sidecar_example_for_real`.
+    let upstream_cfg = dir.join("upstream.toml");
+    write(
+        &upstream_cfg,
+        &format!(
+            "[server]\nlisten = [\"0.0.0.0:53\"]\nallow = [\"0.0.0.0/0\"]\n\
+             [upstream]\nservers = [\"127.0.0.1:9\"]\n\
+             [[network]]\nname = \"outside\"\ninternal = true\n\
+             [[network.container]]\nname = \"{OUTSIDE_NAME}\"\nipv4 = [\"{OUTSIDE_IP}\"]\n"
+        ),
+    );
+    let upstream = lab.run_image(
+        "upstream",
+        &img,
+        &[
+            "--network",
+            &app,
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "-v",
+            &mount(&upstream_cfg, "/etc/dockns/dockns.toml"),
+        ],
+    );
+    let upstream_ip = dockerkit::ip_on(&upstream, &app).to_string();
+
+    // Containers: a peer and the client on `app`, the secret on `other` only.
+    let peer = lab.run("peer", &["--network", &app]);
+    let client = lab.run("client", &["--network", &app]);
+    let secret = lab.run("secret", &["--network", &other]);
+    let secret_ip = dockerkit::ip_on(&secret, &other);
+
+    // The sidecar: compose.yaml's `dns` service (the example's dockns.toml unchanged, so its
+    // upstream is its resolv.conf: 127.0.0.11), plus `dns: [<stand-in>]`, on both networks.
+    let example_toml = example_file("dockns.toml");
+    let dns = lab.run_image(
+        "dns",
+        &img,
+        &[
+            "--user",
+            "65532:65532",
+            "--group-add",
+            &docker_gid,
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges:true",
+            "-v",
+            &mount(Path::new(SOCKET), SOCKET),
+            "-v",
+            &mount(Path::new(&example_toml), "/etc/dockns/dockns.toml"),
+            "--network",
+            &app,
+            "--dns",
+            &upstream_ip,
+        ],
+    );
+    dockerkit::dk(&["network", "connect", &other, &dns]);
+    let logs = || {
+        let o = docker_raw(&["logs", &dns]);
+        format!(
+            "sidecar log:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let server = std::net::SocketAddr::new(dockerkit::ip_on(&dns, &app), 53);
+    let pc = dockerkit::pid(&client);
+    let ask = |name: &str| dockerkit::ask_from(pc, server, name, hickory_proto::rr::RecordType::A);
+    let peer_ip = dockerkit::ip_on(&peer, &app);
+    wait_for(
+        "the sidecar to answer the client",
+        Duration::from_secs(60),
+        || {
+            dockerkit::ask_from_opt(pc, server, &peer, hickory_proto::rr::RecordType::A)
+                .is_some_and(|r| r.addrs() == BTreeSet::from([peer_ip]))
+        },
+        logs,
+    );
+    // The sidecar sees `other` too (it would answer the secret to a client there).
+    wait_for(
+        "the sidecar to know the secret container",
+        Duration::from_secs(20),
+        || {
+            docker_raw(&[
+                "exec",
+                &dns,
+                "/usr/local/bin/dockns",
+                "records",
+                "--admin",
+                "http://127.0.0.1:9153",
+                "--json",
+            ])
+            .stdout
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes())
+        },
+        logs,
+    );
+    // Forwarding through Docker's resolver still works for outside names.
+    let r = ask(OUTSIDE_NAME);
+    assert_eq!(r.answers, vec![OUTSIDE_IP.to_string()], "{r:?}\n{}", logs());
+
+    // Scope: a name of `other` only is not the client's, whatever 127.0.0.11 tells the sidecar.
+    let qualified = format!("{secret}.{other}");
+    for name in [secret.as_str(), qualified.as_str()] {
+        let r = ask(name);
+        assert_eq!(
+            (r.rcode, r.answers.len()),
+            (hickory_proto::op::ResponseCode::NXDomain, 0),
+            "{name} leaked to a client on {app} only (the secret is {secret_ip}): {r:?}"
+        );
+    }
+
+    // Stale after stop: once the secret is gone, its address is not served either.
+    dockerkit::dk(&["stop", &secret]);
+    let gone = Instant::now();
+    while gone.elapsed() < Duration::from_secs(3) {
+        let r = ask(&secret);
+        assert!(
+            !r.addrs().contains(&secret_ip),
+            "the stopped {secret}'s address {secret_ip} is still served: {r:?}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The sidecar kept running all along.
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.RestartCount}}",
+            &dns
+        ]),
+        "true 0",
+        "{}",
+        logs()
+    );
+}

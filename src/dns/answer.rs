@@ -6,7 +6,7 @@
 
 use super::slow::{parse_slow, SlowParse};
 use super::wire::{self, rcode, Body, EdnsInfo, Parse};
-use crate::model::{Resolution, Snapshot, MAX_KEY_LEN, REVERSE_AUTHORITY_LEN};
+use crate::model::{Resolution, Snapshot, Unanswered, MAX_KEY_LEN, REVERSE_AUTHORITY_LEN};
 use std::net::IpAddr;
 
 /// What to do with a packet.
@@ -170,11 +170,22 @@ fn respond(
     }
     let view = snap.view_for(client, local);
     let mut body = match snap.resolve(view, q.key, q.qtype, q.qclass) {
+        // Authoritative only (`recursion = false`): nothing that is not local is answered.
         Resolution::Forward if no_recursion => Body {
             rcode: rcode::REFUSED,
             ..Default::default()
         },
-        Resolution::Forward => return Action::Forward,
+        Resolution::NxDomain { soa: false } if !view.forward && no_recursion => Body {
+            rcode: rcode::REFUSED,
+            ..Default::default()
+        },
+        // Not in the tables: forwarded, unless the client's upstream rules keep it home.
+        Resolution::Forward => return unanswered(snap, client, view, &q, out, limit),
+        // Not in the tables of a client that sees internal networks only: its own DNS servers
+        // on those networks, else SERVFAIL at once (current Docker).
+        Resolution::NxDomain { soa: false } if !view.forward => {
+            return unanswered(snap, client, view, &q, out, limit)
+        }
         Resolution::Reverse { nxdomain, zone_at } => {
             return reply_reverse(snap, &q, nxdomain, zone_at, out, limit)
         }
@@ -261,6 +272,31 @@ fn reply_reverse(
     };
     let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
     Action::Reply(n, Outcome::Local)
+}
+
+/// A question the tables do not answer: forwarded, or kept home with NXDOMAIN or SERVFAIL as
+/// [`Snapshot::unanswered`] decides (per-container upstreams, internal networks, Docker's
+/// resolver as upstream).
+#[inline]
+fn unanswered(
+    snap: &Snapshot,
+    client: IpAddr,
+    view: &crate::model::View,
+    q: &Query<'_>,
+    out: &mut [u8],
+    limit: usize,
+) -> Action {
+    let (rcode, outcome) = match snap.unanswered(client, view, q.key) {
+        Unanswered::Forward => return Action::Forward,
+        Unanswered::NxDomain => (rcode::NXDOMAIN, Outcome::Local),
+        Unanswered::ServFail => (rcode::SERVFAIL, Outcome::Error),
+    };
+    let body = Body {
+        rcode,
+        ..Default::default()
+    };
+    let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
+    Action::Reply(n, outcome)
 }
 
 /// Writes an error response (SERVFAIL, REFUSED) for a query packet, echoing its question.

@@ -233,6 +233,7 @@ mod tests {
                 hostname: None,
                 health: Health::None,
                 extra_names: vec![],
+                dns: Vec::new(),
                 endpoints: vec![Endpoint {
                     network: "m".into(),
                     ipv4: vec!["10.2.0.5".parse().unwrap()],

@@ -187,11 +187,12 @@ async fn serve_conn(
                     break;
                 };
                 let q = body.to_vec();
+                let servers = ctx.snapshot.load().client_servers(client).cloned();
                 let fwd = ctx.forwarder.clone();
                 let wr = wr.clone();
                 let stats = ctx.stats.clone();
                 tokio::spawn(async move {
-                    let (resp, source) = fwd.resolve_traced(&q, true, None).await;
+                    let (resp, source) = fwd.resolve_traced(&q, true, servers.as_ref()).await;
                     if !resp.is_empty() {
                         stats.answered(true, source, &resp, since(t0));
                         log_reply(peer, true, source, &resp);

@@ -134,14 +134,15 @@ impl UdpWorker {
                             pkt,
                             outb.buf_mut(replies),
                             false,
-                            None,
+                            snap.client_servers(client),
                         ) {
                             Some(len) => {
                                 self.stats.forwarded();
                                 (len, AnswerSource::Cache)
                             }
                             None => {
-                                self.forward(pkt, src, client, &mut scratch, t0);
+                                let servers = snap.client_servers(client);
+                                self.forward(pkt, src, client, servers, &mut scratch, t0);
                                 continue;
                             }
                         },
@@ -160,7 +161,15 @@ impl UdpWorker {
         }
     }
 
-    fn forward(&self, pkt: &[u8], src: SocketAddr, client: IpAddr, out: &mut [u8], t0: Stamp) {
+    fn forward(
+        &self,
+        pkt: &[u8],
+        src: SocketAddr,
+        client: IpAddr,
+        servers: Option<&Arc<[SocketAddr]>>,
+        out: &mut [u8],
+        t0: Stamp,
+    ) {
         // Over its forward rate or over the in-flight bound: REFUSED.
         let permit = if self.guard.allow_forward(client) {
             let p = self.forwarder.try_acquire();
@@ -195,7 +204,7 @@ impl UdpWorker {
                 stats: self.forward_stats.clone(),
                 permit: Some(permit),
             },
-            None,
+            servers,
             &self.runtime,
         );
     }

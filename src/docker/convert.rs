@@ -279,9 +279,27 @@ pub fn container(
         health: health(state.health.as_ref().and_then(|h| h.status.as_ref())),
         extra_names,
         endpoints,
+        dns: own_dns_servers(info),
         // Decided by the watcher (`anonymous_in_config`): the API does not say.
         anonymous: false,
     })
+}
+
+/// The container's own DNS servers (`HostConfig.Dns`: `docker run --dns`, compose `dns:`), in
+/// its order, on port 53, as Docker's resolver uses them for this container's questions:
+/// entries that are not addresses are skipped, and Docker's own 127.0.0.11 is dropped (Docker
+/// never forwards to itself). dockns's own listening addresses are removed later, by the
+/// watcher, which knows them; an empty list means the default servers.
+pub fn own_dns_servers(info: &ContainerInspectResponse) -> Vec<std::net::SocketAddr> {
+    info.host_config
+        .as_ref()
+        .and_then(|h| h.dns.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|s| parse_addr(s.trim()))
+        .filter(|ip| *ip != crate::model::DOCKER_RESOLVER)
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .collect()
 }
 
 /// The links of an endpoint (`EndpointSettings.Links`, `target:alias` each), as the daemon
@@ -474,6 +492,28 @@ mod tests {
             &nets
         )
         .is_none());
+    }
+
+    /// HostConfig.Dns as Docker's resolver uses it: in order, port 53, its own 127.0.0.11 out.
+    #[test]
+    fn own_dns_servers_from_host_config() {
+        let mut info = base(
+            serde_json::json!({"alpha": {"IPAddress": "10.7.0.5"}}),
+            serde_json::json!({}),
+        );
+        assert!(own_dns_servers(&info).is_empty());
+        info.host_config = Some(
+            serde_json::from_value(serde_json::json!({
+                "Dns": ["10.7.0.53", "127.0.0.11", "fd00::53", "not-an-address", "192.0.2.1"]
+            }))
+            .unwrap(),
+        );
+        let want: Vec<std::net::SocketAddr> = ["10.7.0.53:53", "[fd00::53]:53", "192.0.2.1:53"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(own_dns_servers(&info), want);
+        assert_eq!(container(&info, &nets()).unwrap().dns, want);
     }
 
     #[test]

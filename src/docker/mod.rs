@@ -27,6 +27,7 @@ impl WatchOptions {
             gateways: cfg.gateways,
             sidecar: cfg.sidecar,
             port: cfg.gateway_port,
+            own: cfg.listen.clone(),
         })
     }
 }

@@ -80,6 +80,9 @@ pub struct WatchOptions {
     pub sidecar: bool,
     /// Port of gateway and sidecar listeners.
     pub port: u16,
+    /// The fixed `[server] listen` addresses: a container DNS server that is one of them (or one
+    /// of the gateway/sidecar listeners) is dockns itself and is dropped from its list.
+    pub own: Vec<std::net::SocketAddr>,
 }
 
 /// Counters and state a caller (tests, `/readyz`) can read.
@@ -235,8 +238,43 @@ impl State {
             cat.networks.insert(name.clone(), n);
         }
         cat.containers = self.containers.clone();
+        drop_own_dns_servers(&mut cat, opts, local);
         cat.services = self.services.clone();
         cat
+    }
+}
+
+/// Removes dockns itself from every container's own DNS servers: a gateway or sidecar listener
+/// of any served network, or a fixed listener (a wildcard one covers this host's addresses), so
+/// that `--dns <gateway>` (the usual way to point a container at dockns) never loops. What is
+/// left stays in the container's order; an emptied list means the default servers.
+fn drop_own_dns_servers(cat: &mut Catalog, opts: &WatchOptions, local: &[IpAddr]) {
+    if cat.containers.values().all(|c| c.dns.is_empty()) {
+        return;
+    }
+    let mut own: Vec<std::net::SocketAddr> = opts.own.clone();
+    for n in cat.networks.values() {
+        own.extend(
+            n.listen_addrs
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, opts.port)),
+        );
+    }
+    // A wildcard listener on the servers' port answers on every local address.
+    let wildcard = opts
+        .own
+        .iter()
+        .any(|l| l.ip().is_unspecified() && l.port() == 53);
+    let fetched;
+    let local = if wildcard && local.is_empty() {
+        fetched = local_addresses();
+        &fetched[..]
+    } else {
+        local
+    };
+    for c in cat.containers.values_mut() {
+        c.dns
+            .retain(|s| !crate::config::is_own_listener(*s, &own, local));
     }
 }
 
@@ -1059,6 +1097,7 @@ mod tests {
             gateways,
             sidecar,
             port: 53,
+            own: vec![],
         }
     }
 
@@ -1086,6 +1125,7 @@ mod tests {
                 hostname: None,
                 health: Health::None,
                 extra_names: vec![],
+                dns: Vec::new(),
                 endpoints: vec![Endpoint {
                     network: "app".into(),
                     ipv4: vec!["10.5.0.7".parse().unwrap()],
@@ -1118,6 +1158,43 @@ mod tests {
         assert_eq!(cat.networks["app"].listen_addrs, local);
         let cat = state().catalog(&opts(false, true), &[]);
         assert!(cat.networks["app"].listen_addrs.is_empty());
+    }
+
+    /// `--dns <gateway>` (or the sidecar's address, or a fixed listener) is dockns itself: left
+    /// out of the container's servers, the others kept in order.
+    #[test]
+    fn own_addresses_leave_container_dns_lists() {
+        let sa = |s: &str| -> std::net::SocketAddr { s.parse().unwrap() };
+        let mut st = state();
+        st.containers.get_mut("c1").unwrap().dns = vec![
+            sa("10.5.0.1:53"),
+            sa("192.0.2.53:53"),
+            sa("10.5.0.7:53"),
+            sa("127.0.0.1:53"),
+        ];
+        // Gateway listeners on 10.5.0.1:53 and a fixed one on 127.0.0.1:53.
+        let mut o = opts(true, false);
+        o.own = vec![sa("127.0.0.1:53")];
+        let cat = st.catalog(&o, &[]);
+        assert_eq!(
+            cat.containers["c1"].dns,
+            [sa("192.0.2.53:53"), sa("10.5.0.7:53")]
+        );
+        // Sidecar on 10.5.0.7: that one goes; the gateway is someone else then.
+        let local: Vec<IpAddr> = vec!["10.5.0.7".parse().unwrap()];
+        let cat = st.catalog(&opts(false, true), &local);
+        assert_eq!(
+            cat.containers["c1"].dns,
+            [sa("10.5.0.1:53"), sa("192.0.2.53:53"), sa("127.0.0.1:53")]
+        );
+        // A wildcard fixed listener on port 53 is every local address.
+        let mut o = opts(false, false);
+        o.own = vec![sa("0.0.0.0:53")];
+        let cat = st.catalog(&o, &local);
+        assert_eq!(
+            cat.containers["c1"].dns,
+            [sa("10.5.0.1:53"), sa("192.0.2.53:53")]
+        );
     }
 
     #[test]

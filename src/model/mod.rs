@@ -14,7 +14,8 @@ mod zone;
 pub use names::{endpoint_names, normalize_name, ptr_name, reverse_name};
 pub use publish::{Publisher, SnapshotHandle};
 pub use snapshot::{
-    BuildSettings, NameEntry, RecordSet, Resolution, Snapshot, View, ViewId, MAX_KEY_LEN,
+    BuildSettings, NameEntry, RecordSet, Resolution, Snapshot, Unanswered, View, ViewId,
+    DOCKER_RESOLVER, MAX_CLIENT_SERVERS, MAX_KEY_LEN,
 };
 pub use zone::REVERSE_AUTHORITY_LEN;
 
@@ -121,6 +122,13 @@ pub struct Container {
     pub extra_names: Vec<String>,
     /// Endpoints in the container's network order (first wins when two networks share a name).
     pub endpoints: Vec<Endpoint>,
+    /// The container's own DNS servers (Docker: `HostConfig.Dns`, i.e. `docker run --dns`,
+    /// compose `dns:`; static config: `dns = [...]`), in its order, with dockns's own listening
+    /// addresses already removed by the source. Empty: the default `[upstream] servers`.
+    /// The snapshot turns them into per-client upstream lists
+    /// ([`Snapshot::client_servers`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::SocketAddr>,
     /// Created without `--name` on a daemon older than Docker 25 (API < 1.44): Docker keeps its
     /// generated name out of DNS, and the first alias of each endpoint names its address in PTR.
     pub anonymous: bool,

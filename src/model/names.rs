@@ -121,6 +121,7 @@ mod tests {
             hostname: None,
             health: Health::None,
             extra_names: vec!["extra".into(), "web".into()],
+            dns: Vec::new(),
             endpoints: vec![],
             anonymous: false,
         };
@@ -138,6 +139,7 @@ mod tests {
     #[test]
     fn anonymous_containers_answer_to_aliases_only() {
         let c = Container {
+            dns: Vec::new(),
             id: "0123456789abcdef".into(),
             name: "eloquent_jackson".into(),
             hostname: None,

@@ -16,7 +16,11 @@
 //! container view, else the view of the network the query arrived on, else the host view. A
 //! container with links (`--link target:alias`) gets a view of its own whose small link map is
 //! probed before the shared network tables; every other view carries no map, so the common
-//! lookup pays one branch.
+//! lookup pays one branch. Where a question the tables do not answer goes is decided here too
+//! ([`Snapshot::unanswered`], [`Snapshot::client_servers`]): the client container's own DNS
+//! servers (Docker's `--dns`), only on-network ones for internal-only clients (else SERVFAIL),
+//! and never Docker's 127.0.0.11 for a name that is a container's on any served network
+//! (NXDOMAIN).
 
 use super::names::{endpoint_names, normalize_name, ptr_name, reverse_name};
 use super::zone::{self, ReverseKind, ZoneData};
@@ -26,7 +30,7 @@ use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -63,6 +67,10 @@ pub struct BuildSettings {
     /// Forward names that are not local (`[server] recursion`). Off: an authoritative-only
     /// server, RA clear on every reply and REFUSED for names outside its zones.
     pub recursion: bool,
+    /// The default upstream servers (`[upstream] servers`, standing in for the Docker daemon's
+    /// own): used by clients without servers of their own. Only read to know whether Docker's
+    /// resolver (127.0.0.11) is among them (see [`Snapshot::unanswered`]).
+    pub default_upstreams: Vec<SocketAddr>,
 }
 
 impl Default for BuildSettings {
@@ -76,6 +84,7 @@ impl Default for BuildSettings {
             ns_addresses: Vec::new(),
             listen_addresses: Vec::new(),
             recursion: true,
+            default_upstreams: Vec::new(),
         }
     }
 }
@@ -267,6 +276,26 @@ pub enum Resolution<'s> {
     ServFail,
 }
 
+/// What happens to a question the tables do not answer ([`Snapshot::unanswered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// Forward it, to [`Snapshot::client_servers`] (or the default servers when `None`).
+    Forward,
+    /// NXDOMAIN, not forwarded: the name belongs to a container on a network the client does
+    /// not see, and the upstream is Docker's resolver, which would answer it from dockns's own
+    /// scope (a leak, and a stale answer cached for Docker's 600 s after the container stops).
+    NxDomain,
+    /// SERVFAIL at once: the client sees internal networks only and has no DNS server of its
+    /// own on them (what current Docker answers).
+    ServFail,
+}
+
+/// Docker's resolver address inside every container on a user-defined network.
+pub const DOCKER_RESOLVER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 11));
+
+/// Most servers Docker's resolver uses for one container (moby `maxExtDNS`).
+pub const MAX_CLIENT_SERVERS: usize = 3;
+
 /// An immutable, compiled answer table. See the module docs.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -284,6 +313,14 @@ pub struct Snapshot {
     ns_addrs: Vec<IpAddr>,
     /// Subnets of every served network (clients there may use the server).
     served_subnets: Box<[ipnet::IpNet]>,
+    /// Per-container upstreams: each address of a container with DNS servers of its own → those
+    /// servers (see [`Snapshot::client_servers`]). Identical lists share one allocation.
+    client_upstreams: FxHashMap<IpAddr, Arc<[SocketAddr]>>,
+    /// Every key of every network (names, aliases, `name.network`, reverse names), built only
+    /// when some upstream in use is Docker's resolver: those names are never asked there.
+    names_everywhere: Option<NameCounts>,
+    /// The default upstreams include Docker's resolver (127.0.0.11).
+    default_via_docker_resolver: bool,
     /// Settings it was built with.
     pub settings: BuildSettings,
     /// Monotonic build counter (set by the publisher).
@@ -753,6 +790,23 @@ impl Snapshot {
             .values()
             .flat_map(|n| n.subnets.iter().copied())
             .collect();
+        // 4. Per-container upstreams and the names never asked of Docker's resolver.
+        let client_upstreams =
+            compile_client_upstreams(catalog, &net_index, prev.map(|(snap, _)| snap));
+        let default_via_docker_resolver = settings
+            .default_upstreams
+            .iter()
+            .any(|s| s.ip() == DOCKER_RESOLVER);
+        let names_everywhere = (default_via_docker_resolver
+            || client_upstreams
+                .values()
+                .any(|l| l.iter().any(|s| s.ip() == DOCKER_RESOLVER)))
+        .then(
+            || match prev.and_then(|(p, _)| Some((p.names_everywhere.as_ref()?, &p.nets))) {
+                Some((counts, old_nets)) => counts.update(old_nets, &nets),
+                None => NameCounts::build(&nets),
+            },
+        );
         Snapshot {
             nets,
             views,
@@ -764,9 +818,44 @@ impl Snapshot {
             zone,
             ns_addrs,
             served_subnets,
+            client_upstreams,
+            names_everywhere,
+            default_via_docker_resolver,
             settings,
             generation: 0,
         }
+    }
+
+    /// The DNS servers of the container that owns `client` (its source address), in the
+    /// container's order (at most [`MAX_CLIENT_SERVERS`]); `None`: use the default servers.
+    /// For a container that sees only internal networks, only its servers inside those
+    /// networks' subnets (the others are unreachable from there). No allocation.
+    #[inline]
+    pub fn client_servers(&self, client: IpAddr) -> Option<&Arc<[SocketAddr]>> {
+        self.client_upstreams.get(&client)
+    }
+
+    /// Decides what happens to a question the tables do not answer: `view` is the client's
+    /// view, `key` the question's lower-case wire name. A client whose view sees only internal
+    /// networks is forwarded to its own servers on those networks, else SERVFAIL; a name that
+    /// is a container's on any served network is never forwarded to Docker's resolver
+    /// (NXDOMAIN); everything else is forwarded. Two hash probes at most, no allocation.
+    #[inline]
+    pub fn unanswered(&self, client: IpAddr, view: &View, key: &[u8]) -> Unanswered {
+        let own = self.client_upstreams.get(&client);
+        if !view.forward && own.is_none() {
+            return Unanswered::ServFail;
+        }
+        if let Some(names) = &self.names_everywhere {
+            let via_docker = match own {
+                Some(list) => list.iter().any(|s| s.ip() == DOCKER_RESOLVER),
+                None => self.default_via_docker_resolver,
+            };
+            if via_docker && names.contains(key) {
+                return Unanswered::NxDomain;
+            }
+        }
+        Unanswered::Forward
     }
 
     /// The entry a view holds for `key` (already stripped of the zone), with its network index.
@@ -1084,6 +1173,183 @@ fn is_arpa(key: &[u8]) -> bool {
     }
 }
 
+/// Each address of every container with DNS servers of its own → its list (the first
+/// [`MAX_CLIENT_SERVERS`]); for a container whose served networks are all internal, only the
+/// servers inside one of those networks' subnets, and no entry when none is. Lists are interned:
+/// identical lists share one `Arc`, reused from `prev` when it had the same list, so a list
+/// keeps its identity across snapshots.
+fn compile_client_upstreams(
+    catalog: &Catalog,
+    net_index: &FxHashMap<&str, u32>,
+    prev: Option<&Snapshot>,
+) -> FxHashMap<IpAddr, Arc<[SocketAddr]>> {
+    let mut out = FxHashMap::default();
+    if catalog.containers.values().all(|c| c.dns.is_empty()) {
+        return out;
+    }
+    let mut interned: FxHashSet<Arc<[SocketAddr]>> = prev
+        .map(|p| p.client_upstreams.values().cloned().collect())
+        .unwrap_or_default();
+    // An address belongs to the first container (in catalog order) that has it, as in
+    // `client_views`.
+    let mut seen: FxHashSet<IpAddr> = FxHashSet::default();
+    for c in catalog.containers.values() {
+        let ips: Vec<IpAddr> = c
+            .endpoints
+            .iter()
+            .filter(|ep| net_index.contains_key(ep.network.as_str()))
+            .flat_map(|ep| {
+                ep.ipv4
+                    .iter()
+                    .map(|a| IpAddr::V4(*a))
+                    .chain(ep.ipv6.iter().map(|a| IpAddr::V6(*a)))
+            })
+            .filter(|ip| seen.insert(*ip))
+            .collect();
+        if c.dns.is_empty() || ips.is_empty() {
+            continue;
+        }
+        let served: Vec<&super::Network> = c
+            .endpoints
+            .iter()
+            .filter(|ep| net_index.contains_key(ep.network.as_str()))
+            .filter_map(|ep| catalog.networks.get(&ep.network))
+            .collect();
+        if served.is_empty() {
+            continue;
+        }
+        let internal_only = served.iter().all(|n| n.internal);
+        let list: Vec<SocketAddr> = c
+            .dns
+            .iter()
+            .copied()
+            .filter(|s| {
+                !internal_only
+                    || served
+                        .iter()
+                        .any(|n| n.subnets.iter().any(|sn| sn.contains(&s.ip())))
+            })
+            .take(MAX_CLIENT_SERVERS)
+            .collect();
+        if list.is_empty() {
+            continue;
+        }
+        let arc = match interned.get(list.as_slice()) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<[SocketAddr]> = Arc::from(list);
+                interned.insert(a.clone());
+                a
+            }
+        };
+        for ip in ips {
+            out.insert(ip, arc.clone());
+        }
+    }
+    out
+}
+
+/// Shards of [`NameCounts`].
+const NAME_SHARDS: usize = 64;
+
+/// One shard of [`NameCounts`]: key → number of networks that have it.
+type NameShard = FxHashMap<Arc<[u8]>, u32>;
+
+/// The union of every network's keys (shared `Arc`s, no copy of the names), as counts per key
+/// (how many networks have it) in [`NAME_SHARDS`] shards shared between snapshots: a rebuild
+/// after one change copies only the shards whose keys changed, not the whole set (with 10,000
+/// containers a full copy would double the cost of publishing one change).
+#[derive(Debug, Clone)]
+struct NameCounts {
+    shards: Box<[Arc<NameShard>]>,
+}
+
+/// The shard of a key: FNV-1a, independent of the maps' own hash, so that each shard's map
+/// still sees well-spread hashes.
+fn name_shard(key: &[u8]) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    (h % NAME_SHARDS as u64) as usize
+}
+
+impl NameCounts {
+    /// Counts every key of every table, from scratch.
+    fn build(nets: &[Arc<NetTable>]) -> NameCounts {
+        let mut shards: Vec<NameShard> = (0..NAME_SHARDS).map(|_| NameShard::default()).collect();
+        for t in nets {
+            for k in t.all.keys() {
+                *shards[name_shard(k)].entry(k.clone()).or_insert(0) += 1;
+            }
+        }
+        NameCounts {
+            shards: shards.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// The counts for `new_nets`, from these counts for `old_nets`: the keys of every table that
+    /// went away are taken out, those of every new table put in (an unchanged network shares
+    /// its table, so it costs nothing); only the shards a net change touches are copied.
+    fn update(&self, old_nets: &[Arc<NetTable>], new_nets: &[Arc<NetTable>]) -> NameCounts {
+        let ptrs = |nets: &[Arc<NetTable>]| -> FxHashSet<*const NetTable> {
+            nets.iter().map(Arc::as_ptr).collect()
+        };
+        let (old_ptrs, new_ptrs) = (ptrs(old_nets), ptrs(new_nets));
+        let mut delta: FxHashMap<Arc<[u8]>, i64> = FxHashMap::default();
+        for t in old_nets
+            .iter()
+            .filter(|t| !new_ptrs.contains(&Arc::as_ptr(t)))
+        {
+            for k in t.all.keys() {
+                *delta.entry(k.clone()).or_insert(0) -= 1;
+            }
+        }
+        for t in new_nets
+            .iter()
+            .filter(|t| !old_ptrs.contains(&Arc::as_ptr(t)))
+        {
+            for k in t.all.keys() {
+                *delta.entry(k.clone()).or_insert(0) += 1;
+            }
+        }
+        let mut shards: Vec<Arc<NameShard>> = self.shards.to_vec();
+        let mut copied = [false; NAME_SHARDS];
+        for (k, d) in delta.into_iter().filter(|(_, d)| *d != 0) {
+            let i = name_shard(&k);
+            if !copied[i] {
+                shards[i] = Arc::new(NameShard::clone(&shards[i]));
+                copied[i] = true;
+            }
+            let Some(shard) = Arc::get_mut(&mut shards[i]) else {
+                continue; // just copied: the only reference
+            };
+            let n = i64::from(shard.get(&k).copied().unwrap_or(0)) + d;
+            if n > 0 {
+                shard.insert(k, u32::try_from(n).unwrap_or(u32::MAX));
+            } else {
+                shard.remove(&k);
+            }
+        }
+        NameCounts {
+            shards: shards.into_boxed_slice(),
+        }
+    }
+
+    /// Whether some network has `key`. One hash probe.
+    #[inline]
+    fn contains(&self, key: &[u8]) -> bool {
+        self.shards[name_shard(key)].contains_key(key)
+    }
+
+    /// Number of distinct keys (tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+}
+
 /// Whether `pos` is the start of a label when walking the wire name `key` from the beginning.
 fn is_label_boundary(key: &[u8], pos: usize) -> bool {
     let mut i = 0usize;
@@ -1309,6 +1575,7 @@ mod tests {
             hostname: None,
             health,
             extra_names: vec![],
+            dns: Vec::new(),
             endpoints: vec![Endpoint {
                 network: net.into(),
                 ipv4: vec![ip.parse().unwrap()],
@@ -1395,6 +1662,134 @@ mod tests {
             s.resolve(v, &key("api"), TYPE_A, CLASS_IN),
             Resolution::NxDomain { .. }
         ));
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Per-container upstreams (Docker's `--dns`): the client's own list in its order, at most
+    /// three, shared when identical; none → the default servers.
+    #[test]
+    fn client_servers_follow_the_container() {
+        let mut c = catalog();
+        let own = vec![sa("10.0.0.53:53"), sa("192.0.2.1:53")];
+        c.containers.get_mut("api-1").unwrap().dns = own.clone();
+        c.containers.get_mut("api-2").unwrap().dns = own.clone();
+        c.containers.get_mut("api-3").unwrap().dns = [
+            "192.0.2.1:53",
+            "192.0.2.2:53",
+            "192.0.2.3:53",
+            "192.0.2.4:53",
+        ]
+        .map(sa)
+        .to_vec();
+        let s = Snapshot::build(&c, BuildSettings::default());
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let l1 = s.client_servers(ip("10.0.0.11")).unwrap();
+        let l2 = s.client_servers(ip("10.0.0.12")).unwrap();
+        assert_eq!(&l1[..], &own[..]);
+        assert!(Arc::ptr_eq(l1, l2), "identical lists share one allocation");
+        assert_eq!(
+            s.client_servers(ip("10.0.0.13")).unwrap().len(),
+            MAX_CLIENT_SERVERS
+        );
+        // Not a container, or a container without servers: the default list.
+        assert!(s.client_servers(ip("10.0.0.99")).is_none());
+        assert!(s.client_servers(ip("10.1.0.2")).is_none());
+        let v = s.view_for(ip("10.0.0.11"), None);
+        assert_eq!(
+            s.unanswered(ip("10.0.0.11"), v, &key("example.com")),
+            Unanswered::Forward
+        );
+        // A rebuild keeps the same allocation for an unchanged list.
+        let mut c2 = c.clone();
+        c2.containers.remove("api-3");
+        let s2 = Snapshot::rebuild(&c2, BuildSettings::default(), &s, &c);
+        assert!(Arc::ptr_eq(
+            s2.client_servers(ip("10.0.0.11")).unwrap(),
+            s.client_servers(ip("10.0.0.11")).unwrap()
+        ));
+    }
+
+    /// A client that sees only internal networks: forwarded to its own servers inside those
+    /// networks' subnets, else SERVFAIL at once (never the default servers).
+    #[test]
+    fn internal_clients_use_on_network_servers_or_servfail() {
+        let mut c = catalog();
+        c.networks.get_mut("priv").unwrap().subnets = vec!["10.1.0.0/24".parse().unwrap()];
+        let s = Snapshot::build(&c, BuildSettings::default());
+        let vault: IpAddr = "10.1.0.2".parse().unwrap();
+        let v = s.view_for(vault, None);
+        assert_eq!(
+            s.unanswered(vault, v, &key("example.com")),
+            Unanswered::ServFail
+        );
+        // Its own servers: one off the network (unreachable from there), one on it.
+        c.containers.get_mut("vault").unwrap().dns = vec![sa("192.0.2.1:53"), sa("10.1.0.53:53")];
+        let s = Snapshot::build(&c, BuildSettings::default());
+        let v = s.view_for(vault, None);
+        assert_eq!(&s.client_servers(vault).unwrap()[..], &[sa("10.1.0.53:53")]);
+        assert_eq!(
+            s.unanswered(vault, v, &key("example.com")),
+            Unanswered::Forward
+        );
+        // Only off-network servers: SERVFAIL.
+        c.containers.get_mut("vault").unwrap().dns = vec![sa("192.0.2.1:53")];
+        let s = Snapshot::build(&c, BuildSettings::default());
+        let v = s.view_for(vault, None);
+        assert!(s.client_servers(vault).is_none());
+        assert_eq!(
+            s.unanswered(vault, v, &key("example.com")),
+            Unanswered::ServFail
+        );
+    }
+
+    /// With Docker's resolver (127.0.0.11) as upstream, a name that is a container's on any
+    /// served network is never forwarded: NXDOMAIN for a client outside its scope.
+    #[test]
+    fn container_names_never_go_to_dockers_resolver() {
+        let c = catalog();
+        let plain = Snapshot::build(&c, BuildSettings::default());
+        let api: IpAddr = "10.0.0.11".parse().unwrap();
+        let v = plain.view_for(api, None);
+        // Without Docker's resolver: forwarded (and no set is built).
+        assert!(plain.names_everywhere.is_none());
+        assert_eq!(plain.unanswered(api, v, &key("vault")), Unanswered::Forward);
+        let settings = BuildSettings {
+            default_upstreams: vec![sa("127.0.0.11:53")],
+            ..Default::default()
+        };
+        let s = Snapshot::build(&c, settings.clone());
+        let v = s.view_for(api, None);
+        assert!(matches!(
+            s.resolve(v, &key("vault"), TYPE_A, CLASS_IN),
+            Resolution::Forward
+        ));
+        for name in ["vault", "vault.priv", "2.0.1.10.in-addr.arpa", "VAULT"] {
+            assert_eq!(
+                s.unanswered(api, v, &normalize_name(name).unwrap()),
+                Unanswered::NxDomain,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            s.unanswered(api, v, &key("example.com")),
+            Unanswered::Forward
+        );
+        // A client whose own servers are elsewhere is not affected; one whose own list names
+        // Docker's resolver is, even when the default list does not.
+        let mut c2 = c.clone();
+        c2.containers.get_mut("api-1").unwrap().dns = vec![sa("192.0.2.1:53")];
+        c2.containers.get_mut("api-2").unwrap().dns = vec![sa("127.0.0.11:53")];
+        let s = Snapshot::build(&c2, settings);
+        let v = s.view_for(api, None);
+        assert_eq!(s.unanswered(api, v, &key("vault")), Unanswered::Forward);
+        let s = Snapshot::build(&c2, BuildSettings::default());
+        let api2: IpAddr = "10.0.0.12".parse().unwrap();
+        let v = s.view_for(api2, None);
+        assert_eq!(s.unanswered(api2, v, &key("vault")), Unanswered::NxDomain);
+        assert_eq!(s.unanswered(api, v, &key("vault")), Unanswered::Forward);
     }
 
     #[test]
@@ -1684,6 +2079,26 @@ mod tests {
         (views, clients)
     }
 
+    /// The served-name counts, with every key's count checked against the tables.
+    fn names_dump(s: &Snapshot) -> BTreeMap<Vec<u8>, u32> {
+        let counts = s.names_everywhere.as_ref().expect("names kept");
+        let mut want: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+        for t in &s.nets {
+            for k in t.all.keys() {
+                *want.entry(k.to_vec()).or_insert(0) += 1;
+                assert!(counts.contains(k));
+            }
+        }
+        assert_eq!(counts.len(), want.len());
+        let got: BTreeMap<Vec<u8>, u32> = counts
+            .shards
+            .iter()
+            .flat_map(|sh| sh.iter().map(|(k, n)| (k.to_vec(), *n)))
+            .collect();
+        assert_eq!(got, want);
+        got
+    }
+
     #[test]
     fn rebuild_equals_build_and_shares_unchanged_networks() {
         let mut cat = catalog();
@@ -1707,6 +2122,8 @@ mod tests {
             domain: Some("docker".into()),
             host_view: Some(vec!["demo".into()]),
             host_sees_all_qualified: true,
+            // Docker's resolver as upstream: the set of every served name is kept too.
+            default_upstreams: vec!["127.0.0.11:53".parse().unwrap()],
             ..Default::default()
         };
         type Change = Box<dyn Fn(&mut Catalog)>;
@@ -1740,6 +2157,8 @@ mod tests {
             let fresh = Snapshot::build(&cat, settings.clone());
             let inc = Snapshot::rebuild(&cat, settings.clone(), &prev, &prev_cat);
             assert_eq!(dump(&fresh), dump(&inc), "step {step}");
+            assert_eq!(names_dump(&fresh), names_dump(&inc), "step {step}");
+            assert!(names_dump(&inc).values().all(|&n| n > 0), "step {step}");
             // Networks whose inputs did not change are shared, not recompiled.
             for (i, name) in cat.networks.keys().enumerate() {
                 let old_i = prev_cat.networks.keys().position(|n| n == name);
@@ -1759,7 +2178,8 @@ mod tests {
             ..settings.clone()
         };
         let inc = Snapshot::rebuild(&cat, ttl.clone(), &prev, &prev_cat);
-        assert_eq!(dump(&Snapshot::build(&cat, ttl)), dump(&inc));
+        assert_eq!(dump(&Snapshot::build(&cat, ttl.clone())), dump(&inc));
+        assert_eq!(names_dump(&Snapshot::build(&cat, ttl)), names_dump(&inc));
         assert!(!inc
             .nets
             .iter()
