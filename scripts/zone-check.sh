@@ -43,7 +43,8 @@ NS=dockns-zonecheck-$$
 WORK=$(mktemp -d /tmp/dockns-zonecheck.XXXXXX)
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Every process inside this script's own namespace (knotd, dockns), then the wrappers.
+  for p in $(ip netns pids "$NS" 2>/dev/null) "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   ip netns del "$NS" 2>/dev/null || true
   rm -rf "$WORK"
@@ -114,9 +115,9 @@ ipv4 = ["10.89.0.3"]
 aliases = ["www", "api.v1"]
 EOF
 
-in_ns knotd -c "$WORK/knot.conf" >"$WORK/knotd.out" 2>&1 &
+ip netns exec "$NS" knotd -c "$WORK/knot.conf" >"$WORK/knotd.out" 2>&1 &
 PIDS+=($!)
-in_ns "$DOCKNS" serve --config "$WORK/dockns.toml" >"$WORK/dockns.log" 2>&1 &
+ip netns exec "$NS" "$DOCKNS" serve --config "$WORK/dockns.toml" >"$WORK/dockns.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 50); do
   if in_ns kdig +time=1 +tries=1 @"$ROOT_IP" . SOA >/dev/null 2>&1 &&
