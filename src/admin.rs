@@ -893,6 +893,16 @@ pub fn explain(
             format!("{name} is under the local zone but not in this client's tables"),
             Vec::new(),
         ),
+        Resolution::Reverse { nxdomain, .. } => (
+            if nxdomain { "nxdomain" } else { "nodata" },
+            format!("{name} is in the reverse zone of a served subnet (RFC 6303): answered here with that zone's SOA, never forwarded"),
+            Vec::new(),
+        ),
+        Resolution::Refused => (
+            "refused",
+            "dockns holds data in class IN only: REFUSED, never forwarded".to_string(),
+            Vec::new(),
+        ),
         Resolution::ServFail => (
             "servfail",
             format!("{name} is known here but its {rtype} answer is not a valid DNS name (a label over 63 bytes or a name over 255): SERVFAIL, as Docker answers"),

@@ -80,6 +80,10 @@ pub struct ServerSection {
     pub rate_limit_loopback: bool,
     /// When started as root: after binding, switch to this user (and its group).
     pub user: Option<String>,
+    /// Addresses of the zone's name servers `ns1.<domain>` … (default: the listener addresses).
+    pub ns_addresses: Vec<String>,
+    /// Forward names that are not local; false: authoritative only (REFUSED, RA clear).
+    pub recursion: bool,
 }
 
 impl Default for ServerSection {
@@ -103,6 +107,8 @@ impl Default for ServerSection {
             forward_burst: GuardSettings::default().forward_burst,
             rate_limit_loopback: false,
             user: None,
+            ns_addresses: Vec::new(),
+            recursion: true,
         }
     }
 }
@@ -853,6 +859,23 @@ impl Config {
 
         let (admin, admin_access) = admin_settings(file.admin.as_ref())?;
 
+        let mut ns_addresses = Vec::new();
+        for (i, a) in s.ns_addresses.iter().enumerate() {
+            match a.parse::<IpAddr>() {
+                Ok(ip) if !ip.is_unspecified() => ns_addresses.push(ip),
+                _ => {
+                    return err(format!(
+                        "[server] ns_addresses[{i}] = \"{a}\" is not an IP address a client can reach; write e.g. \"172.18.0.1\""
+                    ))
+                }
+            }
+        }
+        if !ns_addresses.is_empty() && domain.is_none() {
+            return err(
+                "[server] ns_addresses without domain: they are the addresses of ns1.<domain> …; set domain = \"docker\" or remove them",
+            );
+        }
+
         let health_aware = docker.as_ref().is_none_or(|d| d.health_aware);
         let build = BuildSettings {
             ttl: s.ttl,
@@ -860,6 +883,9 @@ impl Config {
             host_view: s.host_view.clone(),
             host_sees_all_qualified: docker.is_some(),
             health_aware,
+            ns_addresses,
+            listen_addresses: listen.iter().map(|l| l.ip()).collect(),
+            recursion: s.recursion,
             default_upstreams: upstreams.clone(),
         };
         Ok(Config {

@@ -11,8 +11,12 @@ use proptest::prelude::*;
 use std::net::IpAddr;
 
 fn snapshots() -> (Snapshot, Snapshot) {
+    snapshots_with("")
+}
+
+fn snapshots_with(server_keys: &str) -> (Snapshot, Snapshot) {
     let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\ndomain = \"docker\"\n[upstream]\nservers = [\"127.0.0.1:9\"]\n{}",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\ndomain = \"docker\"\n{server_keys}\n[upstream]\nservers = [\"127.0.0.1:9\"]\n{}",
         relsupport::NETWORKS
     );
     let cfg = Config::from_toml(&text, &Overrides::default()).expect("config");
@@ -40,6 +44,19 @@ const KNOWN: &[&str] = &[
     "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.9.8.0.0.0.0.d.f.ip6.arpa",
     "nothere.docker",
     "example.com",
+    // The zone: its name server, empty non-terminals, the reverse zones of the served subnets
+    // (demo is 10.89.0.0/24: zone 0.89.10.in-addr.arpa), CHAOS names.
+    "ns1.docker",
+    "ns2.docker",
+    "demo.docker",
+    "backoffice.docker",
+    "0.89.10.in-addr.arpa",
+    "9.0.89.10.in-addr.arpa",
+    "x.2.0.89.10.in-addr.arpa",
+    "89.10.in-addr.arpa",
+    "0.90.10.in-addr.arpa",
+    "version.bind",
+    "id.server",
 ];
 
 fn label() -> impl Strategy<Value = Vec<u8>> {
@@ -71,12 +88,26 @@ fn qtype() -> impl Strategy<Value = u16> {
         Just(16),
         Just(33),
         Just(5),
+        Just(2),
+        Just(251),
+        Just(252),
+        Just(41),
+        Just(0),
+        Just(250),
+        Just(254),
         any::<u16>()
     ]
 }
 
 fn qclass() -> impl Strategy<Value = u16> {
-    prop_oneof![8 => Just(1u16), 1 => Just(3), 1 => Just(255), 1 => any::<u16>()]
+    prop_oneof![
+        8 => Just(1u16),
+        1 => Just(3),
+        1 => Just(4),
+        1 => Just(254),
+        1 => Just(255),
+        1 => any::<u16>()
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -193,9 +224,18 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     #[test]
-    fn fast_and_slow_paths_give_identical_bytes(cases in proptest::collection::vec(case(), 1..8)) {
-        // A sequence per snapshot pair, so rotation state is exercised too.
-        let (fast_snap, slow_snap) = snapshots();
+    fn fast_and_slow_paths_give_identical_bytes(
+        cases in proptest::collection::vec(case(), 1..8),
+        authoritative_only in proptest::bool::weighted(0.2),
+    ) {
+        // A sequence per snapshot pair, so rotation state is exercised too; sometimes as an
+        // authoritative-only server (RA clear, REFUSED instead of forwarding).
+        let (fast_snap, slow_snap) =
+            snapshots_with(if authoritative_only {
+                "recursion = false\nns_addresses = [\"10.89.0.53\", \"fd00:89::53\"]"
+            } else {
+                ""
+            });
         for c in cases {
             let Some(pkt) = encode(&c) else { continue };
             let mut a = vec![0u8; 65535];
@@ -218,7 +258,12 @@ fn known_names_take_the_fast_path_and_answer() {
     // Guards the property above against comparing two error paths only.
     let (snap, _) = snapshots();
     let mut out = vec![0u8; 512];
-    for (name, want) in [("db", 1u16), ("API", 2), ("db.docker", 1)] {
+    for (name, want) in [
+        ("db", 1u16),
+        ("API", 2),
+        ("db.docker", 1),
+        ("ns1.docker", 1),
+    ] {
         let q = relsupport::query(1, name, 1, false);
         let Action::Reply(n, _) = handle(
             &snap,

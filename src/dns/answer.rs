@@ -6,7 +6,7 @@
 
 use super::slow::{parse_slow, SlowParse};
 use super::wire::{self, rcode, Body, EdnsInfo, Parse};
-use crate::model::{Resolution, Snapshot, Unanswered, MAX_KEY_LEN};
+use crate::model::{Resolution, Snapshot, Unanswered, MAX_KEY_LEN, REVERSE_AUTHORITY_LEN};
 use std::net::IpAddr;
 
 /// What to do with a packet.
@@ -88,6 +88,7 @@ pub fn handle_slow(
                 edns,
                 Body {
                     rcode,
+                    no_recursion: !snap.settings.recursion,
                     ..Default::default()
                 },
                 wire::response_limit(edns, tcp),
@@ -134,6 +135,7 @@ fn respond(
     tcp: bool,
 ) -> Action {
     let limit = wire::response_limit(q.edns, tcp);
+    let no_recursion = !snap.settings.recursion;
     if q.edns.is_some_and(|e| e.version != 0) {
         let n = wire::write_response(
             out,
@@ -143,6 +145,23 @@ fn respond(
             q.edns,
             Body {
                 rcode: rcode::BADVERS,
+                no_recursion,
+                ..Default::default()
+            },
+            limit,
+        );
+        return Action::Reply(n, Outcome::Error);
+    }
+    if let Some(code) = meta_qtype_rcode(q.qtype, tcp) {
+        let n = wire::write_response(
+            out,
+            q.id,
+            q.flags,
+            q.question,
+            q.edns,
+            Body {
+                rcode: code,
+                no_recursion,
                 ..Default::default()
             },
             limit,
@@ -150,7 +169,16 @@ fn respond(
         return Action::Reply(n, Outcome::Error);
     }
     let view = snap.view_for(client, local);
-    let body = match snap.resolve(view, q.key, q.qtype, q.qclass) {
+    let mut body = match snap.resolve(view, q.key, q.qtype, q.qclass) {
+        // Authoritative only (`recursion = false`): nothing that is not local is answered.
+        Resolution::Forward if no_recursion => Body {
+            rcode: rcode::REFUSED,
+            ..Default::default()
+        },
+        Resolution::NxDomain { soa: false } if !view.forward && no_recursion => Body {
+            rcode: rcode::REFUSED,
+            ..Default::default()
+        },
         // Not in the tables: forwarded, unless the client's upstream rules keep it home.
         Resolution::Forward => return unanswered(snap, client, view, &q, out, limit),
         // Not in the tables of a client that sees internal networks only: its own DNS servers
@@ -158,32 +186,89 @@ fn respond(
         Resolution::NxDomain { soa: false } if !view.forward => {
             return unanswered(snap, client, view, &q, out, limit)
         }
-        Resolution::ServFail => {
-            let body = Body {
-                rcode: rcode::SERVFAIL,
-                ..Default::default()
-            };
-            let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
-            return Action::Reply(n, Outcome::Error);
+        Resolution::Reverse { nxdomain, zone_at } => {
+            return reply_reverse(snap, &q, nxdomain, zone_at, out, limit)
         }
+        Resolution::Refused => Body {
+            rcode: rcode::REFUSED,
+            ..Default::default()
+        },
+        Resolution::ServFail => Body {
+            rcode: rcode::SERVFAIL,
+            ..Default::default()
+        },
         Resolution::Answer { set, entry } => Body {
             rcode: rcode::NOERROR,
             authoritative: true,
             answers: Some((set, entry.map_or(0, |e| e.next_rotation(set.count())))),
-            authority: &[],
+            ..Default::default()
         },
         Resolution::NoData { soa } => Body {
             rcode: rcode::NOERROR,
             authoritative: true,
-            answers: None,
             authority: if soa { snap.soa_authority() } else { &[] },
+            ..Default::default()
         },
         Resolution::NxDomain { soa } => Body {
             rcode: rcode::NXDOMAIN,
             authoritative: soa,
-            answers: None,
             authority: if soa { snap.soa_authority() } else { &[] },
+            ..Default::default()
         },
+    };
+    body.no_recursion = no_recursion;
+    let outcome = if matches!(body.rcode, rcode::REFUSED | rcode::SERVFAIL) {
+        Outcome::Error
+    } else {
+        Outcome::Local
+    };
+    let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
+    Action::Reply(n, outcome)
+}
+
+/// QTYPEs answered the same way for every name, never forwarded: zone transfers (dockns
+/// serves none: AXFR over TCP and IXFR are REFUSED, AXFR over UDP is FORMERR as RFC 5936
+/// §4.2 leaves it undefined), OPT and type 0 as a question (FORMERR, RFC 6891 §6.1.1),
+/// TKEY/TSIG/MAILB/MAILA (NOTIMP).
+#[inline]
+fn meta_qtype_rcode(qtype: u16, tcp: bool) -> Option<u16> {
+    // One comparison for the ordinary types (A, AAAA, …) on the hot path.
+    if qtype < 249 && qtype != 0 && qtype != 41 {
+        return None;
+    }
+    match qtype {
+        252 if tcp => Some(rcode::REFUSED),
+        252 => Some(rcode::FORMERR),
+        251 => Some(rcode::REFUSED),
+        0 | 41 => Some(rcode::FORMERR),
+        249 | 250 | 253 | 254 => Some(rcode::NOTIMP),
+        _ => None,
+    }
+}
+
+/// A negative answer from the reverse zone of a served subnet, with that zone's SOA
+/// (RFC 6303). Kept out of `respond` so the common path carries no extra buffer.
+#[inline(never)]
+fn reply_reverse(
+    snap: &Snapshot,
+    q: &Query<'_>,
+    nxdomain: bool,
+    zone_at: u16,
+    out: &mut [u8],
+    limit: usize,
+) -> Action {
+    let mut soa = [0u8; REVERSE_AUTHORITY_LEN];
+    let len = snap.reverse_authority(zone_at, &mut soa);
+    let body = Body {
+        rcode: if nxdomain {
+            rcode::NXDOMAIN
+        } else {
+            rcode::NOERROR
+        },
+        authoritative: true,
+        answers: None,
+        authority: &soa[..len],
+        no_recursion: !snap.settings.recursion,
     };
     let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
     Action::Reply(n, Outcome::Local)

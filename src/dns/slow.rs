@@ -7,7 +7,7 @@
 
 use super::wire::{rcode, EdnsInfo, HEADER_LEN};
 use hickory_proto::op::{Message, MessageType, OpCode};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 /// A query the slow path accepted, in owned form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +59,23 @@ fn encode_question(q: &hickory_proto::op::Query) -> Vec<u8> {
     buf
 }
 
+/// The question of a message that did not parse as a whole, when there is exactly one and it
+/// reads cleanly (a FORMERR reply echoes it); else empty.
+fn readable_question(pkt: &[u8]) -> Vec<u8> {
+    if pkt.len() < HEADER_LEN || u16::from_be_bytes([pkt[4], pkt[5]]) != 1 {
+        return Vec::new();
+    }
+    // Decode from the start of the message so compression pointers resolve.
+    let mut dec = BinDecoder::new(pkt);
+    if dec.read_slice(HEADER_LEN).is_err() {
+        return Vec::new();
+    }
+    match hickory_proto::op::Query::read(&mut dec) {
+        Ok(q) => encode_question(&q),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Parses anything the fast path declined.
 pub fn parse_slow(pkt: &[u8]) -> SlowParse {
     if pkt.len() < HEADER_LEN {
@@ -69,16 +86,17 @@ pub fn parse_slow(pkt: &[u8]) -> SlowParse {
     if flags & 0x8000 != 0 {
         return SlowParse::Drop;
     }
-    let formerr = SlowParse::Error {
-        id,
-        flags,
-        rcode: rcode::FORMERR,
-        question: Vec::new(),
-        edns: None,
-    };
     let msg = match Message::from_vec(pkt) {
         Ok(m) => m,
-        Err(_) => return formerr,
+        Err(_) => {
+            return SlowParse::Error {
+                id,
+                flags,
+                rcode: rcode::FORMERR,
+                question: readable_question(pkt),
+                edns: None,
+            }
+        }
     };
     if msg.metadata.message_type != MessageType::Query {
         return SlowParse::Drop;

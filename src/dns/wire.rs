@@ -206,6 +206,8 @@ pub struct Body<'a> {
     pub answers: Option<(&'a RecordSet, usize)>,
     /// One encoded authority record (the zone SOA), or empty.
     pub authority: &'a [u8],
+    /// Clear RA: the server offers no recursion (`[server] recursion = false`).
+    pub no_recursion: bool,
 }
 
 /// Writes a response. `question` is the encoded question section (empty for header-only
@@ -291,7 +293,8 @@ pub fn write_response(
     }
 
     // Header last, now that the counts are known.
-    let mut f: u16 = 0x8000 | (qflags & 0x7800) | (qflags & 0x0100) | 0x0080 | (qflags & 0x0010);
+    let ra: u16 = if body.no_recursion { 0 } else { 0x0080 };
+    let mut f: u16 = 0x8000 | (qflags & 0x7800) | (qflags & 0x0100) | ra | (qflags & 0x0010);
     if body.authoritative {
         f |= 0x0400;
     }

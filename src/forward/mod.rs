@@ -55,9 +55,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// A client's own upstream servers, in order (e.g. a container's `HostConfig.Dns`).
 pub type ServerSet = Arc<[SocketAddr]>;
 
-/// Docker's embedded resolver as seen from inside a container: answers from an upstream at this
-/// address (any port) are cached and served no longer than `[server] ttl`.
-pub const DOCKER_RESOLVER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11));
+/// Docker's embedded resolver as seen from inside a container (one definition, in the model):
+/// answers from an upstream at this address (any port) are cached and served no longer than
+/// `[server] ttl`.
+pub use crate::model::DOCKER_RESOLVER;
 /// Most distinct server addresses whose health is remembered besides the configured ones;
 /// beyond, a new server is asked with no health memory (as if seen for the first time).
 pub const MAX_TRACKED_SERVERS: usize = 1024;

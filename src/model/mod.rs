@@ -9,6 +9,7 @@
 mod names;
 mod publish;
 mod snapshot;
+mod zone;
 
 pub use names::{endpoint_names, normalize_name, ptr_name, reverse_name};
 pub use publish::{Publisher, SnapshotHandle};
@@ -16,6 +17,7 @@ pub use snapshot::{
     BuildSettings, NameEntry, RecordSet, Resolution, Snapshot, Unanswered, View, ViewId,
     DOCKER_RESOLVER, MAX_CLIENT_SERVERS, MAX_KEY_LEN,
 };
+pub use zone::REVERSE_AUTHORITY_LEN;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -102,6 +102,7 @@ impl Publisher {
         let merged = merge(&st.sources);
         let prev = self.handle.load();
         let mut snapshot = Snapshot::rebuild(&merged, st.settings.clone(), &prev, &st.built_from);
+        snapshot.set_serial(next_serial(prev.serial(), unix_seconds()));
         drop(prev);
         // The old catalog and snapshot are freed after the swap: a change is visible as soon
         // as it is compiled.
@@ -117,6 +118,24 @@ impl Publisher {
         );
         log_network_changes(&old, &self.handle.load());
         drop(old_catalog);
+    }
+}
+
+/// Seconds since the Unix epoch, truncated to 32 bits (0 if the clock is before 1970).
+fn unix_seconds() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
+
+/// The SOA serial of the next published snapshot: the time in seconds when that is larger
+/// than the previous serial in RFC 1982 arithmetic (so serials survive a restart), else the
+/// previous one plus one. Every publish changes it.
+fn next_serial(prev: u32, now: u32) -> u32 {
+    if (now.wrapping_sub(prev) as i32) > 0 {
+        now
+    } else {
+        prev.wrapping_add(1)
     }
 }
 
@@ -152,4 +171,31 @@ fn merge(sources: &BTreeMap<&'static str, Arc<Catalog>>) -> Arc<Catalog> {
         out.services.extend(cat.services.iter().cloned());
     }
     Arc::new(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_is_the_time_and_grows_on_every_publish() {
+        assert_eq!(next_serial(1, 1_800_000_000), 1_800_000_000);
+        assert_eq!(next_serial(1_800_000_000, 1_800_000_000), 1_800_000_001);
+        // A serial ahead of the clock (many changes in one second) keeps counting.
+        assert_eq!(next_serial(1_800_000_005, 1_800_000_001), 1_800_000_006);
+        // RFC 1982 wrap-around.
+        assert_eq!(next_serial(u32::MAX, 3), 3);
+
+        let p = Publisher::new(BuildSettings {
+            domain: Some("docker".into()),
+            ..Default::default()
+        });
+        let mut last = p.snapshot().serial();
+        for _ in 0..3 {
+            p.set_source("static", Catalog::default());
+            let now = p.snapshot().serial();
+            assert!((now.wrapping_sub(last) as i32) > 0, "{last} -> {now}");
+            last = now;
+        }
+    }
 }

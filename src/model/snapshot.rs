@@ -23,8 +23,9 @@
 //! (NXDOMAIN).
 
 use super::names::{endpoint_names, normalize_name, ptr_name, reverse_name};
+use super::zone::{self, ReverseKind, ZoneData};
 use super::{Catalog, Container, Endpoint, ServiceRecord};
-use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -40,7 +41,10 @@ const TYPE_A: u16 = 1;
 const TYPE_SOA: u16 = 6;
 const TYPE_PTR: u16 = 12;
 const TYPE_AAAA: u16 = 28;
+const TYPE_NS: u16 = 2;
+const TYPE_ANY: u16 = 255;
 const CLASS_IN: u16 = 1;
+const CLASS_ANY: u16 = 255;
 
 /// Settings that shape the compiled snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +60,13 @@ pub struct BuildSettings {
     pub host_sees_all_qualified: bool,
     /// Leave unhealthy/starting replicas out while a healthy one shares the name.
     pub health_aware: bool,
+    /// Name-server addresses (`[server] ns_addresses`); empty: the listeners'.
+    pub ns_addresses: Vec<IpAddr>,
+    /// Addresses of the fixed listeners (`[server] listen`), for the default NS addresses.
+    pub listen_addresses: Vec<IpAddr>,
+    /// Forward names that are not local (`[server] recursion`). Off: an authoritative-only
+    /// server, RA clear on every reply and REFUSED for names outside its zones.
+    pub recursion: bool,
     /// The default upstream servers (`[upstream] servers`, standing in for the Docker daemon's
     /// own): used by clients without servers of their own. Only read to know whether Docker's
     /// resolver (127.0.0.11) is among them (see [`Snapshot::unanswered`]).
@@ -70,6 +81,9 @@ impl Default for BuildSettings {
             host_view: None,
             host_sees_all_qualified: false,
             health_aware: true,
+            ns_addresses: Vec::new(),
+            listen_addresses: Vec::new(),
+            recursion: true,
             default_upstreams: Vec::new(),
         }
     }
@@ -108,7 +122,16 @@ impl RecordSet {
         usize::from(self.stride)
     }
 
-    fn from_records(records: &[Record], uniform: bool) -> RecordSet {
+    /// A set from already encoded records (each owned by the question name).
+    pub(super) fn from_raw(bytes: Vec<u8>, count: u16) -> RecordSet {
+        RecordSet {
+            bytes: bytes.into_boxed_slice(),
+            count,
+            stride: 0,
+        }
+    }
+
+    pub(super) fn from_records(records: &[Record], uniform: bool) -> RecordSet {
         let mut bytes = Vec::new();
         let mut stride = 0usize;
         for r in records {
@@ -192,6 +215,19 @@ pub struct View {
     pub forward: bool,
     /// The networks this view shows, in priority order, with whether plain names are visible.
     pub networks: Vec<(u32, bool)>,
+    /// The empty non-terminals this view sees (see [`ViewEnts`]).
+    ents: ViewEnts,
+}
+
+/// The empty non-terminals of a view (RFC 8020): parents of its names that are no name
+/// themselves, and the names of its networks. Consulted only under `domain` and in the
+/// reverse zones, where they answer NODATA instead of NXDOMAIN.
+#[derive(Debug)]
+enum ViewEnts {
+    /// Exactly one network with its plain names: that network's set.
+    One(u32),
+    /// Several networks, merged.
+    Merged(FxHashSet<Arc<[u8]>>),
 }
 
 /// Summary of a network inside a snapshot.
@@ -225,6 +261,16 @@ pub enum Resolution<'s> {
     },
     /// Not ours: ask upstream.
     Forward,
+    /// A name in the reverse zone of a served subnet with nothing for this question: NXDOMAIN
+    /// (or NODATA for an empty non-terminal, or another type), with the reverse zone's SOA.
+    Reverse {
+        /// NXDOMAIN rather than NODATA.
+        nxdomain: bool,
+        /// Offset of the reverse zone's apex inside the question name.
+        zone_at: u16,
+    },
+    /// A class dockns holds no data in (CHAOS, HESIOD, NONE, …): REFUSED, never forwarded.
+    Refused,
     /// The name is ours but its answer cannot be encoded (a PTR target that is not a valid DNS
     /// name): SERVFAIL, never forwarded.
     ServFail,
@@ -261,8 +307,10 @@ pub struct Snapshot {
     listener_views: FxHashMap<IpAddr, ViewId>,
     networks: Vec<NetworkInfo>,
     domain_key: Option<Box<[u8]>>,
-    soa: RecordSet,
-    soa_authority: Box<[u8]>,
+    /// Zone records: SOA, NS, `ns1.<domain>` …, reverse-zone SOA (see `zone.rs`).
+    zone: ZoneData,
+    /// Name-server addresses (`ns1.<domain>`, …).
+    ns_addrs: Vec<IpAddr>,
     /// Subnets of every served network (clients there may use the server).
     served_subnets: Box<[ipnet::IpNet]>,
     /// Per-container upstreams: each address of a container with DNS servers of its own → those
@@ -292,6 +340,10 @@ struct NetTable {
     /// The keys of `all` that are `name.network` or reverse names (visible even where the
     /// network's plain names are not).
     qualified: Box<[Arc<[u8]>]>,
+    /// Empty non-terminals of every key, and the network's own name (see [`ViewEnts`]).
+    ents: FxHashSet<Arc<[u8]>>,
+    /// The part of `ents` visible where only the qualified names are.
+    ents_qualified: Box<[Arc<[u8]>]>,
 }
 
 /// Where a view's key points: an entry of one network's table.
@@ -521,6 +573,8 @@ fn compile_network(network: &str, input: &NetInput<'_>, settings: &BuildSettings
         entries: Vec::with_capacity(accs.len()),
         all: FxHashMap::with_capacity_and_hasher(accs.len(), Default::default()),
         qualified: Box::default(),
+        ents: FxHashSet::default(),
+        ents_qualified: Box::default(),
     };
     let mut qualified = Vec::new();
     for (key, acc) in accs {
@@ -535,7 +589,44 @@ fn compile_network(network: &str, input: &NetInput<'_>, settings: &BuildSettings
         table.all.insert(key, idx);
     }
     table.qualified = qualified.into_boxed_slice();
+    add_empty_non_terminals(&mut table, network);
     table
+}
+
+/// Fills a compiled table's empty non-terminals: every parent of a key that is not a key
+/// itself, and the network's own name (`<network>.<domain>` is NODATA, RFC 8020).
+fn add_empty_non_terminals(table: &mut NetTable, network: &str) {
+    let qualified: FxHashSet<&[u8]> = table.qualified.iter().map(|k| &k[..]).collect();
+    let mut ents: FxHashSet<Arc<[u8]>> = FxHashSet::default();
+    let mut ents_qualified: FxHashSet<Arc<[u8]>> = FxHashSet::default();
+    for key in table.all.keys() {
+        let is_qualified = qualified.contains(&key[..]);
+        for parent in zone::parent_keys(key) {
+            if table.all.contains_key(parent) {
+                continue;
+            }
+            let parent: Arc<[u8]> = match ents.get(parent) {
+                Some(p) => p.clone(),
+                None => {
+                    let p: Arc<[u8]> = Arc::from(parent);
+                    ents.insert(p.clone());
+                    p
+                }
+            };
+            if is_qualified {
+                ents_qualified.insert(parent);
+            }
+        }
+    }
+    if let Some(nk) = normalize_name(network) {
+        if !table.all.contains_key(&nk[..]) {
+            let nk: Arc<[u8]> = Arc::from(nk);
+            ents.insert(nk.clone());
+            ents_qualified.insert(nk);
+        }
+    }
+    table.ents = ents;
+    table.ents_qualified = ents_qualified.into_iter().collect();
 }
 
 impl Snapshot {
@@ -680,10 +771,19 @@ impl Snapshot {
             .as_deref()
             .and_then(normalize_name)
             .map(Vec::into_boxed_slice);
-        let (soa, soa_authority) = match settings.domain.as_deref() {
-            Some(d) => build_soa(d, settings.ttl),
-            None => (RecordSet::default(), Box::default()),
-        };
+        let listeners: Vec<IpAddr> = settings
+            .listen_addresses
+            .iter()
+            .chain(
+                catalog
+                    .networks
+                    .values()
+                    .flat_map(|n| n.listen_addrs.iter()),
+            )
+            .copied()
+            .collect();
+        let ns_addrs = zone::ns_addresses(&settings.ns_addresses, &listeners);
+        let zone = ZoneData::build(settings.domain.as_deref(), settings.ttl, 1, &ns_addrs);
 
         let served_subnets = catalog
             .networks
@@ -715,8 +815,8 @@ impl Snapshot {
             listener_views,
             networks,
             domain_key,
-            soa,
-            soa_authority,
+            zone,
+            ns_addrs,
             served_subnets,
             client_upstreams,
             names_everywhere,
@@ -859,7 +959,136 @@ impl Snapshot {
     /// The encoded SOA record for the authority section of negative answers under the domain
     /// (owner name written out in full). Empty when no domain is configured.
     pub fn soa_authority(&self) -> &[u8] {
-        &self.soa_authority
+        &self.zone.soa_authority
+    }
+
+    /// The SOA serial of the zones (1 for a fresh build; the publisher stamps each published
+    /// snapshot with a larger one, see [`Snapshot::set_serial`]).
+    pub fn serial(&self) -> u32 {
+        self.zone.serial
+    }
+
+    /// Re-encodes the zone records with a new SOA serial.
+    pub fn set_serial(&mut self, serial: u32) {
+        self.zone = ZoneData::build(
+            self.settings.domain.as_deref(),
+            self.settings.ttl,
+            serial,
+            &self.ns_addrs,
+        );
+    }
+
+    /// The name-server addresses (`ns1.<domain>`, …).
+    pub fn ns_addresses(&self) -> &[IpAddr] {
+        &self.ns_addrs
+    }
+
+    /// Writes the SOA authority record of the reverse zone at `zone_at` in the question name
+    /// (see [`Resolution::Reverse`]); returns its length.
+    #[inline]
+    pub fn reverse_authority(
+        &self,
+        zone_at: u16,
+        buf: &mut [u8; zone::REVERSE_AUTHORITY_LEN],
+    ) -> usize {
+        self.zone.reverse_authority(zone_at, buf)
+    }
+
+    /// Whether a view sees `key` as an empty non-terminal.
+    fn is_empty_non_terminal(&self, view: &View, key: &[u8]) -> bool {
+        match &view.ents {
+            ViewEnts::One(ni) => self.nets[*ni as usize].ents.contains(key),
+            ViewEnts::Merged(set) => set.contains(key),
+        }
+    }
+
+    /// Questions for the zone's own names under `domain` (`lookup` is the name with the
+    /// domain stripped): the name servers `ns1.<domain>` …, which win over containers of the
+    /// same name.
+    fn resolve_zone_name(&self, lookup: &[u8], qtype: u16) -> Option<Resolution<'_>> {
+        if !lookup.starts_with(b"\x03ns") && !lookup.starts_with(b"\x04ns") {
+            return None;
+        }
+        let (_, v6, set) = self.zone.ns_hosts.iter().find(|h| &*h.0 == lookup)?;
+        Some(match (qtype, v6) {
+            (TYPE_A, false) | (TYPE_AAAA, true) | (TYPE_ANY, _) => {
+                Resolution::Answer { set, entry: None }
+            }
+            _ => Resolution::NoData { soa: true },
+        })
+    }
+
+    /// The apex of `domain`: SOA, NS, ANY (the SOA, RFC 8482); NODATA for anything else.
+    fn resolve_apex(&self, qtype: u16) -> Resolution<'_> {
+        match qtype {
+            TYPE_SOA | TYPE_ANY => Resolution::Answer {
+                set: &self.zone.soa,
+                entry: None,
+            },
+            // No name-server address known (only wildcard listeners, no `ns_addresses`): NODATA.
+            TYPE_NS if !self.zone.ns.is_empty() => Resolution::Answer {
+                set: &self.zone.ns,
+                entry: None,
+            },
+            _ => Resolution::NoData { soa: true },
+        }
+    }
+
+    /// A name under `domain` that no table holds: NODATA for an empty non-terminal, else
+    /// NXDOMAIN; both with the SOA.
+    fn resolve_zone_miss(&self, view: &View, lookup: &[u8]) -> Resolution<'_> {
+        // Reverse-tree parents are empty non-terminals of the reverse zones, not of this one.
+        if !lookup.ends_with(b"\x04arpa") && self.is_empty_non_terminal(view, lookup) {
+            Resolution::NoData { soa: true }
+        } else {
+            Resolution::NxDomain { soa: true }
+        }
+    }
+
+    /// Reverse names inside the reverse zone of a served subnet (RFC 6303): the PTR of a
+    /// container this view sees, the zone SOA at the apex, else NODATA/NXDOMAIN with that SOA.
+    /// `None` when the name is not in such a zone. Never forwarded.
+    fn resolve_reverse<'s>(
+        &'s self,
+        view: &'s View,
+        key: &[u8],
+        qtype: u16,
+    ) -> Option<Resolution<'s>> {
+        let hit = zone::reverse_zone(key, &self.served_subnets)?;
+        let nodata = Resolution::Reverse {
+            nxdomain: false,
+            zone_at: hit.zone_at,
+        };
+        let nxdomain = Resolution::Reverse {
+            nxdomain: true,
+            zone_at: hit.zone_at,
+        };
+        Some(match hit.kind {
+            ReverseKind::Apex if matches!(qtype, TYPE_SOA | TYPE_ANY) => Resolution::Answer {
+                set: &self.zone.reverse_soa,
+                entry: None,
+            },
+            ReverseKind::Apex => nodata,
+            ReverseKind::Address => match self.lookup(view, key) {
+                Some((_, entry))
+                    if matches!(qtype, TYPE_PTR | TYPE_ANY) && entry.ptr_unencodable =>
+                {
+                    Resolution::ServFail
+                }
+                Some((_, entry))
+                    if matches!(qtype, TYPE_PTR | TYPE_ANY) && !entry.ptr.is_empty() =>
+                {
+                    Resolution::Answer {
+                        set: &entry.ptr,
+                        entry: None,
+                    }
+                }
+                Some(_) => nodata,
+                None => nxdomain,
+            },
+            ReverseKind::Inner if self.is_empty_non_terminal(view, key) => nodata,
+            ReverseKind::Inner => nxdomain,
+        })
     }
 
     /// Decides what the tables say about `key` (lower-case wire name without the root label).
@@ -871,21 +1100,14 @@ impl Snapshot {
         qtype: u16,
         qclass: u16,
     ) -> Resolution<'s> {
+        if qclass != CLASS_IN && qclass != CLASS_ANY {
+            return Resolution::Refused;
+        }
         let mut lookup = key;
         let mut in_zone = false;
         if let Some(dk) = self.domain_key.as_deref() {
             if key == dk {
-                if qclass != CLASS_IN {
-                    return Resolution::NxDomain { soa: true };
-                }
-                return if qtype == TYPE_SOA {
-                    Resolution::Answer {
-                        set: &self.soa,
-                        entry: None,
-                    }
-                } else {
-                    Resolution::NoData { soa: true }
-                };
+                return self.resolve_apex(qtype);
             }
             if key.len() > dk.len()
                 && key.ends_with(dk)
@@ -893,14 +1115,15 @@ impl Snapshot {
             {
                 lookup = &key[..key.len() - dk.len()];
                 in_zone = true;
+                if let Some(r) = self.resolve_zone_name(lookup, qtype) {
+                    return r;
+                }
             }
         }
-        if qclass != CLASS_IN {
-            return if in_zone || !view.forward {
-                Resolution::NxDomain { soa: in_zone }
-            } else {
-                Resolution::Forward
-            };
+        if !in_zone && is_arpa(key) {
+            if let Some(r) = self.resolve_reverse(view, key, qtype) {
+                return r;
+            }
         }
         match self.lookup(view, lookup) {
             Some((_, entry)) => {
@@ -909,6 +1132,7 @@ impl Snapshot {
                     TYPE_AAAA => &entry.aaaa,
                     TYPE_PTR if entry.ptr_unencodable => return Resolution::ServFail,
                     TYPE_PTR => &entry.ptr,
+                    TYPE_ANY => any_subset(entry),
                     _ => return Resolution::NoData { soa: in_zone },
                 };
                 if set.is_empty() {
@@ -920,10 +1144,32 @@ impl Snapshot {
                     }
                 }
             }
-            None if in_zone => Resolution::NxDomain { soa: true },
+            None if in_zone => self.resolve_zone_miss(view, lookup),
             None if view.forward => Resolution::Forward,
             None => Resolution::NxDomain { soa: false },
         }
+    }
+}
+
+/// The answer to QTYPE ANY for a name (RFC 8482: a subset): its A records, else its AAAA
+/// records, else its PTR record.
+fn any_subset(entry: &NameEntry) -> &RecordSet {
+    if !entry.a.is_empty() {
+        &entry.a
+    } else if !entry.aaaa.is_empty() {
+        &entry.aaaa
+    } else {
+        &entry.ptr
+    }
+}
+
+/// Whether a wire key ends with the label `arpa` (a reverse name, maybe): a cheap test on
+/// the hot path before anything reverse-zone related.
+#[inline]
+fn is_arpa(key: &[u8]) -> bool {
+    match key.len().checked_sub(5) {
+        Some(at) => key[at] == 4 && key[at + 1..] == *b"arpa",
+        None => false,
     }
 }
 
@@ -1169,30 +1415,6 @@ fn compile_entry(acc: &Acc, ttl: u32, health_aware: bool) -> NameEntry {
     }
 }
 
-/// The zone's SOA: as an answer (owner = question name, pointer) and as an authority record
-/// (owner written out in full, since the question may be any name under the zone).
-fn build_soa(domain: &str, ttl: u32) -> (RecordSet, Box<[u8]>) {
-    let domain = domain.trim_end_matches('.');
-    let (Ok(zone), Ok(mname), Ok(rname)) = (
-        Name::from_ascii(format!("{domain}.")),
-        Name::from_ascii(format!("ns.dockns.{domain}.")),
-        Name::from_ascii(format!("hostmaster.{domain}.")),
-    ) else {
-        return (RecordSet::default(), Box::default());
-    };
-    // Negative answers are cached for the SOA MINIMUM (RFC 2308): use the local TTL.
-    let soa = SOA::new(mname, rname, 1, 3600, 600, 86400, ttl);
-    let record = Record::from_rdata(zone.clone(), ttl, RData::SOA(soa));
-    let answer = RecordSet::from_records(std::slice::from_ref(&record), false);
-    let mut authority = Vec::new();
-    {
-        let mut enc = BinEncoder::new(&mut authority);
-        enc.set_name_encoding(NameEncoding::Uncompressed);
-        let _ = record.emit(&mut enc);
-    }
-    (answer, authority.into_boxed_slice())
-}
-
 /// The link aliases one container sees (libnetwork's endpoint aliases): for each endpoint, in the
 /// container's network order, each link's alias, plain and as `alias.<network>`, points at the
 /// entry its target has on that endpoint's network. The first endpoint whose target resolves
@@ -1275,12 +1497,17 @@ impl ViewBuilder<'_> {
             || plain_nets
                 .iter()
                 .any(|&i| !self.networks[i as usize].internal);
+        let ents = match spec.as_slice() {
+            [(ni, true)] => ViewEnts::One(*ni),
+            _ => ViewEnts::Merged(merged_ents(self.nets, &spec)),
+        };
         let id = self.views.len() as ViewId;
         self.views.push(View {
             names,
             links: None,
             forward,
             networks: spec.clone(),
+            ents,
         });
         self.by_spec.insert(spec, id);
         id
@@ -1294,16 +1521,36 @@ impl ViewBuilder<'_> {
             ViewNames::One(ni) => ViewNames::One(*ni),
             ViewNames::Merged(map) => ViewNames::Merged(map.clone()),
         };
+        let ents = match &b.ents {
+            ViewEnts::One(ni) => ViewEnts::One(*ni),
+            ViewEnts::Merged(set) => ViewEnts::Merged(set.clone()),
+        };
         let view = View {
             names,
             links: Some(Box::new(links)),
             forward: b.forward,
             networks: b.networks.clone(),
+            ents,
         };
         let id = self.views.len() as ViewId;
         self.views.push(view);
         id
     }
+}
+
+/// The empty non-terminals of a view of several networks (plain: all of a network's;
+/// qualified only: those of its qualified names).
+fn merged_ents(nets: &[Arc<NetTable>], spec: &[(u32, bool)]) -> FxHashSet<Arc<[u8]>> {
+    let mut set = FxHashSet::default();
+    for &(net, plain) in spec {
+        let t = &nets[net as usize];
+        if plain {
+            set.extend(t.ents.iter().cloned());
+        } else {
+            set.extend(t.ents_qualified.iter().cloned());
+        }
+    }
+    set
 }
 
 #[cfg(test)]
@@ -1580,6 +1827,69 @@ mod tests {
             Resolution::Answer { set, .. } => assert_eq!(set.count(), 1),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn zone_apex_ns_and_empty_non_terminals() {
+        let mut cat = catalog();
+        cat.containers.insert(
+            "dotted".into(),
+            ctr("x.y", "demo", "10.0.0.40", &[], Health::None),
+        );
+        let settings = BuildSettings {
+            domain: Some("docker".into()),
+            ..Default::default()
+        };
+        // No listener address known: the apex NS is NODATA rather than an empty answer.
+        let s = Snapshot::build(&cat, settings.clone());
+        let v = s.host_view();
+        assert!(s.ns_addresses().is_empty());
+        assert!(matches!(
+            s.resolve(v, &key("docker"), TYPE_NS, CLASS_IN),
+            Resolution::NoData { soa: true }
+        ));
+        let s = Snapshot::build(
+            &cat,
+            BuildSettings {
+                listen_addresses: vec!["0.0.0.0".parse().unwrap(), "10.0.0.53".parse().unwrap()],
+                ..settings
+            },
+        );
+        let v = s.host_view();
+        assert!(matches!(
+            s.resolve(v, &key("docker"), TYPE_NS, CLASS_IN),
+            Resolution::Answer { .. }
+        ));
+        assert!(matches!(
+            s.resolve(v, &key("ns1.docker"), TYPE_A, CLASS_IN),
+            Resolution::Answer { .. }
+        ));
+        // Empty non-terminals: in the merged host view (demo + priv) and in one network's view.
+        for view in [s.host_view(), s.view_for("10.1.0.2".parse().unwrap(), None)] {
+            assert!(matches!(
+                s.resolve(view, &key("priv.docker"), TYPE_A, CLASS_IN),
+                Resolution::NoData { soa: true }
+            ));
+        }
+        assert!(matches!(
+            s.resolve(v, &key("y.docker"), TYPE_A, CLASS_IN),
+            Resolution::NoData { soa: true }
+        ));
+        assert!(matches!(
+            s.resolve(v, &key("y.demo.docker"), TYPE_A, CLASS_IN),
+            Resolution::NoData { soa: true }
+        ));
+        // The internal network's client does not see demo's names or its empty non-terminals.
+        let inner = s.view_for("10.1.0.2".parse().unwrap(), None);
+        assert!(matches!(
+            s.resolve(inner, &key("y.docker"), TYPE_A, CLASS_IN),
+            Resolution::NxDomain { soa: true }
+        ));
+        // Outside the domain an empty non-terminal is not local: forwarded as before.
+        assert!(matches!(
+            s.resolve(v, &key("y"), TYPE_A, CLASS_IN),
+            Resolution::Forward
+        ));
     }
 
     #[test]
