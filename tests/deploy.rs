@@ -23,6 +23,8 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const SOCKET: &str = "/var/run/docker.sock";
 const OUTSIDE_NAME: &str = "outside.test";
 const OUTSIDE_IP: &str = "198.51.100.80";
+/// The stand-in upstream's zone: every other name under it is NXDOMAIN.
+const NX_ZONE: &str = "nx.test";
 /// The Docker tests of this file run one at a time: their bounds are latencies (100 ms, 1 s,
 /// 1.2 s, 200 ms) that a concurrent start of 150 containers on the same 2 cores would blur.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -95,13 +97,14 @@ fn tempdir() -> tempfile::TempDir {
     d
 }
 
-/// A stand-in upstream container on `net`: answers OUTSIDE_NAME, NXDOMAIN for the rest.
+/// A stand-in upstream container on `net`: answers OUTSIDE_NAME, and NXDOMAIN (authoritative,
+/// its zone) for every name under NX_ZONE, at once.
 fn start_upstream(lab: &Lab, img: &str, net: &str, subnet: &str, dir: &Path) -> IpAddr {
     let cfg = write(
         dir,
         "upstream.toml",
         &format!(
-            "[server]\nlisten = [\"0.0.0.0:53\"]\nallow = [\"{subnet}\"]\n\
+            "[server]\nlisten = [\"0.0.0.0:53\"]\nallow = [\"{subnet}\"]\ndomain = \"{NX_ZONE}\"\n\
              [upstream]\nservers = [\"127.0.0.1:9\"]\n\
              [[network]]\nname = \"outside\"\ninternal = true\n\
              [[network.container]]\nname = \"{OUTSIDE_NAME}\"\nipv4 = [\"{OUTSIDE_IP}\"]\n"
@@ -565,7 +568,7 @@ fn default_rate_limit_never_stalls_a_musl_client() {
         "300",
         "100",
         &format!("{}-u", lab.prefix),
-        "test",
+        NX_ZONE,
         "200",
     ]);
     let summary = out.lines().last().unwrap_or_default().to_string();
