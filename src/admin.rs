@@ -459,11 +459,11 @@ fn route(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr, local: S
                     ),
                 )
             } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "not ready: waiting for the initial Docker sync\n".into(),
-                )
+                let why = match state.server.docker_problem() {
+                    Some(p) => format!("not ready: no initial Docker sync: {p}\n"),
+                    None => "not ready: waiting for the initial Docker sync\n".into(),
+                };
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", why)
             }
         }
         "/v1/records" | "/v1/records/" => {

@@ -485,6 +485,31 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The effective configuration of the file at `path`, in the file's own keys and units, as
+    /// TOML that [`Config::load`] accepts back (what `check-config` prints): every key with the
+    /// value in force, defaults included; keys whose default is derived at start are filled in
+    /// (`listen`, `workers`, `[upstream] servers` from /etc/resolv.conf, `[admin] listen`, `allow`
+    /// and `full_access`). The bearer token's text is never printed, only `token_file`.
+    pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
+        let cfg = Config::load(path, &Overrides::default())?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let mut file: FileConfig =
+            toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        let strings = |v: &[SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        file.server.listen = Some(strings(&cfg.listen));
+        file.server.workers = Some(cfg.workers);
+        file.upstream.servers = Some(strings(&cfg.upstreams));
+        if let (Some(admin), Some(addr)) = (file.admin.as_mut(), cfg.admin) {
+            let nets = |v: &[ipnet::IpNet]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+            admin.listen = Some(addr.to_string());
+            admin.allow = Some(nets(&cfg.admin_access.allow));
+            admin.full_access = Some(nets(&cfg.admin_access.full_access));
+        }
+        toml::to_string_pretty(&file)
+            .map_err(|e| ConfigError(format!("cannot print {}: {e}", path.display())))
+    }
+
     /// The configuration of a bare `dockns serve` with no file: Docker at the default endpoint,
     /// gateway listeners, upstreams from /etc/resolv.conf.
     pub fn docker_default(overrides: &Overrides) -> Result<Config, ConfigError> {

@@ -36,6 +36,12 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Exit 0 when the dockns of this container or host is ready, 1 with the reason otherwise
+    /// (the image's HEALTHCHECK: no curl or shell needed).
+    #[command(
+        after_help = "Examples:\n  dockns health                                   # reads /etc/dockns/dockns.toml\n  dockns health --config my.toml\n  dockns health --admin http://127.0.0.1:9153\n\nWith [admin] in the configuration it asks the admin API's /readyz (503 until the first\nDocker sync, with the reason, e.g. no access to the Docker socket). Without [admin] a\nconfiguration without [docker] is ready as soon as dockns runs; one with [docker] cannot be\nchecked, which is reported as unhealthy: add an [admin] section."
+    )]
+    Health(HealthArgs),
     /// Load-test any DNS server (UDP or TCP, closed or open loop) and report latency percentiles.
     #[command(
         after_help = "Examples:\n  dockns bench -s 127.0.0.1:5353 -n api -n db:AAAA -l 10\n  dockns bench -s 127.0.0.1:5353 -d queries.txt -Q 50000 -l 10 --json\n  dockns bench -s 127.0.0.1:5353 -d queries.txt --tcp -q 64"
@@ -70,6 +76,19 @@ struct RecordsArgs {
     #[arg(long)]
     json: bool,
 }
+
+#[derive(Args)]
+struct HealthArgs {
+    /// The configuration the server runs with (to find its admin API).
+    #[arg(long, short = 'c', default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Base URL of the admin API (instead of the configuration's [admin] listen).
+    #[arg(long, value_name = "URL", env = "DOCKNS_ADMIN")]
+    admin: Option<String>,
+}
+
+/// The configuration path of the container image (Dockerfile, contrib/image, examples).
+const DEFAULT_CONFIG: &str = "/etc/dockns/dockns.toml";
 
 #[derive(Args)]
 struct QueryArgs {
@@ -144,28 +163,30 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(&file, &Overrides::default()) {
-            Ok(cfg) => {
-                for w in cfg.warnings() {
-                    eprintln!("dockns: warning: {}: {w}", file.display());
-                }
-                match toml::to_string_pretty(&cfg) {
-                    Ok(s) => println!(
-                        "# {} is valid; effective configuration:\n{s}",
+        Command::CheckConfig { file } => {
+            match Config::load(&file, &Overrides::default())
+                .and_then(|cfg| Ok((cfg, Config::effective_toml(&file)?)))
+            {
+                Ok((cfg, effective)) => {
+                    for w in cfg.warnings() {
+                        eprintln!("dockns: warning: {}: {w}", file.display());
+                    }
+                    println!(
+                        "# {} is valid; effective configuration (a valid dockns.toml):\n{effective}",
                         file.display()
-                    ),
-                    Err(_) => println!("{cfg:#?}"),
+                    );
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("dockns: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("dockns: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Serve(args) => serve(args),
         Command::Bench(args) => ExitCode::from(dockns::bench::main(&args)),
         Command::Records(args) => client(records(args)),
+        Command::Health(args) => client(health(args)),
         Command::Query(args) => client(query(args)),
     }
 }
@@ -191,6 +212,54 @@ fn client(fut: impl std::future::Future<Output = Result<String, String>>) -> Exi
             eprintln!("dockns: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+async fn health(args: HealthArgs) -> Result<String, String> {
+    let admin = match args.admin {
+        Some(a) => a,
+        None => {
+            let cfg = Config::load(&args.config, &Overrides::default())
+                .map_err(|e| format!("unhealthy: {e}"))?;
+            match cfg.admin {
+                Some(addr) => {
+                    // A wildcard listen address is reached through loopback.
+                    let ip = match addr.ip() {
+                        std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+                            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+                        }
+                        std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+                            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+                        }
+                        ip => ip,
+                    };
+                    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+                }
+                None if cfg.docker.is_none() => {
+                    return Ok(format!(
+                        "healthy: {} has static tables only (no [docker]): ready once running\n",
+                        args.config.display()
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "unhealthy: {} watches Docker but has no [admin] section, so readiness cannot be read; add [admin] (listen = \"127.0.0.1:9153\")",
+                        args.config.display()
+                    ))
+                }
+            }
+        }
+    };
+    let (status, body) = cli::http_get(&admin, "/readyz")
+        .await
+        .map_err(|e| format!("unhealthy: {e}"))?;
+    if status == 200 {
+        Ok(body)
+    } else {
+        Err(format!(
+            "unhealthy: {admin}/readyz: HTTP {status}: {}",
+            body.trim()
+        ))
     }
 }
 
@@ -366,14 +435,31 @@ async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Exi
             tracing::info!(user = %user, "not running as root: [server] user has nothing to drop");
         }
     }
-    tracing::info!(
-        listen = ?server.bound(),
-        upstreams = ?server.forwarder.servers(),
-        networks = config.static_networks.len(),
-        docker = config.docker.is_some(),
-        "dockns {} ready",
-        env!("CARGO_PKG_VERSION")
-    );
+    // `ready` only when it is: with Docker, once the first sync is published (the watcher
+    // logs that line then); until then the listeners already answer static and forwarded names.
+    let listening: Vec<std::net::SocketAddr> = server
+        .listeners
+        .addresses()
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    if server.metrics.is_synced() && docker.is_none() {
+        tracing::info!(
+            listen = ?listening,
+            upstreams = ?server.forwarder.servers(),
+            networks = config.static_networks.len(),
+            "dockns {} ready",
+            env!("CARGO_PKG_VERSION")
+        );
+    } else {
+        tracing::info!(
+            listen = ?listening,
+            upstreams = ?server.forwarder.servers(),
+            networks = config.static_networks.len(),
+            "dockns {} listening (static tables and forwarding); ready after the first Docker sync",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
     loop {
         tokio::select! {
             _ = term.recv() => break,

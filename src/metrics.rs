@@ -148,6 +148,8 @@ pub struct ServerMetrics {
     /// Whether a Docker source is configured (its metrics are only rendered then).
     pub docker_configured: bool,
     synced: AtomicBool,
+    /// Why the Docker source is not (or no longer) connected, for `/readyz`.
+    docker_problem: std::sync::Mutex<Option<String>>,
     started: Instant,
 }
 
@@ -159,6 +161,7 @@ impl ServerMetrics {
             docker: DockerMetrics::default(),
             docker_configured,
             synced: AtomicBool::new(!docker_configured),
+            docker_problem: std::sync::Mutex::new(None),
             started: Instant::now(),
         }
     }
@@ -166,8 +169,27 @@ impl ServerMetrics {
     /// The Docker source calls this once its initial sync is published.
     pub fn set_synced(&self) {
         if !self.synced.swap(true, Ordering::Relaxed) {
-            tracing::info!("initial sync done: ready");
+            tracing::info!(
+                "dockns {} ready: initial Docker sync published",
+                env!("CARGO_PKG_VERSION")
+            );
         }
+    }
+
+    /// Records why Docker cannot be used (`None` once it can): `/readyz` says it.
+    pub fn set_docker_problem(&self, problem: Option<String>) {
+        *self
+            .docker_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// Why Docker cannot be used right now, if it cannot.
+    pub fn docker_problem(&self) -> Option<String> {
+        self.docker_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether the initial sync is done (always true without Docker).

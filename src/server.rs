@@ -17,6 +17,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
+/// How often this machine's own addresses are re-read for [`Guard::admit`].
+const HOST_ADDRS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Name of the static-config source in the publisher.
 pub const STATIC_SOURCE: &str = "static";
 
@@ -36,6 +39,7 @@ pub struct Server {
     /// `metrics.set_synced()` after its initial sync).
     pub metrics: Arc<ServerMetrics>,
     admin: Mutex<Option<AdminServer>>,
+    host_addrs: tokio::task::JoinHandle<()>,
     admin_access: Arc<arc_swap::ArcSwap<AdminAccess>>,
     config: Mutex<Config>,
     fixed: Mutex<Vec<SocketAddr>>,
@@ -105,6 +109,20 @@ impl Server {
             }
             None => None,
         };
+        guard.set_host_addrs(crate::docker::listeners::local_addresses());
+        let host_addrs = {
+            // New bridge networks add gateway addresses: keep the list of this machine's own
+            // addresses (admitted like loopback) current.
+            let guard = guard.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(HOST_ADDRS_REFRESH);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    guard.set_host_addrs(crate::docker::listeners::local_addresses());
+                }
+            })
+        };
         if config.upstreams.is_empty() {
             tracing::warn!("no upstream servers (none configured, none usable in /etc/resolv.conf): names not answered locally get SERVFAIL");
         }
@@ -116,6 +134,7 @@ impl Server {
             guard,
             metrics,
             admin: Mutex::new(admin),
+            host_addrs,
             admin_access,
             config: Mutex::new(config),
             fixed: Mutex::new(fixed),
@@ -199,10 +218,17 @@ impl Server {
 
     /// Stops every listener and waits for them.
     pub async fn shutdown(&self) {
+        self.host_addrs.abort();
         let admin = self.admin.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(a) = admin {
             a.stop().await;
         }
         self.listeners.stop_all().await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.host_addrs.abort();
     }
 }

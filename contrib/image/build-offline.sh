@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds a runnable dockns image without a registry or network: FROM scratch, the locally built
 # binary, the shared libraries `ldd` lists for it, and /etc/passwd + /etc/group with a non-root
-# `dockns` user (uid/gid 65532). No shell, no package manager.
+# `dockns` user (uid/gid 65532). No shell, no package manager. Same name (dockns:local), config
+# path (/etc/dockns/dockns.toml) and HEALTHCHECK (`dockns health`) as the Dockerfile's image.
 #
 #   contrib/image/build-offline.sh [BINARY] [TAG]
 #   contrib/image/build-offline.sh target/release/dockns dockns:local
@@ -57,6 +58,7 @@ echo 'hosts: files dns' > "$root/etc/nsswitch.conf"
 tar -C "$root" --numeric-owner --owner=0 --group=0 -cf - . | docker import \
     --change 'USER 65532:65532' \
     --change 'EXPOSE 53/udp 53/tcp 9153/tcp' \
+    --change 'HEALTHCHECK --interval=3s --timeout=2s --retries=2 CMD ["/usr/local/bin/dockns", "health"]' \
     --change 'ENTRYPOINT ["/usr/local/bin/dockns"]' \
     --change 'CMD ["serve", "--config", "/etc/dockns/dockns.toml"]' \
     --message "dockns offline image from $BIN" \

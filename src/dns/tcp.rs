@@ -154,6 +154,8 @@ async fn serve_conn(
             }
             Action::Drop => ctx.stats.dropped(),
             Action::Forward => {
+                // Over the in-flight bound: REFUSED; over the client's rate: SERVFAIL (see guard).
+                let mut limited_rcode = rcode::REFUSED;
                 let permit = if ctx.guard.allow_forward(client) {
                     let p = ctx.forwarder.try_acquire();
                     if p.is_none() {
@@ -162,10 +164,11 @@ async fn serve_conn(
                     p
                 } else {
                     ctx.stats.rate_limited();
+                    limited_rcode = Guard::OVER_RATE_RCODE;
                     None
                 };
                 let Some(permit) = permit else {
-                    let n = answer::error_response(body, rcode::REFUSED, &mut out[2..], true);
+                    let n = answer::error_response(body, limited_rcode, &mut out[2..], true);
                     if n > 0 {
                         let reply = &out[2..n + 2];
                         ctx.stats

@@ -171,6 +171,8 @@ impl UdpWorker {
         t0: Stamp,
     ) {
         // Over its forward rate or over the in-flight bound: REFUSED.
+        // Over the in-flight bound: REFUSED; over the client's rate: SERVFAIL (see guard).
+        let mut limited_rcode = rcode::REFUSED;
         let permit = if self.guard.allow_forward(client) {
             let p = self.forwarder.try_acquire();
             if p.is_none() {
@@ -179,10 +181,11 @@ impl UdpWorker {
             p
         } else {
             self.stats.rate_limited();
+            limited_rcode = Guard::OVER_RATE_RCODE;
             None
         };
         let Some(permit) = permit else {
-            let n = answer::error_response(pkt, rcode::REFUSED, out, false);
+            let n = answer::error_response(pkt, limited_rcode, out, false);
             if n > 0 {
                 let reply = &out[..n];
                 self.stats

@@ -8,6 +8,7 @@
 
 use crate::dns::listen::ListenerSet;
 use crate::model::Catalog;
+use ipnet::IpNet;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -82,6 +83,13 @@ impl ListenerSync {
         }
     }
 
+    /// Takes over listeners bound before the first sync (a sidecar's own addresses, bound at
+    /// start): the next [`apply`](Self::apply) keeps the ones a served network lists and unbinds
+    /// the others.
+    pub fn adopt(&mut self, addrs: &[SocketAddr]) {
+        self.bound.extend(addrs.iter().copied());
+    }
+
     /// The addresses currently bound by this source.
     pub fn bound(&self) -> Vec<SocketAddr> {
         self.bound.iter().copied().collect()
@@ -98,6 +106,30 @@ impl ListenerSync {
 /// The addresses configured on this machine's (or this container's) interfaces. Used by sidecar
 /// mode to find which container dockns itself runs in. Empty if the kernel will not say.
 pub fn local_addresses() -> Vec<IpAddr> {
+    local_interfaces().into_iter().map(|n| n.addr()).collect()
+}
+
+/// The addresses a sidecar listens on before it knows anything from Docker: every interface
+/// address of its container except loopback, link-local and multicast ones (Docker gives a
+/// container one address per network; the first sync then keeps those of served networks).
+pub fn sidecar_addresses() -> Vec<IpNet> {
+    local_interfaces()
+        .into_iter()
+        .filter(|n| {
+            let ip = n.addr();
+            !ip.is_loopback()
+                && !ip.is_multicast()
+                && !ip.is_unspecified()
+                && match ip {
+                    IpAddr::V4(v4) => !v4.is_link_local(),
+                    IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+                }
+        })
+        .collect()
+}
+
+/// Interface addresses with their prefix lengths (from the netmask).
+pub fn local_interfaces() -> Vec<IpNet> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we only read and then free exactly once.
@@ -109,14 +141,29 @@ pub fn local_addresses() -> Vec<IpAddr> {
         while !cur.is_null() {
             let ifa = &*cur;
             if !ifa.ifa_addr.is_null() {
+                let mask = ifa.ifa_netmask;
                 match i32::from((*ifa.ifa_addr).sa_family) {
                     libc::AF_INET => {
                         let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        out.push(IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes()));
+                        let ip = IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes());
+                        let len = if mask.is_null() {
+                            32
+                        } else {
+                            let m = &*(mask as *const libc::sockaddr_in);
+                            u32::from_be(m.sin_addr.s_addr).count_ones() as u8
+                        };
+                        out.push(IpNet::new(ip, len.min(32)).unwrap_or(IpNet::from(ip)));
                     }
                     libc::AF_INET6 => {
                         let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                        out.push(IpAddr::from(sa.sin6_addr.s6_addr));
+                        let ip = IpAddr::from(sa.sin6_addr.s6_addr);
+                        let len = if mask.is_null() {
+                            128
+                        } else {
+                            let m = &*(mask as *const libc::sockaddr_in6);
+                            u128::from_be_bytes(m.sin6_addr.s6_addr).count_ones() as u8
+                        };
+                        out.push(IpNet::new(ip, len.min(128)).unwrap_or(IpNet::from(ip)));
                     }
                     _ => {}
                 }
@@ -139,5 +186,11 @@ mod tests {
             addrs.contains(&IpAddr::from([127, 0, 0, 1])),
             "getifaddrs did not list 127.0.0.1: {addrs:?}"
         );
+        let nets = local_interfaces();
+        assert!(
+            nets.contains(&"127.0.0.1/8".parse().unwrap()),
+            "loopback's netmask is /8: {nets:?}"
+        );
+        assert!(sidecar_addresses().iter().all(|n| !n.addr().is_loopback()));
     }
 }

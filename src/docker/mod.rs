@@ -33,13 +33,42 @@ impl WatchOptions {
 }
 
 /// Starts watching Docker for a running server when its configuration asks for it.
+///
+/// In sidecar mode the container's own addresses are bound first, before any Docker call, and
+/// clients on their subnets are admitted until the first sync is published: forwarded names and
+/// the static tables are answered from the moment the process runs, and a sidecar that cannot
+/// reach Docker still forwards (while `/readyz` says why it is not ready).
 pub fn watch(server: &Server) -> Option<DockerWatcher> {
     let opts = WatchOptions::from_config(&server.config())?;
-    Some(DockerWatcher::spawn(
+    let mut prebound = Vec::new();
+    if opts.sidecar {
+        let nets = listeners::sidecar_addresses();
+        for n in &nets {
+            let addr = std::net::SocketAddr::new(n.addr(), opts.port);
+            match server.listeners.add(addr) {
+                Ok(_) => prebound.push(addr),
+                Err(e) => {
+                    tracing::warn!("sidecar listener not started before the Docker sync: {e}")
+                }
+            }
+        }
+        server
+            .guard
+            .set_provisional(nets.iter().map(|n| n.trunc()).collect());
+        let (guard, metrics) = (server.guard.clone(), server.metrics.clone());
+        tokio::spawn(async move {
+            while !metrics.is_synced() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            guard.end_provisional();
+        });
+    }
+    Some(DockerWatcher::spawn_adopting(
         opts,
         server.publisher.clone(),
         server.listeners.clone(),
         server.metrics.clone(),
+        &prebound,
     ))
 }
 

@@ -129,9 +129,24 @@ impl DockerWatcher {
         listeners: Arc<ListenerSet>,
         metrics: Arc<ServerMetrics>,
     ) -> DockerWatcher {
+        DockerWatcher::spawn_adopting(opts, publisher, listeners, metrics, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), taking over listeners already bound on the watcher's behalf
+    /// (a sidecar's own addresses, bound before any Docker call): the first sync keeps those a
+    /// served network lists and unbinds the rest.
+    pub fn spawn_adopting(
+        opts: WatchOptions,
+        publisher: Arc<Publisher>,
+        listeners: Arc<ListenerSet>,
+        metrics: Arc<ServerMetrics>,
+        prebound: &[std::net::SocketAddr],
+    ) -> DockerWatcher {
         let status = Arc::new(WatchStatus::default());
+        let mut sync = ListenerSync::new(listeners, opts.port);
+        sync.adopt(prebound);
         let watcher = Watcher {
-            listeners: ListenerSync::new(listeners, opts.port),
+            listeners: sync,
             rules: ServeRules {
                 default_bridge: opts.docker.default_bridge,
             },
@@ -337,14 +352,45 @@ fn socket_diagnosis(endpoint: &str) -> Option<String> {
         std::io::ErrorKind::NotFound => format!(
             "no socket at {path} (is dockerd running? in a container: mount it with -v /var/run/docker.sock:{path}:ro)"
         ),
-        std::io::ErrorKind::PermissionDenied => format!(
-            "permission denied on {path}: run dockns as root or in the socket's group (in a container: --group-add $(stat -c %g /var/run/docker.sock))"
-        ),
+        std::io::ErrorKind::PermissionDenied => permission_text(path),
         std::io::ErrorKind::ConnectionRefused => {
             format!("nothing listens on {path} (dockerd stopped, or a stale socket file)")
         }
         _ => format!("{path}: {e}"),
     })
+}
+
+/// Why this process may not open the socket at `path`, and the fix: who owns it, who we are,
+/// and the `--group-add` that grants access.
+fn permission_text(path: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail; getgroups writes at most `buf.len()` entries.
+    let uid = unsafe { libc::geteuid() };
+    let mut buf = [0 as libc::gid_t; 64];
+    let n = unsafe { libc::getgroups(buf.len() as libc::c_int, buf.as_mut_ptr()) };
+    let mut groups: Vec<String> = buf[..n.max(0) as usize]
+        .iter()
+        .map(|g| g.to_string())
+        .collect();
+    let egid = unsafe { libc::getegid() }.to_string();
+    if !groups.contains(&egid) {
+        groups.insert(0, egid);
+    }
+    match std::fs::metadata(path) {
+        Ok(m) => format!(
+            "permission denied on {path} (owner {}:{}, mode {:o}) for uid {uid} (groups {}): give dockns the socket's group, e.g. `docker run --group-add {}` (compose: group_add: [\"{}\"]), or run it as uid 0",
+            m.uid(),
+            m.gid(),
+            m.mode() & 0o777,
+            groups.join(","),
+            m.gid(),
+            m.gid()
+        ),
+        Err(_) => format!(
+            "permission denied on {path} for uid {uid} (groups {}): give dockns the socket's group (`docker run --group-add $(stat -c %g {path})`) or run it as uid 0",
+            groups.join(",")
+        ),
+    }
 }
 
 /// The wait before the next reconnect attempt: doubling, capped at [`BACKOFF_MAX`].
@@ -420,17 +466,28 @@ impl Watcher {
             }
             match end {
                 SessionEnd::Unreachable(e) => {
-                    let e = socket_diagnosis(&endpoint).unwrap_or(e);
+                    let diagnosis = socket_diagnosis(&endpoint);
+                    let (e, hint) = match diagnosis {
+                        Some(d) => (d, ""),
+                        None => (
+                            e,
+                            " (is dockerd running? set [docker] endpoint or --docker)",
+                        ),
+                    };
                     if self.up != Some(false) {
-                        tracing::warn!(
-                            "Docker is unreachable at {endpoint}: {e}; serving the last known tables and retrying in the background (is dockerd running? set [docker] endpoint or --docker)"
+                        tracing::error!(
+                            "Docker is unreachable at {endpoint}: {e}; not ready, serving the last known tables and retrying in the background{hint}"
                         );
                         self.up = Some(false);
                     } else {
                         tracing::debug!("Docker still unreachable at {endpoint}: {e}");
                     }
+                    self.metrics
+                        .set_docker_problem(Some(format!("Docker unreachable at {endpoint}: {e}")));
                 }
                 SessionEnd::Lost(e) => {
+                    self.metrics
+                        .set_docker_problem(Some(format!("lost Docker at {endpoint}: {e}")));
                     if self.up != Some(false) {
                         tracing::warn!(
                             "lost the Docker event stream at {endpoint}: {e}; serving the last known tables and reconnecting"
@@ -530,6 +587,7 @@ impl Watcher {
         }
         self.status.connected.store(true, Ordering::Relaxed);
         self.metrics.docker.set_connected(true);
+        self.metrics.set_docker_problem(None);
         self.metrics.set_synced();
         let version = docker.client_version();
         tracing::info!(

@@ -187,6 +187,11 @@ impl Lab {
         self.images.lock().unwrap().push(tag.to_string());
     }
 
+    /// Remembers a network created by other means, for cleanup.
+    pub fn track_network(&self, name: &str) {
+        self.networks.lock().unwrap().push(name.to_string());
+    }
+
     /// Remembers a swarm service for cleanup.
     pub fn track_service(&self, name: &str) {
         self.services.lock().unwrap().push(name.to_string());
