@@ -136,23 +136,13 @@ fn respond(
 ) -> Action {
     let limit = wire::response_limit(q.edns, tcp);
     let no_recursion = !snap.settings.recursion;
-    if q.edns.is_some_and(|e| e.version != 0) {
-        let n = wire::write_response(
-            out,
-            q.id,
-            q.flags,
-            q.question,
-            q.edns,
-            Body {
-                rcode: rcode::BADVERS,
-                no_recursion,
-                ..Default::default()
-            },
-            limit,
-        );
-        return Action::Reply(n, Outcome::Error);
-    }
-    if let Some(code) = meta_qtype_rcode(q.qtype, tcp) {
+    // Errors decided from the header and question alone: EDNS version, then meta qtypes.
+    let early = if q.edns.is_some_and(|e| e.version != 0) {
+        Some(rcode::BADVERS)
+    } else {
+        meta_qtype_rcode(q.qtype, tcp)
+    };
+    if let Some(code) = early {
         let n = wire::write_response(
             out,
             q.id,

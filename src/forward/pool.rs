@@ -438,14 +438,10 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
 
     /// Questions in flight (entries in the pending tables).
     pub fn pending(&self) -> usize {
-        let open: Vec<_> = self
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        open.iter().map(|s| s.table().map.len()).sum()
+        self.open_sockets()
+            .iter()
+            .map(|s| s.table().map.len())
+            .sum()
     }
 
     /// The local addresses of the current pool sockets.
@@ -735,13 +731,7 @@ impl<W: Send + 'static, A: 'static> Pool<W, A> {
 
     /// Retries or fails every try past its deadline; re-opens sockets due; closes drained ones.
     fn sweep(&self, policy: &dyn Policy<W, A>, now: Instant) {
-        let open: Vec<Arc<PoolSock<W>>> = self
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let open = self.open_sockets();
         let mut expired = Vec::new();
         for s in &open {
             let mut t = s.table();
@@ -975,6 +965,16 @@ impl<W, A> Pool<W, A> {
     /// Stops the receiver thread (it also stops by itself when the pool is dropped).
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The open sockets, copied out so no pending table is locked under the `open` lock.
+    fn open_sockets(&self) -> Vec<Arc<PoolSock<W>>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
