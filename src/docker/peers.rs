@@ -10,6 +10,9 @@
 //! aliases), then closes the connection. Only clients inside the network's subnets are served,
 //! and only that network's names: what any container on the network could resolve anyway.
 //!
+//! A manager's dockns also lists the tasks the manager is shutting down, which the records keep
+//! until their containers are gone but Docker's resolver drops at once.
+//!
 //! Peers are found without configuration: the other tasks of the sidecar's own service (a
 //! global service), or the remote containers with the sidecar's own container name (per-node
 //! sidecars named alike). This module must not decide when to fetch (that is `sync`) nor
@@ -18,7 +21,7 @@
 use super::swarm::{SwarmEndpoint, SwarmView};
 use crate::model::Container;
 use arc_swap::ArcSwap;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +39,10 @@ const MAX_DOC: u64 = 4 << 20;
 pub struct PeerDoc {
     /// Network name → that network's extra names.
     pub networks: BTreeMap<String, PeerNet>,
+    /// Tasks the records list that a manager is shutting down (a manager's dockns only): a
+    /// worker's own API cannot tell them from running ones.
+    #[serde(default)]
+    pub retired: BTreeSet<String>,
 }
 
 /// The extra names on one network.
@@ -54,8 +61,12 @@ pub fn local_doc<'a>(
     containers: impl Iterator<Item = &'a Container>,
     views: &BTreeMap<String, SwarmView>,
     aliases: &BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    retired: BTreeSet<String>,
 ) -> PeerDoc {
-    let mut doc = PeerDoc::default();
+    let mut doc = PeerDoc {
+        retired,
+        ..Default::default()
+    };
     for net in views.keys() {
         doc.networks.insert(
             net.clone(),
@@ -117,12 +128,22 @@ pub fn find(views: &BTreeMap<String, SwarmView>, own: &[IpAddr]) -> Vec<IpAddr> 
     out
 }
 
-/// Combines the documents of every peer into one per network.
-pub fn combine(docs: &BTreeMap<IpAddr, PeerDoc>) -> BTreeMap<String, PeerNet> {
-    let mut out: BTreeMap<String, PeerNet> = BTreeMap::new();
+/// What every peer told, combined.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Told {
+    /// Extra names per network name.
+    pub networks: BTreeMap<String, PeerNet>,
+    /// Tasks a manager's dockns says are being shut down.
+    pub retired: BTreeSet<String>,
+}
+
+/// Combines the documents of every peer.
+pub fn combine(docs: &BTreeMap<IpAddr, PeerDoc>) -> Told {
+    let mut out = Told::default();
     for doc in docs.values() {
+        out.retired.extend(doc.retired.iter().cloned());
         for (net, pn) in &doc.networks {
-            let o = out.entry(net.clone()).or_default();
+            let o = out.networks.entry(net.clone()).or_default();
             for (ip, names) in &pn.endpoints {
                 o.endpoints.insert(*ip, names.clone());
             }
@@ -132,24 +153,6 @@ pub fn combine(docs: &BTreeMap<IpAddr, PeerDoc>) -> BTreeMap<String, PeerNet> {
         }
     }
     out
-}
-
-/// Whether a remote endpoint of `views` is on no peer's list: a peer that had not seen its
-/// container yet when it was asked. Endpoints on nodes without a dockns stay missing, so this
-/// is asked at most once per swarm poll.
-pub fn incomplete(
-    views: &BTreeMap<String, SwarmView>,
-    local: &[IpAddr],
-    peers: &BTreeMap<String, PeerNet>,
-) -> bool {
-    views.iter().any(|(net, v)| {
-        v.endpoints.iter().any(|e| {
-            !local.contains(&e.ip)
-                && !peers
-                    .get(net)
-                    .is_some_and(|p| p.endpoints.contains_key(&e.ip))
-        })
-    })
 }
 
 /// Reads one peer's document. Errors are one line naming the peer.
@@ -264,6 +267,7 @@ async fn serve(listener: tokio::net::TcpListener, served: Arc<ArcSwap<Served>>) 
                     })
                     .map(|(n, p)| (n.clone(), p.clone()))
                     .collect(),
+                retired: doc.retired.clone(),
             };
             serde_json::to_vec(&mine).unwrap_or_default()
         };
@@ -338,7 +342,8 @@ mod tests {
             "ov".to_string(),
             BTreeMap::from([("web".to_string(), vec!["webalias".to_string()])]),
         )]);
-        let doc = local_doc([&c].into_iter(), &v, &aliases);
+        let retired = BTreeSet::from(["t1".to_string()]);
+        let doc = local_doc([&c].into_iter(), &v, &aliases, retired.clone());
         let ip: IpAddr = "10.0.0.10".parse().unwrap();
         assert_eq!(
             doc.networks["ov"].endpoints[&ip],
@@ -347,11 +352,12 @@ mod tests {
         let json = serde_json::to_vec(&doc).unwrap();
         let back: PeerDoc = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, doc);
-        let all = combine(&BTreeMap::from([(ip, back)]));
-        assert_eq!(all["ov"].service_aliases["web"], vec!["webalias"]);
-        // c9 is on a node without a dockns: still missing, so the next poll asks again.
-        assert!(incomplete(&v, &[], &all));
-        let only_c2 = views(vec![ep("c2", "10.0.0.10", "")]);
-        assert!(!incomplete(&only_c2, &[], &all));
+        let docs = BTreeMap::from([(ip, back)]);
+        let all = combine(&docs);
+        assert_eq!(all.networks["ov"].service_aliases["web"], vec!["webalias"]);
+        assert_eq!(all.retired, retired);
+        // A document from an older dockns (no `retired`) still reads.
+        let old: PeerDoc = serde_json::from_str(r#"{"networks":{}}"#).unwrap();
+        assert!(old.retired.is_empty());
     }
 }

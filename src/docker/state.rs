@@ -8,7 +8,7 @@
 
 use super::convert::NetInfo;
 use super::listeners::local_addresses;
-use super::peers::PeerNet;
+use super::peers::Told;
 use super::swarm::{self, ClusterInfo, SwarmView};
 use super::watch::WatchOptions;
 use crate::model::{Catalog, Container};
@@ -73,12 +73,7 @@ impl State {
 
     /// The catalog to publish; `local` are this host's addresses (sidecar mode), `peers` what
     /// the dockns of other swarm nodes told (see `peers`).
-    pub fn catalog(
-        &self,
-        opts: &WatchOptions,
-        local: &[IpAddr],
-        peers: &BTreeMap<String, PeerNet>,
-    ) -> Catalog {
+    pub fn catalog(&self, opts: &WatchOptions, local: &[IpAddr], peers: &Told) -> Catalog {
         let mut cat = Catalog::default();
         for (name, ni) in &self.networks {
             let mut n = ni.network.clone();
@@ -109,7 +104,16 @@ impl State {
             .iter()
             .map(|(name, ni)| (name.clone(), ni.network.id.clone()))
             .collect();
-        swarm::merge(&mut cat, &self.swarm, &ids, &self.cluster, peers);
+        let mut retired = self.cluster.retired(&self.swarm);
+        retired.extend(peers.retired.iter().cloned());
+        swarm::merge(
+            &mut cat,
+            &self.swarm,
+            &ids,
+            &self.cluster,
+            &peers.networks,
+            &retired,
+        );
         drop_own_dns_servers(&mut cat, opts, local);
         cat
     }
@@ -160,22 +164,6 @@ impl State {
                         .or_default()
                         .insert(svc.clone(), aliases.clone());
                 }
-            }
-        }
-        out
-    }
-
-    /// Addresses of this node's containers on each swarm network.
-    pub fn local_swarm_ips(&self) -> Vec<IpAddr> {
-        let mut out = Vec::new();
-        for c in self.containers.values() {
-            for ep in c
-                .endpoints
-                .iter()
-                .filter(|e| self.swarm.contains_key(&e.network))
-            {
-                out.extend(ep.ipv4.iter().map(|a| IpAddr::V4(*a)));
-                out.extend(ep.ipv6.iter().map(|a| IpAddr::V6(*a)));
             }
         }
         out
@@ -243,22 +231,22 @@ mod tests {
 
     #[test]
     fn gateway_listeners_only_on_bridges() {
-        let cat = state().catalog(&opts(true, false), &[], &BTreeMap::new());
+        let cat = state().catalog(&opts(true, false), &[], &Told::default());
         assert_eq!(
             cat.networks["app"].listen_addrs,
             vec!["10.5.0.1".parse::<IpAddr>().unwrap()]
         );
         assert!(cat.networks["mv"].listen_addrs.is_empty());
-        let cat = state().catalog(&opts(false, false), &[], &BTreeMap::new());
+        let cat = state().catalog(&opts(false, false), &[], &Told::default());
         assert!(cat.networks["app"].listen_addrs.is_empty());
     }
 
     #[test]
     fn sidecar_binds_own_address() {
         let local: Vec<IpAddr> = vec!["10.5.0.7".parse().unwrap()];
-        let cat = state().catalog(&opts(false, true), &local, &BTreeMap::new());
+        let cat = state().catalog(&opts(false, true), &local, &Told::default());
         assert_eq!(cat.networks["app"].listen_addrs, local);
-        let cat = state().catalog(&opts(false, true), &[], &BTreeMap::new());
+        let cat = state().catalog(&opts(false, true), &[], &Told::default());
         assert!(cat.networks["app"].listen_addrs.is_empty());
     }
 
@@ -275,14 +263,14 @@ mod tests {
         // Gateway listeners on 10.5.0.1:53 and a fixed one on 127.0.0.1:53.
         let mut o = opts(true, false);
         o.own = vec![sa("127.0.0.1:53")];
-        let cat = st.catalog(&o, &[], &BTreeMap::new());
+        let cat = st.catalog(&o, &[], &Told::default());
         assert_eq!(
             cat.containers["c1"].dns,
             [sa("192.0.2.53:53"), sa("10.5.0.7:53")]
         );
         // Sidecar on 10.5.0.7: that one goes; the gateway is someone else then.
         let local: Vec<IpAddr> = vec!["10.5.0.7".parse().unwrap()];
-        let cat = st.catalog(&opts(false, true), &local, &BTreeMap::new());
+        let cat = st.catalog(&opts(false, true), &local, &Told::default());
         assert_eq!(
             cat.containers["c1"].dns,
             [sa("10.5.0.1:53"), sa("192.0.2.53:53"), sa("127.0.0.1:53")]
@@ -290,7 +278,7 @@ mod tests {
         // A wildcard fixed listener on port 53 is every local address.
         let mut o = opts(false, false);
         o.own = vec![sa("0.0.0.0:53")];
-        let cat = st.catalog(&o, &local, &BTreeMap::new());
+        let cat = st.catalog(&o, &local, &Told::default());
         assert_eq!(
             cat.containers["c1"].dns,
             [sa("10.5.0.1:53"), sa("192.0.2.53:53")]

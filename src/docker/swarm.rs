@@ -21,7 +21,7 @@
 use super::convert::parse_addr;
 use super::peers::PeerNet;
 use crate::model::{Catalog, Container, Endpoint, Health, ServiceRecord};
-use bollard::models::{NetworkInspect, Service, Task};
+use bollard::models::{NetworkInspect, Service, Task, TaskState};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -56,13 +56,36 @@ pub struct SwarmView {
     pub endpoints: Vec<SwarmEndpoint>,
 }
 
-/// What only a manager knows: service aliases per network ID and the container of each task.
+/// What only a manager knows: service aliases per network ID, the container of each task, and
+/// which tasks are meant to run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterInfo {
+    /// Whether this was read from a manager (otherwise every field is empty).
+    pub known: bool,
     /// (network ID, service name) → the service's aliases on that network.
     pub aliases: BTreeMap<(String, String), Vec<String>>,
     /// Task ID → container ID.
     pub task_containers: HashMap<String, String>,
+    /// Tasks whose desired state is `running`. A task the records still list but the manager
+    /// is shutting down (rolling update, scale down, removal) is not here: Docker's resolver
+    /// stops answering it at once, while the records keep it until its container is gone.
+    pub running: HashSet<String>,
+}
+
+impl ClusterInfo {
+    /// The tasks `views` lists that the manager is shutting down.
+    pub fn retired(&self, views: &BTreeMap<String, SwarmView>) -> BTreeSet<String> {
+        if !self.known {
+            return BTreeSet::new();
+        }
+        views
+            .values()
+            .flat_map(|v| v.endpoints.iter())
+            .filter_map(SwarmEndpoint::task_id)
+            .filter(|t| !self.running.contains(*t))
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// Reads a verbose network inspection of the network called `network`.
@@ -118,7 +141,10 @@ pub fn view(network: &str, inspected: &NetworkInspect) -> SwarmView {
 
 /// Reads a manager's service and task listings.
 pub fn cluster(services: &[Service], tasks: &[Task]) -> ClusterInfo {
-    let mut out = ClusterInfo::default();
+    let mut out = ClusterInfo {
+        known: true,
+        ..Default::default()
+    };
     for s in services {
         let Some(spec) = s.spec.as_ref() else {
             continue;
@@ -139,6 +165,9 @@ pub fn cluster(services: &[Service], tasks: &[Task]) -> ClusterInfo {
         }
     }
     for t in tasks {
+        if let (Some(id), Some(TaskState::RUNNING)) = (t.id.as_deref(), t.desired_state.as_ref()) {
+            out.running.insert(id.to_string());
+        }
         let cid = t
             .status
             .as_ref()
@@ -152,50 +181,36 @@ pub fn cluster(services: &[Service], tasks: &[Task]) -> ClusterInfo {
     out
 }
 
-/// Whether a manager's listings lack the container of a task the view lists (the manager
-/// learns it a moment after the task shows up in the service records): read them again.
-pub fn cluster_incomplete(views: &BTreeMap<String, SwarmView>, cluster: &ClusterInfo) -> bool {
-    views
-        .values()
-        .flat_map(|v| v.endpoints.iter())
-        .filter_map(SwarmEndpoint::task_id)
-        .any(|t| !cluster.task_containers.contains_key(t))
-}
-
 /// Adds the swarm part to a catalog of this node's containers: `views` by network name,
 /// `ids` network name → ID, `cluster` what a manager knows (empty on workers), `peers` what the
 /// other nodes' dockns told (see `peers`), by network name.
 ///
-/// On a network with a view, a local endpoint stays only while the view lists its address;
-/// every listed address that is not a local endpoint becomes a remote container; services
-/// and their aliases become service records.
+/// Tasks being shut down (`retired`: by the manager's word, or a peer's) are left out first, as
+/// Docker's resolver leaves them out. Then, on a network with a view, a local endpoint stays only
+/// while the view lists its address; every listed address that is not a local endpoint becomes
+/// a remote container; services and their aliases become service records.
 pub fn merge(
     cat: &mut Catalog,
     views: &BTreeMap<String, SwarmView>,
     ids: &HashMap<String, String>,
     cluster: &ClusterInfo,
     peers: &BTreeMap<String, PeerNet>,
+    retired: &BTreeSet<String>,
 ) {
     if views.is_empty() {
         return;
     }
-    let mut local: HashMap<&str, HashSet<IpAddr>> = HashMap::new();
-    for (net, v) in views {
-        let listed: HashSet<IpAddr> = v.endpoints.iter().map(|e| e.ip).collect();
-        for c in cat.containers.values_mut() {
-            c.endpoints
-                .retain(|ep| ep.network != *net || endpoint_ips(ep).any(|ip| listed.contains(&ip)));
-        }
-        local.insert(net.as_str(), HashSet::new());
-    }
-    cat.containers.retain(|_, c| !c.endpoints.is_empty());
-    for c in cat.containers.values() {
-        for ep in &c.endpoints {
-            if let Some(set) = local.get_mut(ep.network.as_str()) {
-                set.extend(endpoint_ips(ep));
-            }
-        }
-    }
+    let trimmed;
+    let views = if retired.is_empty() {
+        views
+    } else {
+        trimmed = views
+            .iter()
+            .map(|(n, v)| (n.clone(), without(v, retired)))
+            .collect::<BTreeMap<_, _>>();
+        &trimmed
+    };
+    let local = keep_listed_local(cat, views);
     let mut remote: Vec<(String, Container)> = Vec::new();
     let none = PeerNet::default();
     for (net, v) in views {
@@ -214,26 +229,82 @@ pub fn merge(
         }
         let id = ids.get(net).map(String::as_str).unwrap_or("");
         for svc in v.services.values() {
-            cat.services.push(svc.clone());
             let aliases = cluster
                 .aliases
                 .get(&(id.to_string(), svc.name.clone()))
                 .or_else(|| told.service_aliases.get(&svc.name));
-            let mut seen: BTreeSet<&str> = BTreeSet::new();
-            for a in aliases.into_iter().flatten() {
-                if a.eq_ignore_ascii_case(&svc.name) || !seen.insert(a) {
-                    continue;
-                }
-                cat.services.push(ServiceRecord {
-                    name: a.clone(),
-                    ..svc.clone()
-                });
-            }
+            push_service(cat, svc, aliases.map(Vec::as_slice).unwrap_or(&[]));
         }
     }
     cat.containers.extend(remote);
     cat.services
         .sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
+}
+
+/// Drops the node-local endpoints on the views' networks that the records do not list (and
+/// containers left without endpoints); returns the addresses of those kept, per network.
+fn keep_listed_local<'v>(
+    cat: &mut Catalog,
+    views: &'v BTreeMap<String, SwarmView>,
+) -> HashMap<&'v str, HashSet<IpAddr>> {
+    let mut local: HashMap<&str, HashSet<IpAddr>> = HashMap::new();
+    for (net, v) in views {
+        let listed: HashSet<IpAddr> = v.endpoints.iter().map(|e| e.ip).collect();
+        for c in cat.containers.values_mut() {
+            c.endpoints
+                .retain(|ep| ep.network != *net || endpoint_ips(ep).any(|ip| listed.contains(&ip)));
+        }
+        local.insert(net.as_str(), HashSet::new());
+    }
+    cat.containers.retain(|_, c| !c.endpoints.is_empty());
+    for c in cat.containers.values() {
+        for ep in &c.endpoints {
+            if let Some(set) = local.get_mut(ep.network.as_str()) {
+                set.extend(endpoint_ips(ep));
+            }
+        }
+    }
+    local
+}
+
+/// A service's record, and one per alias (an alias answers what the service name answers,
+/// `tasks.<alias>` included, as Docker does).
+fn push_service(cat: &mut Catalog, svc: &ServiceRecord, aliases: &[String]) {
+    cat.services.push(svc.clone());
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for a in aliases {
+        if a.eq_ignore_ascii_case(&svc.name) || !seen.insert(a) {
+            continue;
+        }
+        cat.services.push(ServiceRecord {
+            name: a.clone(),
+            ..svc.clone()
+        });
+    }
+}
+
+/// A view without the tasks in `retired` (their addresses leave the services too).
+fn without(view: &SwarmView, retired: &BTreeSet<String>) -> SwarmView {
+    let endpoints: Vec<SwarmEndpoint> = view
+        .endpoints
+        .iter()
+        .filter(|e| e.task_id().is_none_or(|t| !retired.contains(t)))
+        .cloned()
+        .collect();
+    let mut services = view.services.clone();
+    for svc in services.values_mut() {
+        let gone: Vec<IpAddr> = view
+            .endpoints
+            .iter()
+            .filter(|e| e.service == svc.name && !endpoints.contains(e))
+            .map(|e| e.ip)
+            .collect();
+        svc.tasks.retain(|ip| !gone.contains(ip));
+    }
+    SwarmView {
+        services,
+        endpoints,
+    }
 }
 
 fn endpoint_ips(ep: &Endpoint) -> impl Iterator<Item = IpAddr> + '_ {
@@ -379,8 +450,16 @@ mod tests {
                 "yjpea9o1yxzfi9ilokzrncvw8".to_string(),
                 "e24289fad4ca3df295abbfa70645166eb2651aaafce031013cdffd7b242ec5f2".to_string(),
             )]),
+            ..Default::default()
         };
-        merge(&mut cat, &views, &ids, &cluster, &BTreeMap::new());
+        merge(
+            &mut cat,
+            &views,
+            &ids,
+            &cluster,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+        );
         assert!(!cat.containers.contains_key("old"));
         assert_eq!(cat.containers["c1"].endpoints[0].aliases, vec!["c1a"]);
         // Five remote entries (c1 is local), one with its short ID.
@@ -400,7 +479,76 @@ mod tests {
         let names: Vec<&str> = cat.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, vec!["rr", "web", "webalias"]);
         assert_eq!(cat.services[2].vips, vec![ip("10.210.200.2")]);
-        assert!(cluster_incomplete(&views, &cluster));
+    }
+
+    /// A rolling update: the manager shuts web.2 down; Docker stops answering it at once while
+    /// the records still list it until its container is gone.
+    #[test]
+    fn retired_tasks_leave_names_and_services() {
+        let views = BTreeMap::from([("sw-ov".to_string(), view("sw-ov", &inspected()))]);
+        let ids = HashMap::from([("sw-ov".to_string(), "dmzf".to_string())]);
+        let mut cluster = ClusterInfo {
+            known: true,
+            ..Default::default()
+        };
+        for t in [
+            "q2dhnpc9ntbu4udrc7ib7eapq",
+            "kmz3gwjrylo2y0wkwalv7q7p8",
+            "a2w1prp7neew0kruee1ajosk5",
+        ] {
+            cluster.running.insert(t.to_string());
+        }
+        let retired = cluster.retired(&views);
+        assert_eq!(
+            retired,
+            BTreeSet::from(["yjpea9o1yxzfi9ilokzrncvw8".to_string()])
+        );
+        // The retiring task is local here: its container still runs.
+        let mut cat = Catalog::default();
+        cat.containers.insert(
+            "w2".into(),
+            local("web.2.yjpea9o1yxzfi9ilokzrncvw8", "10.210.200.4", &[]),
+        );
+        merge(&mut cat, &views, &ids, &cluster, &BTreeMap::new(), &retired);
+        assert!(cat
+            .containers
+            .values()
+            .all(|c| !c.name.starts_with("web.2")));
+        let web = cat.services.iter().find(|s| s.name == "web").unwrap();
+        assert_eq!(web.tasks, vec![ip("10.210.200.3")]);
+        assert_eq!(web.vips, vec![ip("10.210.200.2")]);
+        // A worker knows nothing of it: no manager, no retirement.
+        assert!(ClusterInfo::default().retired(&views).is_empty());
+    }
+
+    /// A worker knows no aliases itself: the peers' documents give the remote containers' names
+    /// and (from the manager's dockns) the service aliases.
+    #[test]
+    fn merge_on_a_worker_takes_names_from_peers() {
+        let mut cat = Catalog::default();
+        let views = BTreeMap::from([("sw-ov".to_string(), view("sw-ov", &inspected()))]);
+        let ids = HashMap::from([("sw-ov".to_string(), "dmzf".to_string())]);
+        let told = PeerNet {
+            endpoints: BTreeMap::from([(
+                ip("10.210.200.9"),
+                vec!["c1a".to_string(), "ae95056aa750".to_string()],
+            )]),
+            service_aliases: BTreeMap::from([("rr".to_string(), vec!["rralias".to_string()])]),
+        };
+        let peers = BTreeMap::from([("sw-ov".to_string(), told)]);
+        merge(
+            &mut cat,
+            &views,
+            &ids,
+            &ClusterInfo::default(),
+            &peers,
+            &BTreeSet::new(),
+        );
+        let c1 = cat.containers.values().find(|c| c.name == "c1").unwrap();
+        assert_eq!(c1.endpoints[0].aliases, vec!["c1a", "ae95056aa750"]);
+        let names: Vec<&str> = cat.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["rr", "rralias", "web"]);
+        assert_eq!(cat.services[1].tasks, cat.services[0].tasks);
     }
 
     #[test]
@@ -415,6 +563,7 @@ mod tests {
             &HashMap::new(),
             &ClusterInfo::default(),
             &BTreeMap::new(),
+            &BTreeSet::new(),
         );
         assert_eq!(cat, before);
     }
@@ -428,8 +577,10 @@ mod tests {
         ]))
         .unwrap();
         let tasks: Vec<Task> = serde_json::from_value(serde_json::json!([
-            {"ID": "q2dh", "Status": {"State": "running",
+            {"ID": "q2dh", "DesiredState": "running", "Status": {"State": "running",
                 "ContainerStatus": {"ContainerID": "976e99b59e0d469a"}}},
+            {"ID": "old", "DesiredState": "shutdown", "Status": {"State": "running",
+                "ContainerStatus": {"ContainerID": "0123456789abcdef"}}},
             {"ID": "pending", "Status": {"State": "pending"}}
         ]))
         .unwrap();
@@ -438,7 +589,9 @@ mod tests {
             c.aliases,
             BTreeMap::from([(("dmzf".into(), "web".into()), vec!["webalias".to_string()])])
         );
-        assert_eq!(c.task_containers.len(), 1);
+        assert_eq!(c.task_containers.len(), 2);
         assert_eq!(c.task_containers["q2dh"], "976e99b59e0d469a");
+        assert_eq!(c.running, HashSet::from(["q2dh".to_string()]));
+        assert!(c.known);
     }
 }

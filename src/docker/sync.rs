@@ -137,37 +137,29 @@ impl Watcher {
     }
 
     /// Reads the service records of every served swarm network again (and, on a manager, the
-    /// service aliases and task containers when they changed). Returns whether anything did.
+    /// services and tasks: aliases, containers, which tasks are shutting down; in sidecar mode
+    /// what the peer dockns tell). Returns whether anything changed.
     pub(super) async fn poll_swarm(&mut self, docker: &Docker) -> Result<bool, WatchError> {
         let views = read_views(docker, &self.state).await?;
-        let changed = views != self.state.swarm;
-        let stale = swarm::cluster_incomplete(&views, &self.state.cluster);
+        let mut changed = views != self.state.swarm;
         self.state.swarm = views;
-        let mut cluster_changed = false;
-        if self.state.manager && (changed || stale) && !self.state.swarm.is_empty() {
+        if self.state.manager && !self.state.swarm.is_empty() {
             let cluster = read_cluster(docker).await?;
-            cluster_changed = cluster != self.state.cluster;
+            changed |= cluster != self.state.cluster;
             self.state.cluster = cluster;
         }
-        let peers_changed = self.opts.sidecar && self.ask_peers(changed).await;
-        Ok(changed || cluster_changed || peers_changed)
+        if self.opts.sidecar {
+            changed |= self.ask_peers().await;
+        }
+        Ok(changed)
     }
 
-    /// Sidecar mode: reads the documents of the peer dockns (see `peers`) when the records
-    /// changed, a peer is new, or a remote endpoint is on no peer's list yet. Returns whether
-    /// what they told changed. A peer that does not answer keeps its last document.
-    async fn ask_peers(&mut self, records_changed: bool) -> bool {
+    /// Reads the document of every peer dockns (see `peers`). Returns whether what they told
+    /// changed. A peer that does not answer keeps its last document until it leaves the
+    /// records.
+    async fn ask_peers(&mut self) -> bool {
         let found = peers::find(&self.state.swarm, &local_addresses());
         self.peer_docs.retain(|ip, _| found.contains(ip));
-        let new_peer = found.iter().any(|ip| !self.peer_docs.contains_key(ip));
-        let local = self.state.local_swarm_ips();
-        let missing = peers::incomplete(&self.state.swarm, &local, &self.peers);
-        if !(records_changed || new_peer || missing) || found.is_empty() {
-            let combined = peers::combine(&self.peer_docs);
-            let changed = combined != self.peers;
-            self.peers = combined;
-            return changed;
-        }
         let fetched =
             futures_util::future::join_all(found.iter().map(|ip| peers::fetch(*ip))).await;
         for (ip, r) in found.iter().zip(fetched) {
@@ -178,9 +170,9 @@ impl Watcher {
                 Err(e) => tracing::debug!("{e}"),
             }
         }
-        let combined = peers::combine(&self.peer_docs);
-        let changed = combined != self.peers;
-        self.peers = combined;
+        let told = peers::combine(&self.peer_docs);
+        let changed = told != self.peers;
+        self.peers = told;
         changed
     }
 
@@ -236,7 +228,11 @@ impl Watcher {
     }
 
     /// Inspects a network by ID and adopts it (or remembers that it is not served).
-    async fn inspect_network(&mut self, docker: &Docker, id: &str) -> Result<(), WatchError> {
+    pub(super) async fn inspect_network(
+        &mut self,
+        docker: &Docker,
+        id: &str,
+    ) -> Result<(), WatchError> {
         let n = match timed(
             "/networks/{id}",
             docker.inspect_network(id, None::<InspectNetworkOptions>),
@@ -271,7 +267,7 @@ impl Watcher {
     }
 
     /// Inspects a container again and replaces (or removes) it.
-    async fn reinspect(&mut self, docker: &Docker, id: &str) -> Result<(), WatchError> {
+    pub(super) async fn reinspect(&mut self, docker: &Docker, id: &str) -> Result<(), WatchError> {
         if id.is_empty() {
             return Ok(());
         }

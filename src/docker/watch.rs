@@ -31,16 +31,16 @@ use super::connect::{
     client, endpoint_text, next_backoff, parse_rfc3339, socket_diagnosis, BACKOFF_MIN,
 };
 use super::convert::ServeRules;
-use super::error::{timed, WatchError};
+use super::error::{is_not_found, timed, WatchError};
 use super::listeners::{local_addresses, ListenerSync};
-use super::peers::{self, PeerDoc, PeerNet, PeerServer};
+use super::peers::{self, PeerDoc, PeerServer, Told};
 use super::state::State;
 use crate::config::DockerConfig;
 use crate::dns::listen::ListenerSet;
 use crate::metrics::ServerMetrics;
-use crate::model::{Catalog, Publisher};
+use crate::model::{Catalog, Container, Publisher};
 use bollard::models::EventMessage;
-use bollard::query_parameters::EventsOptions;
+use bollard::query_parameters::{EventsOptions, InspectNetworkOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -154,7 +154,7 @@ impl DockerWatcher {
             state_dir: None,
             anonymous_notice: false,
             peer_docs: BTreeMap::new(),
-            peers: BTreeMap::new(),
+            peers: Told::default(),
             peer_server: PeerServer::default(),
         };
         let task = tokio::spawn(watcher.run());
@@ -230,8 +230,8 @@ pub(super) struct Watcher {
     pub(super) anonymous_notice: bool,
     /// Swarm: the last document of each peer dockns, by its address (see `peers`).
     pub(super) peer_docs: BTreeMap<IpAddr, PeerDoc>,
-    /// Swarm: those documents combined, by network name.
-    pub(super) peers: BTreeMap<String, PeerNet>,
+    /// Swarm: those documents combined.
+    pub(super) peers: Told,
     /// Swarm (sidecar mode): serves this node's names to the peers.
     peer_server: PeerServer,
 }
@@ -388,7 +388,7 @@ impl Watcher {
                     None => Err(WatchError::ReaderStopped),
                 },
                 _ = sweep.tick(), if sweep_every.is_some() => {
-                    events.unless_ended(self.fetch_all(docker)).await.map(|f| self.repair_drift(f))
+                    self.sweep(docker, events).await
                 }
                 _ = poll.tick(), if swarm => self.poll_and_publish(docker, events).await,
             };
@@ -483,70 +483,169 @@ impl Watcher {
             self.state.containers.values(),
             &self.state.swarm,
             &self.state.service_aliases(),
+            self.state.cluster.retired(&self.state.swarm),
         );
         self.peer_server.set(doc, subnets);
         self.peer_server.listen_on(&addrs);
     }
 
-    /// Compares a fresh listing with the state, logs any difference and adopts the listing.
-    fn repair_drift(&mut self, fresh: State) {
-        if fresh.same_tables(&self.state) {
-            // Bookkeeping (unserved names, manager flag) and the swarm's records (polled every
-            // second: a newer reading is not drift) are adopted silently.
-            self.state = fresh;
-            self.metrics.docker.resynced(0);
-            tracing::debug!("Docker sweep: tables match the daemon");
-            return;
+    /// The sweep: compares a fresh listing with the state. A difference is drift only when it
+    /// survives the events that were queued while the listing ran and a fresh inspection of
+    /// what differs (a change that lands during the listing is not drift); drift is logged,
+    /// counted and repaired.
+    async fn sweep(&mut self, docker: &Docker, events: &mut Events) -> Result<(), WatchError> {
+        let fresh = events.unless_ended(self.fetch_all(docker)).await?;
+        if !fresh.same_tables(&self.state) {
+            while let Ok(item) = events.rx.try_recv() {
+                let ev = item?;
+                events.unless_ended(self.apply(docker, &ev)).await?;
+                self.status.events.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        let names = |s: &State, ids: &mut dyn Iterator<Item = &String>| -> Vec<String> {
-            ids.filter_map(|id| s.containers.get(id).map(|c| c.name.clone()))
-                .collect()
-        };
-        let missing = names(
-            &fresh,
-            &mut fresh
+        let mut ids: Vec<String> = fresh
+            .containers
+            .iter()
+            .filter(|(id, c)| self.state.containers.get(*id) != Some(*c))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.extend(
+            self.state
                 .containers
                 .keys()
-                .filter(|id| !self.state.containers.contains_key(*id)),
+                .filter(|id| !fresh.containers.contains_key(*id))
+                .cloned(),
         );
-        let stale = names(
-            &self.state,
-            &mut self
-                .state
-                .containers
-                .keys()
-                .filter(|id| !fresh.containers.contains_key(*id)),
-        );
-        let changed = names(
-            &fresh,
-            &mut fresh.containers.keys().filter(|id| {
-                self.state
-                    .containers
-                    .get(*id)
-                    .is_some_and(|c| Some(c) != fresh.containers.get(*id))
-            }),
-        );
-        let mut nets_fresh: Vec<&String> = fresh.networks.keys().collect();
-        let mut nets_old: Vec<&String> = self.state.networks.keys().collect();
-        nets_fresh.sort();
-        nets_old.sort();
-        tracing::warn!(
-            ?missing,
-            ?stale,
-            ?changed,
-            networks_before = ?nets_old,
-            networks_now = ?nets_fresh,
-            "Docker sweep found drift between the tables and the daemon; repaired"
-        );
-        self.status.drift_repairs.fetch_add(1, Ordering::Relaxed);
-        let net_diff = nets_fresh.iter().filter(|n| !nets_old.contains(n)).count()
-            + nets_old.iter().filter(|n| !nets_fresh.contains(n)).count();
-        let drift = missing.len() + stale.len() + changed.len() + net_diff;
-        self.metrics.docker.resynced(drift.max(1) as u64);
-        self.state = fresh;
-        self.listeners.retry_failed();
+        let before = self.state.containers.clone();
+        for id in &ids {
+            events.unless_ended(self.reinspect(docker, id)).await?;
+        }
+        let nets_before: Vec<String> = sorted_keys(&self.state.networks);
+        self.confirm_networks(docker, events, &fresh).await?;
+        let nets_now: Vec<String> = sorted_keys(&self.state.networks);
+        let drift = Drift::between(&before, &self.state.containers, &ids);
+        // Bookkeeping (unserved names, manager flag) and the swarm's records (polled every
+        // second: a newer reading is not drift) come from the listing.
+        let State {
+            unserved,
+            swarm,
+            cluster,
+            manager,
+            ..
+        } = fresh;
+        self.state.unserved = unserved;
+        (self.state.swarm, self.state.cluster, self.state.manager) = (swarm, cluster, manager);
+        let net_diff = nets_now.iter().filter(|n| !nets_before.contains(n)).count()
+            + nets_before.iter().filter(|n| !nets_now.contains(n)).count();
+        let count = drift.count() + net_diff;
+        self.metrics.docker.resynced(count as u64);
+        if count == 0 {
+            tracing::debug!("Docker sweep: tables match the daemon");
+        } else {
+            tracing::warn!(
+                missing = ?drift.missing,
+                stale = ?drift.stale,
+                changed = ?drift.changed,
+                networks_before = ?nets_before,
+                networks_now = ?nets_now,
+                "Docker sweep found drift between the tables and the daemon; repaired"
+            );
+            self.status.drift_repairs.fetch_add(1, Ordering::Relaxed);
+            self.listeners.retry_failed();
+        }
         self.publish();
+        Ok(())
     }
+}
+
+impl Watcher {
+    /// The sweep's check of networks that differ from a fresh listing: one the listing has is
+    /// inspected and adopted, one it lacks is removed when the daemon no longer knows it.
+    async fn confirm_networks(
+        &mut self,
+        docker: &Docker,
+        events: &mut Events,
+        fresh: &State,
+    ) -> Result<(), WatchError> {
+        let new: Vec<String> = fresh
+            .net_ids
+            .iter()
+            .filter(|(id, _)| !self.state.net_ids.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in new {
+            events
+                .unless_ended(self.inspect_network(docker, &id))
+                .await?;
+        }
+        let gone: Vec<String> = self
+            .state
+            .net_ids
+            .keys()
+            .filter(|id| !fresh.net_ids.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            let r = events
+                .unless_ended(async {
+                    timed(
+                        "/networks/{id}",
+                        docker.inspect_network(&id, None::<InspectNetworkOptions>),
+                    )
+                    .await
+                    .map_err(WatchError::api(format!("inspecting network {id}")))
+                })
+                .await;
+            match r {
+                Ok(_) => {}
+                Err(WatchError::Api { source, .. }) if is_not_found(&source) => {
+                    self.state.remove_network_id(&id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a sweep's re-inspection changed: container names by kind of difference.
+struct Drift {
+    missing: Vec<String>,
+    stale: Vec<String>,
+    changed: Vec<String>,
+}
+
+impl Drift {
+    /// The differences between the containers before and after re-inspecting `ids`.
+    fn between(
+        before: &BTreeMap<String, Container>,
+        after: &BTreeMap<String, Container>,
+        ids: &[String],
+    ) -> Drift {
+        let mut d = Drift {
+            missing: Vec::new(),
+            stale: Vec::new(),
+            changed: Vec::new(),
+        };
+        for id in ids {
+            match (before.get(id), after.get(id)) {
+                (None, Some(c)) => d.missing.push(c.name.clone()),
+                (Some(c), None) => d.stale.push(c.name.clone()),
+                (Some(a), Some(b)) if a != b => d.changed.push(b.name.clone()),
+                _ => {}
+            }
+        }
+        d
+    }
+
+    fn count(&self) -> usize {
+        self.missing.len() + self.stale.len() + self.changed.len()
+    }
+}
+
+fn sorted_keys<V>(m: &HashMap<String, V>) -> Vec<String> {
+    let mut k: Vec<String> = m.keys().cloned().collect();
+    k.sort();
+    k
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
