@@ -77,7 +77,11 @@ fn script(cmd: &str) -> std::process::Output {
         .arg(cmd)
         .current_dir(repo())
         .env("PATH", sys_path())
-        .env("DOCKNS_BIN", env!("CARGO_BIN_EXE_dockns"))
+        // DOCKNS_SWARM_BIN runs another build (e.g. an older one, to see this test fail).
+        .env(
+            "DOCKNS_BIN",
+            std::env::var("DOCKNS_SWARM_BIN").unwrap_or(env!("CARGO_BIN_EXE_dockns").into()),
+        )
         .env(
             "DOCKNS_BUILD",
             repo().join("contrib/image/build-offline.sh"),
@@ -451,13 +455,15 @@ def ask(s):
         return dns.rcode.to_text(r.rcode()) + " " + " ".join(sorted(str(rd) for rr in r.answer for rd in rr))
     except Exception as e:
         return "(%s)" % type(e).__name__
-t0 = time.monotonic(); last = [None, None]; changed = [t0, t0]
+last = [ask(s) for s in servers]
+print("ready", flush=True)
+t0 = time.monotonic(); changed = [t0, t0]
 while True:
     now = time.monotonic()
     for i, s in enumerate(servers):
         a = ask(s)
         if a != last[i]:
-            last[i] = a; changed[i] = now
+            last[i] = a; changed[i] = time.monotonic()
     if last[0] == last[1] and now - max(changed) >= 3 or now - t0 > 40:
         break
     time.sleep(0.02)
@@ -477,7 +483,7 @@ impl Probe {
         );
         let servers = format!("127.0.0.11,{}", DNS_IP[node]);
         let name = name.to_string();
-        let child = Command::new("nsenter")
+        let mut child = Command::new("nsenter")
             .args([
                 "-n",
                 "-t",
@@ -491,11 +497,15 @@ impl Probe {
             .stdout(Stdio::piped())
             .spawn()
             .expect("nsenter probe");
-        // Let it read the answers before the step.
-        std::thread::sleep(Duration::from_millis(300));
+        // The answers before the step are read when it says "ready".
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("probe stdout"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).expect("probe ready");
+        assert_eq!(line.trim(), "ready", "probe for {name}");
         Probe(std::thread::spawn(move || {
-            let out = child.wait_with_output().expect("probe");
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut text);
+            let _ = child.wait();
             let f: Vec<&str> = text.trim().split('\t').collect();
             let lag = f.first().and_then(|l| l.parse().ok()).unwrap_or(f64::NAN);
             let at = |i: usize| f.get(i).map(|s| s.to_string()).unwrap_or_default();

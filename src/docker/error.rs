@@ -34,6 +34,15 @@ pub enum WatchError {
     /// The task reading the event stream stopped.
     #[error("event reader stopped")]
     ReaderStopped,
+    /// A swarm peer (another node's dockns) could not be read.
+    #[error("swarm peer {peer}: {source}")]
+    Peer {
+        /// The peer's address and port.
+        peer: std::net::SocketAddr,
+        /// Why: connection, timeout, or a document that is not one.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl WatchError {

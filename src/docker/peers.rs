@@ -18,6 +18,7 @@
 //! sidecars named alike). This module must not decide when to fetch (that is `sync`) nor
 //! touch the catalog (that is `swarm::merge`).
 
+use super::error::WatchError;
 use super::swarm::{SwarmEndpoint, SwarmView};
 use crate::model::Container;
 use arc_swap::ArcSwap;
@@ -31,6 +32,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const PEER_PORT: u16 = 5380;
 /// How long one fetch from a peer may take.
 const FETCH_TIMEOUT: Duration = Duration::from_millis(800);
+/// Peer connections being written to at once, per listener.
+const MAX_WRITERS: usize = 32;
 /// The largest document read from a peer.
 const MAX_DOC: u64 = 4 << 20;
 
@@ -155,25 +158,26 @@ pub fn combine(docs: &BTreeMap<IpAddr, PeerDoc>) -> Told {
     out
 }
 
-/// Reads one peer's document. Errors are one line naming the peer.
-pub async fn fetch(ip: IpAddr) -> Result<PeerDoc, String> {
-    let addr = SocketAddr::new(ip, PEER_PORT);
+/// Reads one peer's document.
+pub async fn fetch(ip: IpAddr) -> Result<PeerDoc, WatchError> {
+    let peer = SocketAddr::new(ip, PEER_PORT);
     let read = async {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let stream = tokio::net::TcpStream::connect(peer).await?;
         let mut buf = Vec::new();
         stream.take(MAX_DOC).read_to_end(&mut buf).await?;
         Ok::<_, std::io::Error>(buf)
     };
+    let fail = |source| WatchError::Peer { peer, source };
     let buf = match tokio::time::timeout(FETCH_TIMEOUT, read).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return Err(format!("swarm peer {addr}: {e}")),
+        Ok(r) => r.map_err(fail)?,
         Err(_) => {
-            return Err(format!(
-                "swarm peer {addr}: no answer within {FETCH_TIMEOUT:?}"
-            ))
+            return Err(fail(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {FETCH_TIMEOUT:?}"),
+            )))
         }
     };
-    serde_json::from_slice(&buf).map_err(|e| format!("swarm peer {addr}: bad document: {e}"))
+    serde_json::from_slice(&buf).map_err(|e| fail(std::io::Error::other(e)))
 }
 
 /// What the peer listeners serve: the document and each network's subnets (a client is served
@@ -246,11 +250,17 @@ impl Drop for PeerServer {
     }
 }
 
-/// Accepts peers and writes each the document of the networks its address is on.
+/// Accepts peers and writes each the document of the networks its address is on. At most
+/// [`MAX_WRITERS`] writes are in flight (each bounded by [`FETCH_TIMEOUT`]); a connection beyond
+/// that is closed at once, so a flood costs a closed socket each, never memory.
 async fn serve(listener: tokio::net::TcpListener, served: Arc<ArcSwap<Served>>) {
+    let writers = Arc::new(tokio::sync::Semaphore::new(MAX_WRITERS));
     loop {
         let Ok((mut stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(permit) = writers.clone().try_acquire_owned() else {
             continue;
         };
         let body = {
@@ -273,6 +283,7 @@ async fn serve(listener: tokio::net::TcpListener, served: Arc<ArcSwap<Served>>) 
         };
         tokio::spawn(async move {
             let _ = tokio::time::timeout(FETCH_TIMEOUT, stream.write_all(&body)).await;
+            drop(permit);
         });
     }
 }
@@ -359,5 +370,35 @@ mod tests {
         // A document from an older dockns (no `retired`) still reads.
         let old: PeerDoc = serde_json::from_str(r#"{"networks":{}}"#).unwrap();
         assert!(old.retired.is_empty());
+    }
+
+    /// A peer listener serves a client only the networks its address is on, and `fetch` reads
+    /// that document back; a listener that is not there is a named error, not a hang.
+    #[tokio::test]
+    async fn serve_and_fetch_over_tcp() {
+        let ip: IpAddr = "127.0.53.80".parse().unwrap();
+        let mut server = PeerServer::default();
+        let mut doc = PeerDoc::default();
+        for net in ["ov", "other"] {
+            doc.networks.insert(net.to_string(), PeerNet::default());
+        }
+        doc.networks
+            .get_mut("ov")
+            .unwrap()
+            .endpoints
+            .insert(ip, vec!["c2a".into()]);
+        let subnets = BTreeMap::from([
+            ("ov".to_string(), vec!["127.0.0.0/8".parse().unwrap()]),
+            ("other".to_string(), vec!["10.99.0.0/24".parse().unwrap()]),
+        ]);
+        server.set(doc, subnets);
+        server.listen_on(&[ip]);
+        let got = fetch(ip).await.unwrap();
+        assert_eq!(got.networks.keys().collect::<Vec<_>>(), vec!["ov"]);
+        assert_eq!(got.networks["ov"].endpoints[&ip], vec!["c2a"]);
+        server.listen_on(&[]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let e = fetch(ip).await.unwrap_err().to_string();
+        assert!(e.starts_with("swarm peer 127.0.53.80:5380: "), "{e}");
     }
 }

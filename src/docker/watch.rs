@@ -7,7 +7,13 @@
 //! state replaces the old one, so replayed, duplicated or reordered events are harmless. When the
 //! daemon goes away the last tables keep being served; the watcher reconnects with backoff and a
 //! fresh full sync replaces the state, dropping whatever vanished. A periodic sweep compares the
-//! state with a fresh listing and repairs (and logs) any drift.
+//! state with a fresh listing and repairs (and logs) any drift that survives the events queued
+//! meanwhile and a re-inspection of what differs.
+//!
+//! Swarm: no event reaches a node for a task or container on another node, so the service
+//! records of each served overlay network (see `swarm`) are read every second and after every
+//! batch of events, together with what a manager's `/services` and `/tasks` add and, in
+//! sidecar mode, what the dockns on the other nodes tell (see `peers`).
 //!
 //! Reconnecting: attempts start 200 ms apart and back off to at most 500 ms apart, however long
 //! the daemon stays away, so the tables are resynced within about a second of its return (the
