@@ -66,7 +66,7 @@ pub struct ClusterInfo {
     pub aliases: BTreeMap<(String, String), Vec<String>>,
     /// Task ID → container ID.
     pub task_containers: HashMap<String, String>,
-    /// Tasks whose desired state is `running`. A task the records still list but the manager
+    /// Tasks whose desired state is `running` (or `complete`: a job's task). A task the records still list but the manager
     /// is shutting down (rolling update, scale down, removal) is not here: Docker's resolver
     /// stops answering it at once, while the records keep it until its container is gone.
     pub running: HashSet<String>,
@@ -165,7 +165,12 @@ pub fn cluster(services: &[Service], tasks: &[Task]) -> ClusterInfo {
         }
     }
     for t in tasks {
-        if let (Some(id), Some(TaskState::RUNNING)) = (t.id.as_deref(), t.desired_state.as_ref()) {
+        // Job-mode services run their tasks towards `complete`.
+        let meant = matches!(
+            t.desired_state,
+            Some(TaskState::RUNNING | TaskState::COMPLETE)
+        );
+        if let (Some(id), true) = (t.id.as_deref(), meant) {
             out.running.insert(id.to_string());
         }
         let cid = t
@@ -581,6 +586,7 @@ mod tests {
                 "ContainerStatus": {"ContainerID": "976e99b59e0d469a"}}},
             {"ID": "old", "DesiredState": "shutdown", "Status": {"State": "running",
                 "ContainerStatus": {"ContainerID": "0123456789abcdef"}}},
+            {"ID": "job", "DesiredState": "complete", "Status": {"State": "running"}},
             {"ID": "pending", "Status": {"State": "pending"}}
         ]))
         .unwrap();
@@ -591,7 +597,10 @@ mod tests {
         );
         assert_eq!(c.task_containers.len(), 2);
         assert_eq!(c.task_containers["q2dh"], "976e99b59e0d469a");
-        assert_eq!(c.running, HashSet::from(["q2dh".to_string()]));
+        assert_eq!(
+            c.running,
+            HashSet::from(["q2dh".to_string(), "job".to_string()])
+        );
         assert!(c.known);
     }
 }

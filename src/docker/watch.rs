@@ -383,7 +383,7 @@ impl Watcher {
         let mut poll = ticker(SWARM_POLL);
         let mut rebind = ticker(LISTENER_RETRY);
         loop {
-            let swarm = !self.state.swarm_networks().is_empty();
+            let swarm = self.state.networks.values().any(|n| n.swarm);
             let step = tokio::select! {
                 _ = rebind.tick(), if self.opts.sidecar || self.listeners.has_failed() => {
                     self.retry_listeners();
@@ -448,7 +448,7 @@ impl Watcher {
         docker: &Docker,
         events: &mut Events,
     ) -> Result<(), WatchError> {
-        if !self.state.swarm_networks().is_empty() {
+        if self.state.networks.values().any(|n| n.swarm) {
             events.unless_ended(self.poll_swarm(docker)).await?;
         }
         self.publish();
