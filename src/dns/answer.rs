@@ -4,9 +4,9 @@
 //! local answer, NODATA, NXDOMAIN, error, forward or drop; it never allocates on the fast path
 //! (an ordinary query for a local name) and never blocks. Forwarding itself is the caller's job.
 
-use super::slow::{parse_slow, SlowParse};
-use super::wire::{self, rcode, Body, EdnsInfo, Parse};
 use crate::model::{Resolution, Snapshot, Unanswered, MAX_KEY_LEN, REVERSE_AUTHORITY_LEN};
+use crate::wire::slow::{parse_slow, SlowParse};
+use crate::wire::{self, rcode, Body, EdnsInfo, Parse};
 use std::net::IpAddr;
 
 /// What to do with a packet.

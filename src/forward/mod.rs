@@ -29,10 +29,10 @@
 //! container must not be served for ten minutes.
 
 use crate::dns::answer::error_response;
-use crate::dns::slow::{parse_slow, SlowParse};
-use crate::dns::stats::AnswerSource;
-use crate::dns::wire::{self, rcode, EdnsInfo, MAX_MESSAGE};
 use crate::metrics::{CacheMetrics, UpstreamTotals};
+use crate::stats::AnswerSource;
+use crate::wire::slow::{parse_slow, SlowParse};
+use crate::wire::{self, rcode, EdnsInfo, MAX_MESSAGE};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub mod cache;

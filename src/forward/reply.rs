@@ -29,7 +29,7 @@
 //!   extended rcode, no options). A reply over the client's UDP limit becomes header, question
 //!   and OPT with TC set (RFC 6891 §6.1.1: the OPT stays).
 
-use crate::dns::wire::{self, EdnsInfo, HEADER_LEN};
+use crate::wire::{self, EdnsInfo, HEADER_LEN};
 
 /// UDP payload size dockns advertises to upstreams (DNS Flag Day 2020).
 pub const UPSTREAM_EDNS_SIZE: u16 = 1232;

@@ -6,7 +6,7 @@
 //! This module only counts; rendering (Prometheus text) lives in `metrics`, and what counts as a
 //! reply is decided by the listeners that call in here.
 
-use super::answer::Outcome;
+use crate::dns::answer::Outcome;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
