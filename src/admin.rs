@@ -19,10 +19,10 @@ use crate::dns::listen::{BindError, ListenerSet};
 use crate::forward::Forwarder;
 use crate::metrics::{self, ServerMetrics, TableSizes};
 use crate::model::{
-    endpoint_names, normalize_name, reverse_name, Catalog, Publisher, RecordSet, Resolution,
-    Snapshot,
+    endpoint_names, normalize_name, reverse_name, Catalog, Publisher, Resolution, Snapshot,
 };
 use crate::stats::Stats;
+use crate::wire::RecordSet;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;

@@ -3,7 +3,7 @@
 #![no_main]
 use dockns::wire::slow::{parse_slow, SlowParse};
 use dockns::wire::{parse_query, Parse};
-use dockns::model::MAX_KEY_LEN;
+use dockns::wire::MAX_KEY_LEN;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -30,7 +30,7 @@
 
 use super::reply::{self, Answer, AnswerRef, ClientQuery, Ttl};
 use crate::metrics::CacheMetrics;
-use crate::model::MAX_KEY_LEN;
+use crate::wire::MAX_KEY_LEN;
 use crate::wire::{self, Parse};
 use rustc_hash::FxHasher;
 use std::collections::{HashMap, VecDeque};
