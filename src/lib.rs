@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod admin;
 pub mod bench;
 pub mod cli;
@@ -19,5 +20,6 @@ pub mod mmsg;
 pub mod model;
 pub mod privileges;
 pub mod server;
+pub mod statics;
 pub mod stats;
 pub mod wire;
