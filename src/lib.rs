@@ -15,6 +15,8 @@ pub mod config;
 pub mod dns;
 pub mod docker;
 pub mod forward;
+#[cfg(test)]
+mod layout;
 pub mod metrics;
 pub mod mmsg;
 pub mod model;
