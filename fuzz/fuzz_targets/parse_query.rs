@@ -1,7 +1,7 @@
 //! Fuzzes the zero-allocation fast parser: never panics, never reports positions past the packet.
 #![no_main]
-use dockns::dns::wire::{parse_query, Parse, HEADER_LEN};
-use dockns::model::MAX_KEY_LEN;
+use dockns::wire::{parse_query, Parse, HEADER_LEN};
+use dockns::wire::MAX_KEY_LEN;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

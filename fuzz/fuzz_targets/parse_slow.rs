@@ -1,9 +1,9 @@
 //! Fuzzes the hickory-backed slow parser: never panics; what it accepts re-encodes into a
 //! question the fast parser reads back with the same key.
 #![no_main]
-use dockns::dns::slow::{parse_slow, SlowParse};
-use dockns::dns::wire::{parse_query, Parse};
-use dockns::model::MAX_KEY_LEN;
+use dockns::wire::slow::{parse_slow, SlowParse};
+use dockns::wire::{parse_query, Parse};
+use dockns::wire::MAX_KEY_LEN;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,9 +5,9 @@
 #![allow(dead_code)]
 
 use dockns::config::{Config, Overrides};
-use dockns::dns::wire::{self, Parse};
-use dockns::model::MAX_KEY_LEN;
 use dockns::server::Server;
+use dockns::wire::MAX_KEY_LEN;
+use dockns::wire::{self, Parse};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
