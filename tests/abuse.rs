@@ -6,10 +6,10 @@
 //! and `allow = ["127.0.0.1/32"]`, so a client bound to 127.0.0.2 counts as outside, while a
 //! static network with subnet 127.0.0.64/26 stands for a served container network.
 
-mod relsupport;
+mod kit;
 
 use dockns::config::{Config, Overrides};
-use relsupport::*;
+use kit::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 

@@ -7,12 +7,12 @@ use dockns::dns::answer::{handle, handle_slow, Action};
 use dockns::model::Snapshot;
 use std::net::IpAddr;
 
-mod relsupport;
+mod kit;
 
 fn snapshots() -> (Snapshot, Snapshot) {
     let text = format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\ndomain = \"docker\"\n[upstream]\nservers = [\"127.0.0.1:9\"]\n{}",
-        relsupport::NETWORKS
+        kit::NETWORKS
     );
     let cfg = Config::from_toml(&text, &Overrides::default()).expect("config");
     (
@@ -71,7 +71,7 @@ fn replay_answer_crashes() {
 fn client_subnet_options_agree_on_both_paths() {
     // A well-formed ECS option (IPv4 /24) and a malformed one (empty).
     let q = |opt: &[u8]| {
-        let mut p = relsupport::query(9, "db", 1, false);
+        let mut p = kit::query(9, "db", 1, false);
         p[11] = 1;
         p.extend_from_slice(&[0, 0, 41, 4, 0xD0, 0, 0, 0, 0]);
         p.extend_from_slice(&(opt.len() as u16).to_be_bytes());
@@ -101,6 +101,6 @@ fn client_subnet_options_agree_on_both_paths() {
         ) else {
             panic!("{what}: no reply")
         };
-        assert_eq!(relsupport::rcode(&out[..n]), rcode, "{what}");
+        assert_eq!(kit::rcode(&out[..n]), rcode, "{what}");
     }
 }
