@@ -8,37 +8,8 @@ use dockns::config::{Config, Overrides};
 use dockns::server::Server;
 use std::net::SocketAddr;
 
-/// The static tables every reliability test serves.
-pub const NETWORKS: &str = r#"
-[[network]]
-name = "demo"
-subnet = "10.89.0.0/24"
-
-[[network.container]]
-name = "db"
-ipv4 = ["10.89.0.2"]
-ipv6 = ["fd00:89::2"]
-aliases = ["postgres"]
-
-[[network.container]]
-name = "api-1"
-ipv4 = ["10.89.0.11"]
-aliases = ["api"]
-
-[[network.container]]
-name = "api-2"
-ipv4 = ["10.89.0.12"]
-aliases = ["api"]
-
-[[network]]
-name = "backoffice"
-internal = true
-subnet = "10.90.0.0/24"
-
-[[network.container]]
-name = "vault"
-ipv4 = ["10.90.0.2"]
-"#;
+/// The static tables the reliability tests and the fuzz targets serve (`networks.toml`).
+pub const NETWORKS: &str = include_str!("networks.toml");
 
 /// A config text: listen on 127.0.0.1:0, one UDP worker, the given keys, [`NETWORKS`] and
 /// `extra` (more TOML tables).
