@@ -149,7 +149,7 @@ fn drop_own_dns_servers(cat: &mut Catalog, opts: &WatchOptions, local: &[IpAddr]
     };
     for c in cat.containers.values_mut() {
         c.dns
-            .retain(|s| !crate::config::is_own_listener(*s, &own, local));
+            .retain(|s| !crate::addr::is_own_listener(*s, &own, local));
     }
 }
 
@@ -173,7 +173,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DockerConfig;
+    use crate::docker::DockerConfig;
     use crate::model::{Endpoint, Health, Network, ServiceRecord};
 
     fn opts(gateways: bool, sidecar: bool) -> WatchOptions {

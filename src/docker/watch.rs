@@ -41,7 +41,7 @@ use super::error::{is_not_found, timed, WatchError};
 use super::listeners::{local_addresses, ListenerSync};
 use super::peers::{self, PeerDoc, PeerServer, Told};
 use super::state::State;
-use crate::config::DockerConfig;
+use super::DockerConfig;
 use crate::dns::listen::ListenerSet;
 use crate::metrics::ServerMetrics;
 use crate::model::{Catalog, Container, Publisher};
