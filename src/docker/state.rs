@@ -154,6 +154,25 @@ fn drop_own_dns_servers(cat: &mut Catalog, opts: &WatchOptions, local: &[IpAddr]
 }
 
 impl State {
+    /// Whether a node-local container has an address on a swarm network that the network's
+    /// records do not list (yet).
+    pub fn unlisted_local(&self) -> bool {
+        if self.swarm.is_empty() {
+            return false;
+        }
+        self.containers.values().any(|c| {
+            c.endpoints.iter().any(|ep| {
+                self.swarm.get(&ep.network).is_some_and(|v| {
+                    ep.ipv4
+                        .iter()
+                        .map(|a| IpAddr::V4(*a))
+                        .chain(ep.ipv6.iter().map(|a| IpAddr::V6(*a)))
+                        .any(|ip| !v.endpoints.iter().any(|e| e.ip == ip))
+                })
+            })
+        })
+    }
+
     /// Service aliases a manager knows, by network name then service.
     pub fn service_aliases(&self) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
         let mut out: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
@@ -303,6 +322,27 @@ mod tests {
         assert!(!st.remove_network_id("id-app"));
         assert!(st.swarm.is_empty());
         assert!(!st.networks.contains_key("app"));
+    }
+
+    #[test]
+    fn a_local_container_the_records_do_not_list_yet() {
+        let mut st = state();
+        assert!(
+            !st.unlisted_local(),
+            "no swarm network: nothing to wait for"
+        );
+        st.swarm.insert("app".into(), SwarmView::default());
+        assert!(st.unlisted_local());
+        st.swarm
+            .get_mut("app")
+            .unwrap()
+            .endpoints
+            .push(crate::docker::swarm::SwarmEndpoint {
+                name: "self".into(),
+                ip: "10.5.0.7".parse().unwrap(),
+                service: String::new(),
+            });
+        assert!(!st.unlisted_local());
     }
 
     #[test]

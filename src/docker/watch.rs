@@ -64,6 +64,10 @@ const EVENTS_LOOKBACK: Duration = Duration::from_secs(2);
 /// How often the service records of served swarm networks are read again (see `swarm`): what
 /// bounds how late a change on another node is answered, after Docker's own gossip.
 const SWARM_POLL: Duration = Duration::from_secs(1);
+/// How often, and for how long at most, the records are read again while a node-local
+/// container on an overlay is not listed yet (Docker lists it a moment after its event).
+const QUICK_POLL: Duration = Duration::from_millis(50);
+const QUICK_FOR: Duration = Duration::from_secs(2);
 /// Within a burst of events, the tables are published at least this often.
 const BURST_PUBLISH: Duration = Duration::from_millis(20);
 /// How often listener addresses that failed to bind are tried again.
@@ -382,6 +386,8 @@ impl Watcher {
         sweep.tick().await;
         let mut poll = ticker(SWARM_POLL);
         let mut rebind = ticker(LISTENER_RETRY);
+        // Until when a node-local container the records do not list yet is polled for quickly.
+        let mut quick_until: Option<Instant> = None;
         loop {
             let swarm = self.state.networks.values().any(|n| n.swarm);
             let step = tokio::select! {
@@ -397,10 +403,20 @@ impl Watcher {
                     self.sweep(docker, events).await
                 }
                 _ = poll.tick(), if swarm => self.poll_and_publish(docker, events).await,
+                _ = tokio::time::sleep(QUICK_POLL), if quick_until.is_some() => {
+                    self.poll_and_publish(docker, events).await
+                }
             };
             if let Err(e) = step {
                 return e;
             }
+            // A container that just started here is in the records a moment after its event.
+            quick_until = match self.state.unlisted_local() {
+                true => quick_until
+                    .or_else(|| Some(Instant::now() + QUICK_FOR))
+                    .filter(|until| Instant::now() < *until),
+                false => None,
+            };
         }
     }
 
