@@ -826,3 +826,74 @@ fn doc_toml_snippets_are_valid_configurations() {
     }
     assert!(seen >= 2, "found {seen} TOML snippets");
 }
+
+/// Kills the `dockns serve` it holds when dropped (also when the test fails).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `dockns health` (the image's HEALTHCHECK) presents the `[admin] token_file` token: with an
+/// admin API that admits no address without the token (`allow = []`, `full_access = []`), the
+/// check still reads `/readyz` and passes, while the same request without the token is refused
+/// (401, RFC 6750 3.1), which `dockns health` reports as unhealthy.
+#[test]
+fn health_presents_the_admin_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cr3t-health-token\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let cfg = write(
+        dir.path(),
+        "dockns.toml",
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\
+             [upstream]\nservers = [\"127.0.0.1:9\"]\n\
+             [admin]\nlisten = \"127.0.0.1:{port}\"\nallow = []\nfull_access = []\n\
+             token_file = \"{}\"\n",
+            token.display()
+        ),
+    );
+    let _server = Child(
+        std::process::Command::new(BIN)
+            .args(["serve", "--config", &cfg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start dockns serve"),
+    );
+    let health = |extra: &[&str]| {
+        let o = std::process::Command::new(BIN)
+            .args(["health", "--config", &cfg])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (code, out) = wait_for("dockns health to pass", Duration::from_secs(10), || {
+        let (code, out) = health(&[]);
+        (code == Some(0)).then_some((code, out))
+    });
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ready"), "{out}");
+    // The same request without the token (an explicit --admin URL loads no configuration).
+    let (code, out) = health(&["--admin", &format!("http://127.0.0.1:{port}")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("HTTP 401"), "{out}");
+}
