@@ -413,9 +413,13 @@ fn sidecar_without_socket_access_is_unhealthy_and_says_why() {
     eprintln!("unhealthy {took:?} after start");
 }
 
-/// Host mode: the host itself asks a container name through a network's gateway address. The
-/// packet leaves from one of the host's own addresses (after Docker's MASQUERADE), which is
-/// answered like loopback, not REFUSED.
+/// Host mode: the host itself asks through a network's gateway address. The packet's source is
+/// one of the host's own addresses (the gateway address itself, or another after Docker's
+/// MASQUERADE), so it is the host asking: answered with the host view, like loopback (every
+/// network's `name.network`, and plain names), not with the view of the network whose gateway
+/// it reached. Asked on network A's gateway, a container that is only on network B resolves,
+/// as `name` and `name.B`, from every IPv4 address of the host; a container on A asking the
+/// same gateway still sees only A (the name goes to the upstream, which says NXDOMAIN).
 #[test]
 fn host_resolves_through_a_gateway_address() {
     if !docker_available() {
@@ -423,40 +427,58 @@ fn host_resolves_through_a_gateway_address() {
     }
     let _serial = serial();
     let lab = Lab::new("hgw");
-    let net = lab.network("net", &[]);
-    let web = lab.run("web", &["--network", &net]);
-    let want = ip_on(&web, &net);
+    let net_a = lab.network("neta", &[]);
+    let net_b = lab.network("netb", &[]);
+    let web = lab.run("web", &["--network", &net_b]);
+    let peer = lab.run("peer", &["--network", &net_a]);
+    let want = ip_on(&web, &net_b);
     let d = Dockns::start("");
-    let gw = d.on(&net);
-    let r = wait_for("the host's answer", Duration::from_secs(5), || {
-        let r = ask(gw, &web, RecordType::A);
-        (r.rcode != ResponseCode::NoError || !r.answers.is_empty()).then_some(r)
+    let gw = d.on(&net_a);
+    // Once the tables have `web` (the host view over loopback answers it).
+    wait_for("web in the tables", Duration::from_secs(5), || {
+        (ask(d.loopback, &web, RecordType::A).addrs().len() == 1).then_some(())
     });
-    assert_eq!(r.rcode, ResponseCode::NoError, "{r:?}");
-    assert_eq!(r.addrs().into_iter().collect::<Vec<_>>(), [want], "{r:?}");
-    // And from every other address of the host too (dig -b <host address>).
+    let qualified = format!("{web}.{net_b}");
+    let ask_bound = |from: std::net::Ipv4Addr, name: &str| -> Message {
+        let sock = UdpSocket::bind((from, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut msg = Message::query();
+        msg.metadata.id = 77;
+        msg.metadata.recursion_desired = true;
+        msg.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        sock.send_to(&msg.to_vec().unwrap(), gw).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("{name} from {from} on {gw}: {e}"));
+        Message::from_vec(&buf[..n]).unwrap()
+    };
+    let mut sources = 0;
     for local in dockns::docker::listeners::local_addresses() {
         let IpAddr::V4(v4) = local else { continue };
         if v4.is_loopback() {
             continue;
         }
-        let sock = UdpSocket::bind((v4, 0)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut msg = Message::query();
-        msg.metadata.id = 77;
-        msg.add_query(Query::query(Name::from_ascii(&web).unwrap(), RecordType::A));
-        sock.send_to(&msg.to_vec().unwrap(), gw).unwrap();
-        let mut buf = [0u8; 1500];
-        let (n, _) = sock
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("from {v4}: {e}"));
-        let reply = Message::from_vec(&buf[..n]).unwrap();
-        assert_eq!(
-            reply.metadata.response_code,
-            ResponseCode::NoError,
-            "from {v4}"
-        );
+        sources += 1;
+        for name in [web.as_str(), qualified.as_str()] {
+            let r = ask_bound(v4, name);
+            assert_eq!(
+                r.metadata.response_code,
+                ResponseCode::NoError,
+                "{name} from host address {v4} on {gw}: {r:?}"
+            );
+            assert_eq!(addrs(&r), [want.to_string()], "{name} from {v4}: {r:?}");
+        }
     }
+    assert!(sources >= 2, "the host has a gateway address and another");
+    // Unbound (the kernel picks the source: the gateway address itself), as `dig @gw` does.
+    let r = ask(gw, &qualified, RecordType::A);
+    assert_eq!(r.addrs().into_iter().collect::<Vec<_>>(), [want], "{r:?}");
+    // A container on A asking A's gateway keeps its own scope: B's container is not its name.
+    let r = ask_from(pid(&peer), gw, &web, RecordType::A);
+    assert_eq!(r.rcode, ResponseCode::NXDomain, "{r:?}");
+    assert!(r.answers.is_empty(), "{r:?}");
+    assert!(d.upstream.saw(&web), "forwarded as Docker would forward it");
 }
 
 /// Compiles `tests/clients/lookups.c` with `cc` (musl-gcc: static) into `dir`.

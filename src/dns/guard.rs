@@ -7,7 +7,8 @@
 //! configured `allow` CIDRs, known container addresses and addresses in a served network's
 //! subnet (both from the current snapshot) are; and, until the first Docker sync, the subnets of
 //! a sidecar's own interfaces (so it can answer while it syncs). Everyone else gets REFUSED or
-//! nothing (`refuse_mode`). It is a few comparisons against an immutable policy read through
+//! nothing (`refuse_mode`). [`Guard::scope_local`] makes this machine's own addresses the host
+//! asking: their queries on a gateway listener get the host view, not that network's. It is a few comparisons against an immutable policy read through
 //! `arc-swap`: no allocation, no lock. [`Guard::allow_forward`] is a per-client token bucket for
 //! questions that go upstream (only those: local answers are never rate-limited; loopback and
 //! this machine's own addresses are exempt by default); its table is bounded. Over the rate the
@@ -164,7 +165,7 @@ impl Guard {
         if (s.allow_loopback && client.is_loopback())
             || snap.is_served_client(client)
             || s.allow.iter().any(|n| n.contains(&client))
-            || (s.allow_loopback && self.host_addrs.load().contains(&client))
+            || (s.allow_loopback && self.host_addrs.load().binary_search(&client).is_ok())
             || self.provisional.load().iter().any(|n| n.contains(&client))
         {
             Admission::Allow
@@ -173,6 +174,23 @@ impl Guard {
                 RefuseMode::Refused => Admission::Refuse,
                 RefuseMode::Drop => Admission::Drop,
             }
+        }
+    }
+
+    /// The listener address that picks `client`'s view (scope rule 2), or `None` for the host
+    /// view: a packet from this machine's own address to a gateway listener is the host asking
+    /// (`dig @<gateway> name`; its source is the gateway address itself, or another host address
+    /// after Docker's MASQUERADE), so it sees the host view, like loopback, not that network's.
+    /// Rule 1 (a known container's own networks) still comes first in the snapshot.
+    /// Allocation-free and lock-free (a binary search of the sorted host addresses).
+    #[inline]
+    pub fn scope_local(&self, client: IpAddr, local: Option<IpAddr>) -> Option<IpAddr> {
+        let l = local?;
+        let client = client.to_canonical();
+        if client.is_loopback() || self.host_addrs.load().binary_search(&client).is_ok() {
+            None
+        } else {
+            Some(l)
         }
     }
 
@@ -203,7 +221,7 @@ impl Guard {
         let client = client.to_canonical();
         if s.forward_rate == 0
             || (!s.rate_limit_loopback
-                && (client.is_loopback() || self.host_addrs.load().contains(&client)))
+                && (client.is_loopback() || self.host_addrs.load().binary_search(&client).is_ok()))
         {
             return true;
         }
@@ -355,6 +373,36 @@ mod tests {
             ..GuardSettings::default()
         });
         assert_eq!(g.admit(&s, ip("192.0.2.10")), Admission::Refuse);
+    }
+
+    #[test]
+    fn host_addresses_asking_on_a_gateway_get_the_host_view() {
+        let g = Guard::new(GuardSettings::default());
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let gw = Some(ip("172.18.0.1"));
+        g.set_host_addrs(vec![ip("192.0.2.10"), ip("172.18.0.1")]);
+        assert_eq!(
+            g.scope_local(ip("172.18.0.1"), gw),
+            None,
+            "the gateway itself"
+        );
+        assert_eq!(
+            g.scope_local(ip("192.0.2.10"), gw),
+            None,
+            "another host address"
+        );
+        assert_eq!(
+            g.scope_local(ip("::ffff:192.0.2.10"), gw),
+            None,
+            "IPv4-mapped"
+        );
+        assert_eq!(g.scope_local(ip("127.0.0.1"), gw), None, "loopback");
+        assert_eq!(
+            g.scope_local(ip("172.18.0.5"), gw),
+            gw,
+            "a client on the network"
+        );
+        assert_eq!(g.scope_local(ip("192.0.2.10"), None), None);
     }
 
     #[test]

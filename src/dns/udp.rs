@@ -117,7 +117,10 @@ impl UdpWorker {
                     let out = outb.buf_mut(replies);
                     let action = match self.guard.screen(&snap, client, pkt, out, false) {
                         Some(refused) => refused,
-                        None => answer::handle(&snap, client, self.local, pkt, out, false),
+                        None => {
+                            let local = self.guard.scope_local(client, self.local);
+                            answer::handle(&snap, client, local, pkt, out, false)
+                        }
                     };
                     let (len, source) = match action {
                         Action::Reply(len, outcome) => {
