@@ -1,7 +1,10 @@
 //! Deployment modes against a real dockerd (issue 13): the sidecar image answers from the moment
 //! `docker start` returns and says `ready` only after its first Docker sync; a sidecar without
 //! access to the Docker socket is reported unhealthy by Docker's own HEALTHCHECK and says why;
-//! host mode answers the host itself through a network's gateway address.
+//! host mode answers the host itself through a network's gateway address, with the host view;
+//! two sidecars fail over within 1.2 s for glibc and musl; `dockns health` presents the admin
+//! token; every deployment snippet of README.md and docs/docker.md is a file or a block a test
+//! here runs.
 //!
 //! The sidecar runs the offline image (`contrib/image/build-offline.sh`, the test's own binary),
 //! the way the README and `examples/compose-sidecar` run it. Its upstream is a second container
@@ -667,24 +670,26 @@ fn check_config_output_is_a_config_that_round_trips() {
 /// High availability as docs/docker.md describes it: two sidecars on the network, each with the
 /// sidecar example's dockns.toml, the client's resolv.conf naming both with the example
 /// resolv.conf's options (`timeout:1 attempts:2`). After `docker stop` of the
-/// first, a glibc client (getaddrinfo, A and AAAA) resolves container names in at most 1.2 s
-/// per lookup, through the second.
+/// first, a glibc client and a static musl client (getaddrinfo, A and AAAA) resolve container
+/// names in at most 1.2 s per lookup, through the second. (glibc asks the servers in order, one
+/// `timeout` each; musl asks every listed server at once and takes the first answer.)
 #[test]
-fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
+fn two_sidecars_fail_over_within_1_2_s_for_glibc_and_musl() {
     if !docker_available() {
         return;
     }
     let _serial = serial();
     let lab = Lab::new("ha");
     let dir = tempdir();
-    let program = build_lookups("gcc", false, dir.path());
-    // The dockns image, with the glibc client program (and its libraries) next to it.
+    let glibc = build_lookups("gcc", false, dir.path());
+    let musl = build_lookups("musl-gcc", true, dir.path());
+    // The dockns image, with the client programs (and the glibc one's libraries) next to it.
     let img = format!("{}-img:1", lab.prefix);
     lab.track_image(&img);
     let out = std::process::Command::new("sh")
         .arg(format!("{ROOT}/contrib/image/build-offline.sh"))
         .args([BIN, &img])
-        .env("EXTRA", &program)
+        .env("EXTRA", format!("{glibc} {musl}"))
         .output()
         .expect("run build-offline.sh");
     assert!(
@@ -695,46 +700,38 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
     let (net, subnet, fixed) = network_with_free_subnet(&lab);
     let subnet = subnet.as_str();
     let upstream = start_upstream(&lab, &img, &net, subnet, dir.path());
-    // The sidecar example's own dockns.toml, unchanged (its upstream, the container's
-    // resolv.conf, is replaced by the stand-in on the command line, as tests/sidecar.rs does).
-    let cfg = format!("{ROOT}/examples/compose-sidecar/dockns.toml");
-    let upstream_flag = upstream.to_string();
-    let gid = std::fs::metadata(SOCKET)
-        .map(|m| std::os::unix::fs::MetadataExt::gid(&m).to_string())
-        .expect("the Docker socket");
+    // examples/ha-sidecars/sidecars.sh, as docs/docker.md quotes it: two sidecars with the
+    // sidecar example's own dockns.toml, unchanged (its upstream, the container's resolv.conf,
+    // is replaced by the stand-in on the command line, as tests/sidecar.rs does).
     let (first, second) = (format!("{fixed}53"), format!("{fixed}54"));
     let (first, second) = (first.as_str(), second.as_str());
-    let mut sidecars = Vec::new();
-    for (n, ip) in [("dns1", first), ("dns2", second)] {
-        let name = lab.name(n);
-        lab.track_container(&name);
-        sidecars.push(name.clone());
-        dk(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--user",
-            "65532:65532",
-            "--group-add",
-            &gid,
-            "--restart",
-            "unless-stopped",
-            "--network",
-            &net,
-            "--ip",
-            ip,
-            "-v",
-            &format!("{SOCKET}:{SOCKET}:ro"),
-            "-v",
-            &format!("{cfg}:/etc/dockns/dockns.toml:ro"),
-            &img,
-            "serve",
-            "--config",
-            "/etc/dockns/dockns.toml",
-            "--upstream",
-            &upstream_flag,
-        ]);
+    let name = lab.name("dns");
+    let sidecars = [format!("{name}1"), format!("{name}2")];
+    for s in &sidecars {
+        lab.track_container(s);
+    }
+    let out = std::process::Command::new("sh")
+        .arg(format!("{ROOT}/examples/ha-sidecars/sidecars.sh"))
+        .args(["--upstream", &upstream.to_string()])
+        .envs([
+            ("NET", net.as_str()),
+            ("DNS1", first),
+            ("DNS2", second),
+            ("NAME", name.as_str()),
+            ("IMAGE", img.as_str()),
+        ])
+        .output()
+        .expect("run examples/ha-sidecars/sidecars.sh");
+    assert!(
+        out.status.success(),
+        "sidecars.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in &sidecars {
+        assert_eq!(
+            inspect(s, "{{.HostConfig.RestartPolicy.Name}}"),
+            "unless-stopped"
+        );
     }
     for i in 0..3 {
         lab.run(&format!("web{i}"), &["--network", &net]);
@@ -751,20 +748,23 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
             s,
         );
     }
-    // The options of the example's resolv.conf (the documented failover settings), with the two
-    // sidecars as name servers.
-    let example = std::fs::read_to_string(format!("{ROOT}/examples/compose-sidecar/resolv.conf"))
+    // The example's resolv.conf (the documented failover settings), its two name servers
+    // replaced by the test's sidecars (the only difference).
+    let example = std::fs::read_to_string(format!("{ROOT}/examples/ha-sidecars/resolv.conf"))
         .expect("the example's resolv.conf");
-    let options = example
+    let servers: Vec<&str> = example
         .lines()
-        .find(|l| l.starts_with("options "))
-        .expect("an options line in the example's resolv.conf");
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .collect();
+    assert_eq!(servers, ["10.53.0.53", "10.53.0.54"], "{example}");
     let resolv = write(
         dir.path(),
         "resolv.conf",
-        &format!("nameserver {first}\nnameserver {second}\n{options}\n"),
+        &example
+            .replace("nameserver 10.53.0.53", &format!("nameserver {first}"))
+            .replace("nameserver 10.53.0.54", &format!("nameserver {second}")),
     );
-    let client = |tag: &str| -> String {
+    let client = |tag: &str, program: &str| -> String {
         let name = lab.name(tag);
         lab.track_container(&name);
         dk(&[
@@ -776,7 +776,7 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
             "-v",
             &format!("{resolv}:/etc/resolv.conf:ro"),
             "--entrypoint",
-            &program,
+            program,
             &img,
             "3",
             "2",
@@ -785,33 +785,34 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
             "1200",
         ])
     };
-    let before = client("client1");
-    assert!(before.contains(" slow=0 "), "{before}");
-    assert!(
-        before
-            .lines()
+    let resolved = |out: &str| {
+        out.lines()
             .take(3)
-            .all(|l| l.split(' ').nth(1) == Some("0")),
-        "{before}"
-    );
+            .all(|l| l.split(' ').nth(1) == Some("0"))
+    };
+    for (lib, program) in [("glibc", &glibc), ("musl", &musl)] {
+        let before = client(&format!("{lib}-before"), program);
+        assert!(
+            before.contains(" slow=0 ") && resolved(&before),
+            "{lib}: {before}"
+        );
+    }
     dk(&["stop", &sidecars[0]]);
-    let after = client("client2");
-    let rcs_ok = after
-        .lines()
-        .take(3)
-        .all(|l| l.split(' ').nth(1) == Some("0"));
-    assert!(
-        rcs_ok,
-        "every name resolved through the second sidecar:\n{after}"
-    );
-    assert!(
-        after.contains(" slow=0 "),
-        "a lookup took over 1.2 s with the first sidecar stopped:\n{after}"
-    );
-    eprintln!(
-        "two sidecars, first stopped: {}",
-        after.lines().last().unwrap_or_default()
-    );
+    for (lib, program) in [("glibc", &glibc), ("musl", &musl)] {
+        let after = client(&format!("{lib}-after"), program);
+        assert!(
+            resolved(&after),
+            "{lib}: every name resolved through the second sidecar:\n{after}"
+        );
+        assert!(
+            after.contains(" slow=0 "),
+            "{lib}: a lookup took over 1.2 s with the first sidecar stopped:\n{after}"
+        );
+        eprintln!(
+            "two sidecars, first stopped, {lib}: {}",
+            after.lines().last().unwrap_or_default()
+        );
+    }
 }
 
 /// Every TOML snippet in README.md and docs/docker.md is a configuration dockns accepts, and
@@ -918,4 +919,222 @@ fn health_presents_the_admin_token() {
     let (code, out) = health(&["--admin", &format!("http://127.0.0.1:{port}")]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("HTTP 401"), "{out}");
+}
+
+/// The fenced blocks of a markdown file: (info string, body).
+fn fenced_blocks(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        let Some(info) = l.strip_prefix("```") else {
+            continue;
+        };
+        let mut body = String::new();
+        for l in lines.by_ref() {
+            if l.starts_with("```") {
+                break;
+            }
+            body.push_str(l);
+            body.push('\n');
+        }
+        out.push((info.trim().to_string(), body));
+    }
+    out
+}
+
+/// docs/docker.md's host-mode snippet (`docker network create appnet`, then
+/// `docker run --network appnet --dns 172.18.0.1 myimage`), taken from the markdown and run
+/// with three substitutions only: the network's name (the lab's), its gateway (whatever Docker
+/// gave it) and `myimage` (a busybox container asking a name only dockns knows, a
+/// `dockns.alias` label, through Docker's 127.0.0.11, which forwards it to `--dns`). dockns
+/// listens on that gateway, port 53, as host mode does.
+#[test]
+fn host_mode_snippet_runs_as_written() {
+    if !docker_available() {
+        return;
+    }
+    let _serial = serial();
+    let doc = std::fs::read_to_string(format!("{ROOT}/docs/docker.md")).unwrap();
+    let snippet = fenced_blocks(&doc)
+        .into_iter()
+        .map(|(_, b)| b)
+        .find(|b| b.contains("--dns 172.18.0.1 myimage"))
+        .expect("docs/docker.md's host-mode snippet (docker run ... --dns 172.18.0.1 myimage)");
+    let commands: Vec<Vec<String>> = snippet
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or(l).trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(commands.len(), 2, "two commands:\n{snippet}");
+    assert!(
+        commands.iter().all(|c| c[0] == "docker"),
+        "docker commands only:\n{snippet}"
+    );
+    let lab = Lab::new("hmsn");
+    let net = lab.name("appnet");
+    lab.track_network(&net);
+    let run = |c: &[String], subst: &dyn Fn(&str) -> Vec<String>| -> String {
+        let args: Vec<String> = c[1..].iter().flat_map(|a| subst(a)).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dk(&args)
+    };
+    run(&commands[0], &|a| {
+        vec![if a == "appnet" {
+            net.clone()
+        } else {
+            a.to_string()
+        }]
+    });
+    let gw = gateway(&net);
+    let alias = lab.name("only-dockns");
+    let target = lab.run(
+        "target",
+        &[
+            "--network",
+            &net,
+            "--label",
+            &format!("dockns.alias={alias}"),
+        ],
+    );
+    let want = ip_on(&target, &net).to_string();
+    // Host-mode dockns, on this network's gateway only (the daemon is shared).
+    let upstream = FakeUpstream::start();
+    let dir = tempdir();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let cfg = write(
+        dir.path(),
+        "dockns.toml",
+        &format!(
+            "[server]\nlisten = [\"{gw}:53\"]\ngateways = false\n\
+             [upstream]\nservers = [\"{}\"]\n\
+             [docker]\nsweep_interval_s = 0\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n",
+            upstream.addr
+        ),
+    );
+    let _server = Child(
+        std::process::Command::new(BIN)
+            .args(["serve", "--config", &cfg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start dockns serve"),
+    );
+    wait_for("dockns ready", Duration::from_secs(20), || {
+        std::process::Command::new(BIN)
+            .args(["health", "--config", &cfg])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    });
+    let client = lab.name("client");
+    lab.track_container(&client);
+    let gw_text = gw.to_string();
+    let out = run(&commands[1], &|a| match a {
+        "appnet" => vec![net.clone()],
+        "172.18.0.1" => vec![gw_text.clone()],
+        "myimage" => vec![
+            "--name".into(),
+            client.clone(),
+            image(),
+            "nslookup".into(),
+            alias.clone(),
+        ],
+        _ => vec![a.to_string()],
+    });
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Address") && l.contains(&want)),
+        "{alias} (dockns only) through Docker's resolver and dockns on {gw}:53: want {want}\n{out}"
+    );
+    assert!(!upstream.saw(&alias), "answered by dockns, not forwarded");
+}
+
+/// Every deployment snippet in README.md and docs/docker.md (a fenced block with a `docker
+/// run`, `docker network create` or `docker compose` command, a compose file or a resolv.conf)
+/// is either, byte for byte, an example file a test runs, or the host-mode snippet that
+/// `host_mode_snippet_runs_as_written` takes from the markdown and runs. A snippet edited in
+/// the docs but not in the tested file (or the other way round) fails here.
+#[test]
+fn doc_snippets_are_the_tested_files() {
+    // Example files and the tests that run them.
+    let tested = [
+        (
+            "examples/ha-sidecars/sidecars.sh",
+            "two_sidecars_fail_over_within_1_2_s_for_glibc_and_musl",
+        ),
+        (
+            "examples/ha-sidecars/resolv.conf",
+            "two_sidecars_fail_over_within_1_2_s_for_glibc_and_musl",
+        ),
+        (
+            "examples/compose-sidecar/compose.yaml",
+            "tests/sidecar.rs sidecar_example_for_real",
+        ),
+        (
+            "examples/compose-sidecar/resolv.conf",
+            "tests/sidecar.rs sidecar_example_for_real",
+        ),
+        (
+            "examples/compose-sidecar/dockns.toml",
+            "tests/sidecar.rs sidecar_example_for_real",
+        ),
+    ];
+    let files: Vec<(String, &str, &str)> = tested
+        .iter()
+        .map(|(f, t)| {
+            let text = std::fs::read_to_string(format!("{ROOT}/{f}"))
+                .unwrap_or_else(|e| panic!("{f}: {e}"));
+            (text, *f, *t)
+        })
+        .collect();
+    let mut quoted = std::collections::BTreeSet::new();
+    let mut deployment = 0;
+    for doc in ["README.md", "docs/docker.md"] {
+        let text = std::fs::read_to_string(format!("{ROOT}/{doc}")).unwrap();
+        for (info, body) in fenced_blocks(&text) {
+            let is_deployment = body.contains("docker run")
+                || body.contains("docker network create")
+                || body.contains("docker compose")
+                || body.lines().any(|l| {
+                    l.starts_with("services:") || l.trim_start().starts_with("nameserver ")
+                });
+            if !is_deployment {
+                continue;
+            }
+            deployment += 1;
+            if body.contains("--dns 172.18.0.1 myimage") {
+                continue; // host_mode_snippet_runs_as_written runs it from the markdown.
+            }
+            match files.iter().find(|(t, _, _)| *t == body) {
+                Some((_, f, _)) => {
+                    quoted.insert(*f);
+                }
+                None => {
+                    let near = files
+                        .iter()
+                        .map(|(_, f, t)| format!("{f} ({t})"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    panic!(
+                        "{doc}: a ```{info} block with a deployment snippet is not a file a test runs; quote one of {near} unchanged, or extend a test to run it:\n{body}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(deployment >= 3, "found {deployment} deployment snippets");
+    for f in [
+        "examples/ha-sidecars/sidecars.sh",
+        "examples/ha-sidecars/resolv.conf",
+    ] {
+        assert!(
+            quoted.contains(f),
+            "docs/docker.md no longer quotes {f} (the two-sidecar setup) unchanged"
+        );
+    }
 }
