@@ -531,8 +531,10 @@ fn program_image(lab: &Lab, program: &str, dir: &Path) -> String {
 /// The forward rate limit with its defaults never stalls a musl client: 300 lookups of unique
 /// forwarded names at 100 a second (600 questions: musl asks A and AAAA), none over 200 ms.
 /// (musl ignores REFUSED and waits out its 5 s timeout: a client over the old 100/s limit saw
-/// exactly that.) The server is dockns from the image with default limits, listening on the
-/// test's network; its upstream a stand-in container there.
+/// exactly that.) Then the same client program resolves 2,000 unique names at (up to) 1,000 a
+/// second, one container asking 2,000 questions a second: the limit is never met
+/// (`dockns_rate_limited_total` stays 0). The server is dockns from the image with default
+/// limits, listening on the test's network; its upstream a stand-in container there.
 #[test]
 fn default_rate_limit_never_stalls_a_musl_client() {
     if !docker_available() {
@@ -550,7 +552,8 @@ fn default_rate_limit_never_stalls_a_musl_client() {
         "server.toml",
         &format!(
             "[server]\nlisten = [\"0.0.0.0:53\"]\nallow = [\"{subnet}\"]\n\
-             [upstream]\nservers = [\"{upstream}\"]\n"
+             [upstream]\nservers = [\"{upstream}\"]\n\
+             [admin]\nlisten = \"0.0.0.0:9153\"\nallow = [\"{subnet}\"]\n"
         ),
     );
     let server = lab.run_image(
@@ -609,6 +612,48 @@ fn default_rate_limit_never_stalls_a_musl_client() {
             .join("\n")
     );
     eprintln!("musl, 300 lookups at 100/s: {summary}");
+    let client = lab.name("client1000");
+    lab.track_container(&client);
+    let out = dk(&[
+        "run",
+        "--name",
+        &client,
+        "--network",
+        &net,
+        "-v",
+        &format!("{resolv}:/etc/resolv.conf:ro"),
+        &client_img,
+        "2000",
+        "1000",
+        &format!("{}-k", lab.prefix),
+        NX_ZONE,
+        "200",
+    ]);
+    let summary = out.lines().last().unwrap_or_default().to_string();
+    assert_eq!(out.lines().count(), 2001, "{out}");
+    let limited = metric(
+        SocketAddr::new(server_ip, 9153),
+        "dockns_rate_limited_total",
+    );
+    assert_eq!(
+        limited, 0.0,
+        "2,000 lookups at up to 1,000/s met the default limit: {summary}"
+    );
+    eprintln!("musl, 2000 lookups at up to 1000/s: {summary}, none rate-limited");
+}
+
+/// One value of the admin API's `/metrics` (plain HTTP/1.0 GET).
+fn metric(admin: SocketAddr, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(3))
+        .unwrap_or_else(|e| panic!("admin API at {admin}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }
 
 /// `check-config` prints the effective configuration in the file's own keys and units, as a
@@ -1137,4 +1182,86 @@ fn doc_snippets_are_the_tested_files() {
             "docs/docker.md no longer quotes {f} (the two-sidecar setup) unchanged"
         );
     }
+}
+
+/// The forward rate limit tells known containers from other clients: 16 addresses of a served
+/// subnet that no container owns (what a container hidden from dockns, or a spoofed source,
+/// looks like) each ask 100 unique forwarded names, well under the per-address burst, while a
+/// known container of that network asks 100 too. With `forward_rate = 100`, `forward_burst =
+/// 200`, the unknown addresses together get one client's budget (at most 200 + 100/s of the
+/// 1,600 reach the upstream; the rest is SERVFAIL), and the known container all of its own
+/// (none limited). Before, each address had its own bucket and all 1,600 went upstream.
+/// Loopback addresses stand in for the network (`rate_limit_loopback = true` makes them count).
+#[test]
+fn unknown_clients_share_one_forward_budget_known_containers_keep_theirs() {
+    let upstream = FakeUpstream::start();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\nforward_rate = 100\nforward_burst = 200\n\
+         rate_limit_loopback = true\n\
+         [upstream]\nservers = [\"{}\"]\ntimeout_ms = 1000\n\
+         [[network]]\nname = \"busy\"\nsubnet = \"127.77.0.0/24\"\n\
+         [[network.container]]\nname = \"worker\"\nipv4 = [\"127.77.0.5\"]\n",
+        upstream.addr
+    );
+    let cfg = dockns::config::Config::from_toml(&text, &dockns::config::Overrides::default())
+        .expect("test config");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt
+        .block_on(async { dockns::server::Server::start(cfg) })
+        .expect("server start");
+    let addr = server.bound()[0];
+    let sock = |ip: [u8; 4]| {
+        let s = UdpSocket::bind((std::net::Ipv4Addr::from(ip), 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s
+    };
+    let known = sock([127, 77, 0, 5]);
+    let unknown: Vec<UdpSocket> = (100..116).map(|i| sock([127, 77, 0, i])).collect();
+    let mut id = 0u16;
+    let mut ask = |s: &UdpSocket, name: &str| -> ResponseCode {
+        id = id.wrapping_add(1);
+        let mut msg = Message::query();
+        msg.metadata.id = id;
+        msg.metadata.recursion_desired = true;
+        msg.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        s.send_to(&msg.to_vec().unwrap(), addr).unwrap();
+        let mut buf = [0u8; 1500];
+        loop {
+            let (n, _) = s.recv_from(&mut buf).expect("a reply within 3 s");
+            let r = Message::from_vec(&buf[..n]).unwrap();
+            if r.metadata.id == id {
+                return r.metadata.response_code;
+            }
+        }
+    };
+    let start = Instant::now();
+    let (mut forwarded, mut limited, mut known_forwarded) = (0u32, 0u32, 0u32);
+    for round in 0..100 {
+        for (i, s) in unknown.iter().enumerate() {
+            match ask(s, &format!("u{i}-{round}.flood.test")) {
+                ResponseCode::NXDomain => forwarded += 1,
+                ResponseCode::ServFail => limited += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if ask(&known, &format!("k-{round}.busy.test")) == ResponseCode::NXDomain {
+            known_forwarded += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    rt.block_on(async move { server.listeners.stop_all().await });
+    let bound = 200.0 + 100.0 * secs + 1.0;
+    eprintln!(
+        "unknown: {forwarded} forwarded, {limited} SERVFAIL of 1600 in {secs:.2} s (bound {bound:.0}); known container: {known_forwarded} of 100 forwarded"
+    );
+    assert!(
+        f64::from(forwarded) <= bound,
+        "unknown clients got {forwarded} forwards in {secs:.2} s: over one client's budget ({bound:.0})"
+    );
+    assert_eq!(forwarded + limited, 1600);
+    assert_eq!(known_forwarded, 100, "the known container was limited");
 }

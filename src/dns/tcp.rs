@@ -159,7 +159,7 @@ async fn serve_conn(
             Action::Forward => {
                 // Over the in-flight bound: REFUSED; over the client's rate: SERVFAIL (see guard).
                 let mut limited_rcode = rcode::REFUSED;
-                let permit = if ctx.guard.allow_forward(client) {
+                let permit = if ctx.guard.allow_forward(&ctx.snapshot.load(), client) {
                     let p = ctx.forwarder.try_acquire();
                     if p.is_none() {
                         ctx.stats.refused();

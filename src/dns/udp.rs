@@ -145,7 +145,8 @@ impl UdpWorker {
                             }
                             None => {
                                 let servers = snap.client_servers(client);
-                                self.forward(pkt, src, client, servers, &mut scratch, t0);
+                                let within_rate = self.guard.allow_forward(&snap, client);
+                                self.forward(pkt, src, servers, within_rate, &mut scratch, t0);
                                 continue;
                             }
                         },
@@ -168,15 +169,14 @@ impl UdpWorker {
         &self,
         pkt: &[u8],
         src: SocketAddr,
-        client: IpAddr,
         servers: Option<&Arc<[SocketAddr]>>,
+        within_rate: bool,
         out: &mut [u8],
         t0: Stamp,
     ) {
-        // Over its forward rate or over the in-flight bound: REFUSED.
         // Over the in-flight bound: REFUSED; over the client's rate: SERVFAIL (see guard).
         let mut limited_rcode = rcode::REFUSED;
-        let permit = if self.guard.allow_forward(client) {
+        let permit = if within_rate {
             let p = self.forwarder.try_acquire();
             if p.is_none() {
                 self.stats.refused();
