@@ -1044,7 +1044,7 @@ fn host_mode_snippet_runs_as_written() {
     );
     let want = ip_on(&target, &net).to_string();
     // Host-mode dockns, on this network's gateway only (the daemon is shared).
-    let upstream = FakeUpstream::start();
+    let upstream = FakeUpstream::start(Behavior::NXDOMAIN);
     let dir = tempdir();
     let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -1194,7 +1194,7 @@ fn doc_snippets_are_the_tested_files() {
 /// Loopback addresses stand in for the network (`rate_limit_loopback = true` makes them count).
 #[test]
 fn unknown_clients_share_one_forward_budget_known_containers_keep_theirs() {
-    let upstream = FakeUpstream::start();
+    let upstream = FakeUpstream::start(Behavior::NXDOMAIN);
     let text = format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\nforward_rate = 100\nforward_burst = 200\n\
          rate_limit_loopback = true\n\
