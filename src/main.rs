@@ -216,11 +216,15 @@ fn client(fut: impl std::future::Future<Output = Result<String, String>>) -> Exi
 }
 
 async fn health(args: HealthArgs) -> Result<String, String> {
+    // The token of `[admin] token_file`, presented when configured: the admin API may admit
+    // loopback only with it (e.g. `allow = []`, `full_access = []`).
+    let mut authorization = None;
     let admin = match args.admin {
         Some(a) => a,
         None => {
             let cfg = Config::load(&args.config, &Overrides::default())
                 .map_err(|e| format!("unhealthy: {e}"))?;
+            authorization = cfg.admin_access.token.as_ref().map(|t| t.authorization());
             match cfg.admin {
                 Some(addr) => {
                     // A wildcard listen address is reached through loopback.
@@ -250,7 +254,7 @@ async fn health(args: HealthArgs) -> Result<String, String> {
             }
         }
     };
-    let (status, body) = cli::http_get(&admin, "/readyz")
+    let (status, body) = cli::http_get_authorized(&admin, "/readyz", authorization.as_deref())
         .await
         .map_err(|e| format!("unhealthy: {e}"))?;
     if status == 200 {
