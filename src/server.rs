@@ -277,3 +277,33 @@ fn follow_host_addresses(guard: Arc<Guard>) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_busy_port_is_a_bind_error_with_its_cause() {
+        use std::error::Error;
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let cfg = Config::from_toml(
+            &format!("[server]\nlisten = [\"{addr}\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n"),
+            &Default::default(),
+        )
+        .unwrap();
+        let e = Server::start(cfg).err().expect("the port is held");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("cannot listen on {addr} (udp): "))
+                && msg.ends_with("stop it, or choose another address with --listen"),
+            "{msg}"
+        );
+        let cause = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            cause.map(|c| c.kind()),
+            Some(std::io::ErrorKind::AddrInUse),
+            "{e:?}"
+        );
+    }
+}
