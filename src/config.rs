@@ -430,7 +430,10 @@ fn parse_listen(s: &str, key: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-/// The nameservers listed in a resolv.conf text.
+/// The nameservers listed in a resolv.conf text, in order; a line that does not parse is
+/// skipped, as glibc's resolver skips it. (Hand-written on purpose: the `resolv-conf` crate,
+/// which hickory-resolver uses, rejects the whole file for one bad `nameserver` line, and it is
+/// not otherwise in our dependency tree.)
 pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|l| {

@@ -1,7 +1,7 @@
 //! The module-layering check (tests only): reads every source file under `src/`, collects which
 //! top-level module refers to which (`crate::x` and `super::` paths that leave the module, and
-//! `dockns::x` in the binary), and asserts that the graph has no cycle and that README's
-//! "Architecture" section shows exactly this graph.
+//! `dockns::x` in the binary), and asserts that the graph has no cycle, that `lib.rs` declares
+//! the modules bottom-up, and that README's "Architecture" section shows exactly this graph.
 //!
 //! It parses text, not Rust: comment lines are skipped, and everything else that names a path
 //! counts, test code included. It must not be compiled into the library (it is `cfg(test)`).
@@ -212,6 +212,24 @@ fn top_level_modules_have_no_cycle() {
             "import cycle between top-level modules: {}; move the shared piece down a layer (see README, Architecture)",
             c.join(" -> ")
         );
+    }
+}
+
+#[test]
+fn lib_rs_lists_modules_bottom_up() {
+    let g = graph(&root().join("src"));
+    let lib = std::fs::read_to_string(root().join("src/lib.rs")).expect("src/lib.rs");
+    let order: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod ")?.strip_suffix(';'))
+        .collect();
+    for (i, m) in order.iter().enumerate() {
+        for d in g.get(*m).into_iter().flatten() {
+            assert!(
+                order[..i].contains(&d.as_str()),
+                "src/lib.rs lists `{m}` before `{d}`, which it imports: list modules bottom-up"
+            );
+        }
     }
 }
 
