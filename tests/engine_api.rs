@@ -7,15 +7,15 @@
 //! question is answered by dockns's own `answer::handle` for a given client address, with no
 //! network traffic at all.
 
-mod fakeengine;
+mod kit;
 
 use dockns::config::{Config, Overrides};
 use dockns::dns::answer::{handle, Action};
 use dockns::docker::DockerWatcher;
 use dockns::server::Server;
-use fakeengine::{Api, Ep, FakeEngine};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+use kit::engine::{Api, Ep, FakeEngine};
 use std::time::{Duration, Instant};
 
 /// dockns watching a fake engine, without listeners of its own beyond loopback.

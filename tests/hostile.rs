@@ -3,9 +3,9 @@
 //! anything else that does not parse as one question → FORMERR), hostile TCP clients cost one
 //! connection slot for a bounded time, and an ordinary client is answered after every case.
 
-mod relsupport;
+mod kit;
 
-use relsupport::*;
+use kit::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
