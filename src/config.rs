@@ -188,7 +188,7 @@ impl Default for ServerSection {
 #[derive(Debug, Deserialize, Serialize, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSection {
-    /// "ADDR[:PORT]" list; default: the nameservers in /etc/resolv.conf.
+    /// `ADDR[:PORT]` list; default: the nameservers in /etc/resolv.conf.
     pub servers: Option<Vec<String>>,
     /// Per-try timeout in milliseconds.
     pub timeout_ms: u64,
