@@ -53,22 +53,49 @@ fn ident_at(s: &str) -> &str {
     &s[..end]
 }
 
-/// The top-level modules one line of `file` (module path `me`) refers to.
-fn refs(line: &str, me: &[String], root: &str, out: &mut BTreeSet<String>) {
-    let mut rest = line;
+/// The first identifier of each item of a `{a, b::c, d::{e}}` group, `s` starting just after
+/// its `{`: the group may span lines and nest.
+fn group_heads(s: &str) -> Vec<&str> {
+    let mut heads = Vec::new();
+    let mut depth = 0usize;
+    let mut at_item = true;
+    for (i, c) in s.char_indices() {
+        if at_item && !c.is_whitespace() {
+            heads.push(ident_at(&s[i..]));
+            at_item = false;
+        }
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => at_item = true,
+            _ => {}
+        }
+    }
+    heads
+}
+
+/// The heads a path continuing at `after` names: one identifier, or each item of a group.
+fn heads(after: &str) -> Vec<&str> {
+    match after.strip_prefix('{') {
+        Some(group) => group_heads(group),
+        None => vec![ident_at(after)],
+    }
+}
+
+/// The top-level modules the code `text` of a file (module path `me`) refers to.
+fn refs(text: &str, me: &[String], root: &str, out: &mut BTreeSet<String>) {
+    let mut rest = text;
     while let Some(i) = rest.find(root) {
         let before = rest[..i].chars().next_back();
         let after = &rest[i + root.len()..];
         if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
-            let id = ident_at(after);
-            if !id.is_empty() {
-                out.insert(id.to_string());
-            }
+            out.extend(heads(after).into_iter().map(str::to_string));
         }
         rest = after;
     }
     // `super::super::x` from a file two levels down names the top-level module `x`.
-    let mut rest = line;
+    let mut rest = text;
     while let Some(i) = rest.find("super::") {
         let mut tail = &rest[i..];
         let mut ups = 0;
@@ -77,13 +104,11 @@ fn refs(line: &str, me: &[String], root: &str, out: &mut BTreeSet<String>) {
             tail = t;
         }
         if ups == me.len() {
-            let id = ident_at(tail);
-            if !id.is_empty() {
-                out.insert(id.to_string());
-            }
+            out.extend(heads(tail).into_iter().map(str::to_string));
         }
         rest = tail;
     }
+    out.remove("");
 }
 
 /// The graph of top-level modules, read from `src/`.
@@ -101,12 +126,12 @@ fn graph(src: &Path) -> Graph {
         }
         let root = if top == "main" { "dockns::" } else { "crate::" };
         let text = std::fs::read_to_string(&f).expect("source file is readable");
+        let code: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect();
         let mut out = BTreeSet::new();
-        for line in text.lines() {
-            if !line.trim_start().starts_with("//") {
-                refs(line, &me, root, &mut out);
-            }
-        }
+        refs(&code.join("\n"), &me, root, &mut out);
         out.remove(&top);
         g.entry(top).or_default().extend(out);
     }
@@ -274,10 +299,16 @@ fn the_checker_sees_cycles_and_escaping_super_paths() {
         "crate::",
         &mut out,
     );
+    refs(
+        "use crate::{\n    wire::{self, rcode},\n    stats::Stats,\n};",
+        &me("dns/udp.rs"),
+        "crate::",
+        &mut out,
+    );
     assert_eq!(
         out.into_iter().collect::<Vec<_>>(),
-        ["admin", "mmsg", "model"],
-        "a trailing comment on a code line still counts (text, not Rust)"
+        ["admin", "mmsg", "model", "stats", "wire"],
+        "a trailing comment on a code line still counts (text, not Rust); groups over lines count"
     );
     let mut g = Graph::new();
     g.entry("a".into()).or_default().insert("b".into());
