@@ -274,9 +274,11 @@ fn bind_error(addr: SocketAddr, e: &std::io::Error) -> BindError {
         }
         _ => "check [admin] listen",
     };
-    BindError(format!(
-        "cannot listen for the admin API on {addr} (tcp): {e}; {fix}"
-    ))
+    BindError::Admin {
+        addr,
+        source: crate::dns::listen::owned_io_error(e),
+        fix,
+    }
 }
 
 /// Binds `addr` and serves the admin API until stopped. Must be called within a tokio runtime.
