@@ -811,16 +811,15 @@ fn read_error(fd: RawFd) -> Option<(SocketAddr, u16)> {
     loop {
         let mut payload = [0u8; 64];
         let mut control = [0u64; 64];
-        // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-        let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut name = socket2::SockAddrStorage::zeroed();
         let mut iov = libc::iovec {
             iov_base: payload.as_mut_ptr().cast(),
             iov_len: payload.len(),
         };
         // SAFETY: msghdr is plain old data; all-zero is a valid value.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_name = (&mut name as *mut socket2::SockAddrStorage).cast();
+        msg.msg_namelen = name.size_of();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();

@@ -655,7 +655,7 @@ mod tests {
 
     #[test]
     fn client_reply_never_panics_on_any_stored_bytes() {
-        use rand::{Rng, SeedableRng};
+        use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         for _ in 0..20_000 {
             let len = rng.random_range(0..200);
@@ -679,7 +679,7 @@ mod tests {
 
     #[test]
     fn never_panics_on_junk() {
-        use rand::{Rng, SeedableRng};
+        use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let base = upstream_reply(3);
         for _ in 0..20_000 {
