@@ -848,7 +848,6 @@ pub fn explain(
 ) -> Result<ExplainDoc, String> {
     let rtype = hickory_proto::rr::RecordType::from_str(&qtype.to_ascii_uppercase())
         .map_err(|_| format!("type {qtype:?} is not a DNS record type (A, AAAA, PTR, MX, ...)"))?;
-    let code = u16::from(rtype);
     // PTR for an address: ask for its reverse name.
     let name = match (rtype, name.parse::<IpAddr>()) {
         (hickory_proto::rr::RecordType::PTR, Ok(ip)) => reverse_name(ip),
@@ -859,8 +858,29 @@ pub fn explain(
     let view = snap.view_for(client, local);
     let scope = snap.scope_reason(client, local).to_string();
     let nets = snap.networks();
-    let view_names: Vec<String> = view
-        .networks
+    let entry = snap.entry_for(view, &key);
+    let network = entry.and_then(|(ni, _)| nets.get(ni as usize).map(|n| n.name.clone()));
+    let (result, why, answers) = verdict(snap, view, client, (&key, &name, rtype), &network);
+    Ok(ExplainDoc {
+        name,
+        qtype: rtype.to_string(),
+        client,
+        local,
+        scope,
+        view: view_names(snap, view),
+        forwards_unknown: view.forward,
+        result: result.into(),
+        why,
+        answers,
+        network,
+        generation: snap.generation,
+    })
+}
+
+/// The networks a view holds, by name (`(qualified only)` where plain names are not seen).
+fn view_names(snap: &Snapshot, view: &crate::model::View) -> Vec<String> {
+    let nets = snap.networks();
+    view.networks
         .iter()
         .filter_map(|&(i, plain)| {
             nets.get(i as usize).map(|n| {
@@ -871,10 +891,19 @@ pub fn explain(
                 }
             })
         })
-        .collect();
-    let entry = snap.entry_for(view, &key);
-    let network = entry.and_then(|(ni, _)| nets.get(ni as usize).map(|n| n.name.clone()));
-    let (result, why, answers) = match snap.resolve(view, &key, code, 1) {
+        .collect()
+}
+
+/// The result, the reason and the answers of one question (`key` the normalized form of
+/// `name`) in `view`; `network` is where the name was found.
+fn verdict(
+    snap: &Snapshot,
+    view: &crate::model::View,
+    client: IpAddr,
+    (key, name, rtype): (&[u8], &str, hickory_proto::rr::RecordType),
+    network: &Option<String>,
+) -> (&'static str, String, Vec<String>) {
+    match snap.resolve(view, key, u16::from(rtype), 1) {
         Resolution::Answer { set, .. } => (
             "answer",
             format!(
@@ -909,24 +938,10 @@ pub fn explain(
             Vec::new(),
         ),
         Resolution::NxDomain { soa: false } | Resolution::Forward => {
-            let (result, why) = explain_unanswered(snap, client, view, &key, &name);
+            let (result, why) = explain_unanswered(snap, client, view, key, name);
             (result, why, Vec::new())
         }
-    };
-    Ok(ExplainDoc {
-        name,
-        qtype: rtype.to_string(),
-        client,
-        local,
-        scope,
-        view: view_names,
-        forwards_unknown: view.forward,
-        result: result.into(),
-        why,
-        answers,
-        network,
-        generation: snap.generation,
-    })
+    }
 }
 
 /// Where a name the tables do not answer goes for this client (per-container upstreams,
