@@ -475,7 +475,7 @@ fn route(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr, local: S
         },
         p => match p.strip_prefix("/v1/records/") {
             Some(net) => {
-                let net = percent_decode(net);
+                let net = path_segment(net);
                 let doc = records_scoped(&state.publisher, Some(&net), scope);
                 if doc.networks.is_empty() {
                     // The same answer for a network that does not exist and one this client
@@ -751,29 +751,11 @@ pub struct ExplainDoc {
     pub generation: u64,
 }
 
-/// Decodes `%XX` escapes and `+` in a query-string component.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Decodes the `%XX` escapes of a path segment (RFC 3986 §2.1; a bad escape stays as it is).
+fn path_segment(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn explain_query(
@@ -786,10 +768,9 @@ fn explain_query(
     let mut qtype = "A".to_string();
     let mut from = None;
     let mut local = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
-        match k {
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let v = v.into_owned();
+        match &*k {
             "name" => name = Some(v),
             "type" => qtype = v,
             "from" => from = Some(v),
@@ -984,10 +965,21 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("fd00%3A%3A1"), "fd00::1");
-        assert_eq!(percent_decode("a+b%"), "a b%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(percent_decode("%41"), "A");
+        assert_eq!(path_segment("fd00%3A%3A1"), "fd00::1");
+        assert_eq!(path_segment("%zz%4"), "%zz%4");
+        assert_eq!(path_segment("%41"), "A");
+        // The query string of /v1/explain: `+` is a space, bad escapes stay.
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(b"name=a+b%&from=fd00%3A%3A1&x")
+            .into_owned()
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("name".into(), "a b%".into()),
+                ("from".into(), "fd00::1".into()),
+                ("x".into(), "".into())
+            ]
+        );
     }
 
     #[test]
