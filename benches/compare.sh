@@ -296,6 +296,7 @@ if [ "$ONLY" != fwd ]; then
 # table is the median over the rounds, so a burst of noise on the shared machine moves one
 # sample, not the result.
 log "phase 1: local A queries over UDP, ${DUR}s each, $ROUNDS interleaved rounds"
+LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
 for r in $(seq 1 "$ROUNDS"); do
     for s in floor:$PID_FLOOR:$P_FLOOR knot:$PID_KNOT:$P_KNOT dnsmasq:$PID_DNSMASQ:$P_DNSMASQ aardvark-dns:$PID_AARD:$P_AARD dockns:$PID_DOCKNS:$P_DOCKNS; do
         IFS=: read -r name pid port <<<"$s"
@@ -318,6 +319,7 @@ for s in floor:$P_FLOOR knot:$P_KNOT dnsmasq:$P_DNSMASQ aardvark-dns:$P_AARD doc
     read -r hm h50 h90 h99 h999 < <(latency_at "$name" "$port" "$QUERIES" "$half")
     HMEAN[$name]=$hm; HP50[$name]=$h50; HP90[$name]=$h90; HP99[$name]=$h99; HP999[$name]=$h999
 done
+LOAD_AFTER=$(cut -d' ' -f1 /proc/loadavg)
 FQPS=${QPS[floor]}
 local_table() {
     echo "dockns vs peers: $N local names, UDP, dnsperf -c $CLIENTS -q $INFLIGHT, ${DUR}s each, median of $ROUNDS interleaved rounds, $(nproc) CPUs shared by dnsperf and the server"
@@ -329,13 +331,13 @@ local_table() {
             "${HMEAN[$name]}" "${HP50[$name]}" "${HP99[$name]}" "${HP999[$name]}" "$(ratio "${QPS[$name]}" "$FQPS")" "$(ratio "${QPS[$name]}" "${QPS[knot]}")"
     done
     echo
-    echo "(floor: benches/floor.c, $WORKERS threads, recvmmsg/sendmmsg and one fixed answer: the machine's own limit; mean µs: dnsperf average at peak; @½: dockns bench --rate <half of that server's peak>, every reply in an HDR histogram)"
+    echo "(load average: $LOAD_BEFORE before, $LOAD_AFTER after phase 1; floor: benches/floor.c, $WORKERS threads, recvmmsg/sendmmsg and one fixed answer: the machine's own limit; mean µs: dnsperf average at peak; @½: dockns bench --rate <half of that server's peak>, every reply in an HDR histogram)"
     for name in $SERVERS; do echo "  $name queries/s per round: ${SAMPLES[$name]}"; done
 }
 # results.json for the chart (benches/chart reads it).
 {
-    printf '{"subtitle": "%s local names over UDP, dnsperf -c %s -q %s, %ss per server, median of %s interleaved rounds, %s CPUs shared by the load and the server (a shared, noisy machine)",\n "servers": [' \
-        "$N" "$CLIENTS" "$INFLIGHT" "$DUR" "$ROUNDS" "$(nproc)"
+    printf '{"subtitle": "%s names, dnsperf -c %s -q %s, %ss each, median of %s interleaved rounds, %s CPUs shared by load and server; load average %s before, %s after (shared machine: noisy)",\n "servers": [' \
+        "$N" "$CLIENTS" "$INFLIGHT" "$DUR" "$ROUNDS" "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER"
     sep=""
     for name in $SERVERS; do
         printf '%s\n  {"name": "%s", "qps": %s, "cpu_us_per_query": %s, "ratio_to_floor": %s, "samples": [%s], "latency_us": {"mean": %s, "p50": %s, "p90": %s, "p99": %s, "p999": %s}}' \
