@@ -9,11 +9,11 @@
 //! test's networks). Every name carries the Lab prefix and is removed even on failure. Skips
 //! loudly without Docker unless DOCKNS_REQUIRE_DOCKER=1.
 
-mod dockerkit;
+mod kit;
 
-use dockerkit::*;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
+use kit::docker::*;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 
 use super::load::{self, record, QueryCycle, Transport};
 use super::{BenchConfig, Outstanding, Share, ThreadResult};
-use crate::dns::mmsg::MsgBatch;
+use crate::mmsg::MsgBatch;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
