@@ -46,6 +46,9 @@ pub enum CliError {
         #[source]
         source: hyper::Error,
     },
+    /// The admin token cannot be sent in an HTTP header.
+    #[error("the admin token holds characters an HTTP header cannot carry; write a token of printable ASCII (e.g. `head -c 32 /dev/urandom | base64`)")]
+    BadToken,
     /// The request could not be built from the path.
     #[error("bad request path {uri:?}: {source}")]
     BadPath {
@@ -159,6 +162,16 @@ fn split_url(url: &str) -> Result<(String, String), CliError> {
 
 /// GETs `path` from the admin API at `base`; returns the status code and the body.
 pub async fn http_get(base: &str, path: &str) -> Result<(u16, String), CliError> {
+    http_get_authorized(base, path, None).await
+}
+
+/// [`http_get`] with an `Authorization` header (`dockns health` presents the configured
+/// `[admin] token_file` token with it).
+pub async fn http_get_authorized(
+    base: &str,
+    path: &str,
+    authorization: Option<&[u8]>,
+) -> Result<(u16, String), CliError> {
     let (hostport, prefix) = split_url(base)?;
     let uri = format!("{prefix}{path}");
     let http = |what: String| move |source| CliError::Http { what, source };
@@ -174,8 +187,14 @@ pub async fn http_get(base: &str, path: &str) -> Result<(u16, String), CliError>
                 .await
                 .map_err(http(format!("HTTP handshake with {base}")))?;
         let driver = tokio::spawn(conn);
-        let req = hyper::Request::get(uri.as_str())
-            .header(hyper::header::HOST, hostport.as_str())
+        let mut req =
+            hyper::Request::get(uri.as_str()).header(hyper::header::HOST, hostport.as_str());
+        if let Some(a) = authorization {
+            let value =
+                hyper::header::HeaderValue::from_bytes(a).map_err(|_| CliError::BadToken)?;
+            req = req.header(hyper::header::AUTHORIZATION, value);
+        }
+        let req = req
             .body(Empty::<Bytes>::new())
             .map_err(|source| CliError::BadPath {
                 uri: uri.clone(),
