@@ -15,6 +15,7 @@
 //! any other client sees only what a DNS query from its address, sent to the address it reached
 //! the admin API on, could resolve ([`Snapshot::view_for`]), and `/v1/explain` only for itself.
 //! `/metrics` carries counts and upstream addresses, never a container or network name.
+use crate::dns::guard::Guard;
 use crate::dns::listen::{BindError, ListenerSet};
 use crate::forward::Forwarder;
 use crate::metrics::{self, ServerMetrics, TableSizes};
@@ -242,6 +243,9 @@ pub struct AdminState {
     pub server: Arc<ServerMetrics>,
     /// Access and scope rules (replaced on reload).
     pub access: Arc<ArcSwap<AdminAccess>>,
+    /// The DNS admission guard: `/v1/explain` scopes a client as the listeners do (this
+    /// machine's own addresses get the host view, whichever listener they reached).
+    pub guard: Arc<Guard>,
 }
 
 /// A running admin server.
@@ -477,7 +481,7 @@ fn route(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr, local: S
         "/v1/records" | "/v1/records/" => {
             json(StatusCode::OK, &records_scoped(&state.publisher, None, scope))
         }
-        "/v1/explain" => match explain_query(&state.publisher.snapshot(), query, scope) {
+        "/v1/explain" => match explain_query(&state.publisher.snapshot(), &state.guard, query, scope) {
             Ok(doc) => json(StatusCode::OK, &doc),
             Err((status, e)) => error(status, e),
         },
@@ -768,6 +772,7 @@ fn path_segment(s: &str) -> String {
 
 fn explain_query(
     snap: &Snapshot,
+    guard: &Guard,
     query: &str,
     scope: Scope,
 ) -> Result<ExplainDoc, (StatusCode, String)> {
@@ -824,6 +829,9 @@ fn explain_query(
             (client, Some(reached))
         }
     };
+    // As the listeners do: a packet from one of this machine's own addresses (the host asking
+    // through a gateway, after Docker's NAT) gets the host view, not the gateway's network view.
+    let local = guard.scope_local(client, local);
     explain(snap, &name, &qtype, client, local).map_err(bad)
 }
 
@@ -970,6 +978,67 @@ fn explain_unanswered(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The host asking through a network's gateway arrives (after Docker's NAT) from one of
+    /// this machine's own addresses: the DNS listeners give it the host view, so `/v1/explain`
+    /// (and `dockns query --from`) must too; an unknown client of that network keeps the
+    /// network's view.
+    #[test]
+    fn explain_gives_host_addresses_the_host_view_on_a_gateway() {
+        use crate::model::{BuildSettings, Catalog, Container, Endpoint, Health, Network};
+        let gw: IpAddr = "172.30.0.1".parse().unwrap();
+        let mut cat = Catalog::default();
+        for (net, listen, subnet, ctr, ip) in [
+            ("neta", vec![gw], "172.30.0.0/24", "only-a", "172.30.0.2"),
+            ("netb", vec![], "172.31.0.0/24", "only-b", "172.31.0.2"),
+        ] {
+            cat.networks.insert(
+                net.into(),
+                Network {
+                    name: net.into(),
+                    id: String::new(),
+                    internal: false,
+                    listen_addrs: listen,
+                    subnets: vec![subnet.parse().unwrap()],
+                },
+            );
+            cat.containers.insert(
+                ctr.into(),
+                Container {
+                    id: String::new(),
+                    name: ctr.into(),
+                    hostname: None,
+                    health: Health::None,
+                    extra_names: vec![],
+                    dns: Vec::new(),
+                    endpoints: vec![Endpoint {
+                        network: net.into(),
+                        ipv4: vec![ip.parse().unwrap()],
+                        ipv6: vec![],
+                        aliases: vec![],
+                        links: Vec::new(),
+                    }],
+                    anonymous: false,
+                },
+            );
+        }
+        let snap = Snapshot::build(&cat, BuildSettings::default());
+        let guard = Guard::new(Default::default());
+        guard.set_host_addrs(vec!["192.0.2.10".parse().unwrap()]);
+        let ask = |from: &str| {
+            let q = format!("name=only-b&from={from}&local={gw}");
+            explain_query(&snap, &guard, &q, Scope::Full).unwrap()
+        };
+        let host = ask("192.0.2.10");
+        assert_eq!(host.result, "answer", "{host:?}");
+        assert_eq!(host.answers, ["172.31.0.2"]);
+        assert!(host.scope.starts_with("host view"), "{}", host.scope);
+        let loopback = ask("127.0.0.1");
+        assert_eq!(loopback.answers, ["172.31.0.2"], "{loopback:?}");
+        let member = ask("172.30.0.9");
+        assert_ne!(member.result, "answer", "{member:?}");
+        assert_eq!(member.view, ["neta"]);
+    }
 
     #[test]
     fn percent_decoding() {
