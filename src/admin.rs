@@ -16,13 +16,13 @@
 //! the admin API on, could resolve ([`Snapshot::view_for`]), and `/v1/explain` only for itself.
 //! `/metrics` carries counts and upstream addresses, never a container or network name.
 use crate::dns::listen::{BindError, ListenerSet};
-use crate::dns::stats::Stats;
 use crate::forward::Forwarder;
 use crate::metrics::{self, ServerMetrics, TableSizes};
 use crate::model::{
-    endpoint_names, normalize_name, reverse_name, Catalog, Publisher, RecordSet, Resolution,
-    Snapshot,
+    endpoint_names, normalize_name, reverse_name, Catalog, Publisher, Resolution, Snapshot,
 };
+use crate::stats::Stats;
+use crate::wire::RecordSet;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;

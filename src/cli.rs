@@ -359,7 +359,7 @@ pub async fn ask(server: SocketAddr, query: &[u8], tcp: bool) -> Result<Reply, S
 
 /// The mnemonic of a response code (`NOERROR`, `NXDOMAIN`, ... or `RCODE<n>`).
 pub fn rcode_name(code: u16) -> String {
-    crate::dns::stats::RCODES
+    crate::stats::RCODES
         .iter()
         .find(|(_, c)| *c == code)
         .map_or_else(|| format!("RCODE{code}"), |(n, _)| n.to_string())

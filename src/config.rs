@@ -4,11 +4,13 @@
 //! network or Docker. The file format is documented key by key in the README ("Configuration
 //! reference"); `dockns check-config FILE` prints the effective result of this module.
 
+use crate::addr::{is_own, parse_upstream};
 use crate::dns::guard::{GuardSettings, RefuseMode};
-use crate::model::{BuildSettings, Catalog, Container, Endpoint, Health, Network};
+use crate::docker::{DockerConfig, WatchOptions};
+use crate::model::{BuildSettings, Catalog};
+use crate::statics::NetworkSection;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -195,47 +197,6 @@ pub struct AdminSection {
     pub token_file: Option<PathBuf>,
 }
 
-/// `[[network]]`
-#[derive(Debug, Deserialize, Serialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkSection {
-    /// Network name (answers `name.<network>`).
-    pub name: String,
-    /// Internal: clients that only see internal networks get no forwarding.
-    #[serde(default)]
-    pub internal: bool,
-    /// Optional subnet; container addresses must lie inside it.
-    pub subnet: Option<String>,
-    /// `[[network.container]]`
-    #[serde(default)]
-    pub container: Vec<ContainerSection>,
-}
-
-/// `[[network.container]]`
-#[derive(Debug, Deserialize, Serialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct ContainerSection {
-    /// Container name.
-    pub name: String,
-    /// IPv4 addresses.
-    #[serde(default)]
-    pub ipv4: Vec<String>,
-    /// IPv6 addresses.
-    #[serde(default)]
-    pub ipv6: Vec<String>,
-    /// Extra names on this network.
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    /// Health, for testing health-aware answers: none, healthy, starting, unhealthy.
-    #[serde(default)]
-    pub health: Health,
-    /// The container's own DNS servers ("ADDR[:PORT]", port 53 when absent), like Docker's
-    /// `--dns`: questions from its addresses go there, in this order (at most the first 3);
-    /// dockns's own listeners are left out. Empty: `[upstream] servers`.
-    #[serde(default)]
-    pub dns: Vec<String>,
-}
-
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -255,19 +216,6 @@ pub struct Overrides {
     pub upstream: Vec<String>,
     /// `--docker URI` (enables Docker).
     pub docker: Option<String>,
-}
-
-/// Docker settings after validation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DockerConfig {
-    /// Endpoint URI, or `None` for bollard's defaults (DOCKER_HOST, then the local socket).
-    pub endpoint: Option<String>,
-    /// Serve the default bridge network.
-    pub default_bridge: bool,
-    /// Health-aware answers.
-    pub health_aware: bool,
-    /// Consistency sweep period.
-    pub sweep_interval: Option<Duration>,
 }
 
 /// Where the upstream list came from.
@@ -413,17 +361,6 @@ fn parse_listen(s: &str, key: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-/// Parses "ADDR[:PORT]" for upstreams (port 53 when absent).
-pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Some(sa);
-    }
-    let ip = s.trim_start_matches('[').trim_end_matches(']');
-    // Drop an IPv6 zone ("fe80::1%eth0") the way resolv.conf may write it.
-    let ip = ip.split('%').next().unwrap_or(ip);
-    ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
-}
-
 /// The nameservers listed in a resolv.conf text.
 pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
     text.lines()
@@ -435,25 +372,6 @@ pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
                 .and_then(parse_upstream)
         })
         .collect()
-}
-
-/// Whether `upstream` is one of our own listeners (forwarding there would loop).
-fn is_own(upstream: SocketAddr, listen: &[SocketAddr]) -> bool {
-    is_own_listener(upstream, listen, &[])
-}
-
-/// Whether `upstream` is one of the listeners `listen` (forwarding there would loop): the same
-/// address and port, or a wildcard listener on that port and an address that is loopback,
-/// unspecified or one of this host's `local` addresses.
-pub fn is_own_listener(upstream: SocketAddr, listen: &[SocketAddr], local: &[IpAddr]) -> bool {
-    listen.iter().any(|l| {
-        l.port() == upstream.port()
-            && (l.ip() == upstream.ip()
-                || (l.ip().is_unspecified()
-                    && (upstream.ip().is_loopback()
-                        || upstream.ip().is_unspecified()
-                        || local.contains(&upstream.ip()))))
-    })
 }
 
 impl Config {
@@ -658,141 +576,9 @@ impl Config {
         };
 
         // Static networks.
-        let mut catalog = Catalog::default();
-        let mut static_networks = Vec::new();
-        for (ni, net) in file.network.iter().enumerate() {
-            let at = format!("[[network]] #{} (name = \"{}\")", ni + 1, net.name);
-            if net.name.is_empty()
-                || net.name.contains('.')
-                || crate::model::normalize_name(&net.name).is_none()
-            {
-                return err(format!(
-                    "{at}: name must be a non-empty DNS label without dots, e.g. \"demo\""
-                ));
-            }
-            if catalog.networks.contains_key(&net.name) {
-                return err(format!(
-                    "{at}: a network named \"{}\" is defined twice",
-                    net.name
-                ));
-            }
-            let subnet = match &net.subnet {
-                None => None,
-                Some(sn) => Some(sn.parse::<ipnet::IpNet>().map_err(|_| {
-                    ConfigError(format!(
-                        "{at}: subnet = \"{sn}\" is not a CIDR; write e.g. \"10.89.0.0/24\""
-                    ))
-                })?),
-            };
-            let mut seen_ips = BTreeSet::new();
-            let mut seen_names = BTreeSet::new();
-            for (ci, c) in net.container.iter().enumerate() {
-                let cat = format!("{at}, container #{} (name = \"{}\")", ci + 1, c.name);
-                if crate::model::normalize_name(&c.name).is_none() {
-                    return err(format!(
-                        "{cat}: name must be a DNS name (labels of 1-63 characters), e.g. \"db\""
-                    ));
-                }
-                if !seen_names.insert(c.name.to_ascii_lowercase()) {
-                    return err(format!(
-                        "{cat}: two containers named \"{}\" on one network; give them distinct names and a shared alias",
-                        c.name
-                    ));
-                }
-                for a in &c.aliases {
-                    if crate::model::normalize_name(a).is_none() {
-                        return err(format!("{cat}: alias \"{a}\" is not a DNS name"));
-                    }
-                }
-                let mut ipv4 = Vec::new();
-                for a in &c.ipv4 {
-                    let ip: Ipv4Addr = a.parse().map_err(|_| {
-                        ConfigError(format!(
-                            "{cat}: ipv4 entry \"{a}\" is not an IPv4 address; write e.g. \"10.89.0.2\""
-                        ))
-                    })?;
-                    ipv4.push(ip);
-                }
-                let mut ipv6 = Vec::new();
-                for a in &c.ipv6 {
-                    let ip: Ipv6Addr = a.parse().map_err(|_| {
-                        ConfigError(format!(
-                            "{cat}: ipv6 entry \"{a}\" is not an IPv6 address; write e.g. \"fd00::2\""
-                        ))
-                    })?;
-                    ipv6.push(ip);
-                }
-                if ipv4.is_empty() && ipv6.is_empty() {
-                    return err(format!(
-                        "{cat}: give it at least one address in ipv4 or ipv6"
-                    ));
-                }
-                for ip in ipv4
-                    .iter()
-                    .map(|a| IpAddr::V4(*a))
-                    .chain(ipv6.iter().map(|a| IpAddr::V6(*a)))
-                {
-                    if let Some(sn) = subnet {
-                        let same_family = matches!(
-                            (sn, ip),
-                            (ipnet::IpNet::V4(_), IpAddr::V4(_))
-                                | (ipnet::IpNet::V6(_), IpAddr::V6(_))
-                        );
-                        if same_family && !sn.contains(&ip) {
-                            return err(format!(
-                                "{cat}: address {ip} is outside the network's subnet {sn}"
-                            ));
-                        }
-                    }
-                    if !seen_ips.insert(ip) {
-                        return err(format!(
-                            "{cat}: address {ip} is already used by another container on this network"
-                        ));
-                    }
-                }
-                let mut dns = Vec::new();
-                for (i, d) in c.dns.iter().enumerate() {
-                    let sa = parse_upstream(d).ok_or_else(|| {
-                        ConfigError(format!(
-                            "{cat}: dns[{i}] = \"{d}\" is not ADDRESS[:PORT]; write e.g. \"10.89.0.53\" or \"127.0.0.1:5399\""
-                        ))
-                    })?;
-                    if !is_own(sa, &listen) {
-                        dns.push(sa);
-                    }
-                }
-                catalog.containers.insert(
-                    format!("{}/{}", net.name, c.name),
-                    Container {
-                        id: String::new(),
-                        name: c.name.clone(),
-                        hostname: None,
-                        health: c.health,
-                        extra_names: Vec::new(),
-                        dns,
-                        endpoints: vec![Endpoint {
-                            network: net.name.clone(),
-                            ipv4,
-                            ipv6,
-                            aliases: c.aliases.clone(),
-                            links: Vec::new(),
-                        }],
-                        anonymous: false,
-                    },
-                );
-            }
-            catalog.networks.insert(
-                net.name.clone(),
-                Network {
-                    name: net.name.clone(),
-                    id: String::new(),
-                    internal: net.internal,
-                    listen_addrs: Vec::new(),
-                    subnets: subnet.into_iter().collect(),
-                },
-            );
-            static_networks.push(net.name.clone());
-        }
+        let statics = crate::statics::build(&file.network, &listen)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let (catalog, static_networks) = (statics.catalog, statics.networks);
         if let Some(hv) = &s.host_view {
             for n in hv {
                 if docker.is_none() && !catalog.networks.contains_key(n) {
@@ -917,6 +703,17 @@ impl Config {
             admin_access,
             static_catalog: catalog,
             static_networks,
+        })
+    }
+
+    /// The Docker watcher's options, or `None` when Docker is not watched.
+    pub fn watch_options(&self) -> Option<WatchOptions> {
+        self.docker.as_ref().map(|d| WatchOptions {
+            docker: d.clone(),
+            gateways: self.gateways,
+            sidecar: self.sidecar,
+            port: self.gateway_port,
+            own: self.listen.clone(),
         })
     }
 
@@ -1151,6 +948,45 @@ mod tests {
                 "192.0.2.1:53".parse().unwrap(),
                 "[fe80::1]:53".parse().unwrap()
             ]
+        );
+    }
+
+    #[test]
+    fn example_config_watches_docker_with_gateways() {
+        let cfg = Config::load(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/docker.toml")),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let opts = cfg.watch_options().unwrap();
+        assert!(opts.gateways && !opts.sidecar);
+        assert_eq!(opts.port, 53);
+        assert!(cfg.build.host_sees_all_qualified);
+    }
+
+    #[test]
+    fn bare_serve_and_docker_flag() {
+        let cfg = Config::docker_default(&Overrides::default()).unwrap();
+        let opts = cfg.watch_options().unwrap();
+        assert!(opts.gateways);
+        assert_eq!(opts.docker.endpoint, None);
+        let cfg = Config::docker_default(&Overrides {
+            docker: Some("tcp://127.0.0.1:2375".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.watch_options().unwrap().docker.endpoint.as_deref(),
+            Some("tcp://127.0.0.1:2375")
+        );
+        let statics = Config::from_toml(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(
+            statics.watch_options().is_none(),
+            "no [docker]: never watched"
         );
     }
 }

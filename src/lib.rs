@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod admin;
 pub mod bench;
 pub mod cli;
@@ -14,7 +15,13 @@ pub mod config;
 pub mod dns;
 pub mod docker;
 pub mod forward;
+#[cfg(test)]
+mod layout;
 pub mod metrics;
+pub mod mmsg;
 pub mod model;
 pub mod privileges;
 pub mod server;
+pub mod statics;
+pub mod stats;
+pub mod wire;

@@ -406,7 +406,7 @@ async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Exi
     };
     // Docker, when configured: runs in the background; an unreachable daemon is logged once and
     // retried while the static tables are served (never fatal).
-    let docker = dockns::docker::watch(&server);
+    let docker = server.watch_docker();
     if let Some(user) = &config.user {
         if let (Some(w), true) = (&docker, dockns::privileges::is_root()) {
             // Gateway/sidecar listeners of the networks that exist now are bound as root: give

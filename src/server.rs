@@ -2,26 +2,25 @@
 //! reloads, and shuts everything down in order.
 //!
 //! `main.rs` owns signals and exit codes; tests start a [`Server`] in-process on ephemeral
-//! loopback ports. Sources of names (the static config here, Docker in `docker`) feed the
-//! [`Publisher`]; the listeners only read what it publishes.
+//! loopback ports. Sources of names (`statics` from the config file, `docker` from the daemon,
+//! started by [`Server::watch_docker`]) feed the [`Publisher`]; the listeners only read what it
+//! publishes.
 
 use crate::admin::{AdminAccess, AdminServer, AdminState};
 use crate::config::Config;
 use crate::dns::guard::Guard;
 use crate::dns::listen::{BindError, ListenerDeps, ListenerSet};
-use crate::dns::stats::Stats;
+use crate::docker::DockerWatcher;
 use crate::forward::{ForwardSettings, Forwarder};
 use crate::metrics::ServerMetrics;
 use crate::model::Publisher;
+use crate::stats::Stats;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 /// How often this machine's own addresses are re-read for [`Guard::admit`].
 const HOST_ADDRS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Name of the static-config source in the publisher.
-pub const STATIC_SOURCE: &str = "static";
 
 /// A running dockns.
 pub struct Server {
@@ -50,7 +49,7 @@ impl Server {
     /// runtime.
     pub fn start(config: Config) -> Result<Server, BindError> {
         let publisher = Publisher::new(config.build.clone());
-        publisher.set_source(STATIC_SOURCE, config.static_catalog.clone());
+        publisher.set_source(crate::statics::SOURCE, config.static_catalog.clone());
         let forwarder = Forwarder::new(&ForwardSettings {
             servers: config.upstreams.clone(),
             timeout: config.upstream_timeout,
@@ -203,7 +202,7 @@ impl Server {
             self.publisher.set_settings(new.build.clone());
         }
         self.publisher
-            .set_source(STATIC_SOURCE, new.static_catalog.clone());
+            .set_source(crate::statics::SOURCE, new.static_catalog.clone());
         let bound: Vec<SocketAddr> = {
             let map = self.listeners.addresses();
             new.listen
@@ -214,6 +213,45 @@ impl Server {
         *self.fixed.lock().unwrap_or_else(|e| e.into_inner()) = bound;
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new;
         Ok(())
+    }
+
+    /// Starts watching Docker when the configuration asks for it (`None` otherwise).
+    ///
+    /// In sidecar mode the container's own addresses are bound first, before any Docker call, and
+    /// clients on their subnets are admitted until the first sync is published: forwarded names
+    /// and the static tables are answered from the moment the process runs, and a sidecar that
+    /// cannot reach Docker still forwards (while `/readyz` says why it is not ready).
+    pub fn watch_docker(&self) -> Option<DockerWatcher> {
+        let opts = self.config().watch_options()?;
+        let mut prebound = Vec::new();
+        if opts.sidecar {
+            let nets = crate::docker::listeners::sidecar_addresses();
+            for n in &nets {
+                let addr = SocketAddr::new(n.addr(), opts.port);
+                match self.listeners.add(addr) {
+                    Ok(_) => prebound.push(addr),
+                    Err(e) => {
+                        tracing::warn!("sidecar listener not started before the Docker sync: {e}")
+                    }
+                }
+            }
+            self.guard
+                .set_provisional(nets.iter().map(|n| n.trunc()).collect());
+            let (guard, metrics) = (self.guard.clone(), self.metrics.clone());
+            tokio::spawn(async move {
+                while !metrics.is_synced() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                guard.end_provisional();
+            });
+        }
+        Some(DockerWatcher::spawn_adopting(
+            opts,
+            self.publisher.clone(),
+            self.listeners.clone(),
+            self.metrics.clone(),
+            &prebound,
+        ))
     }
 
     /// Stops every listener and waits for them.

@@ -41,7 +41,7 @@ impl Dns {
         let server = rt.block_on(async { Server::start(cfg) }).expect("server");
         let watcher = {
             let _g = rt.enter();
-            dockns::docker::watch(&server).expect("docker configured")
+            server.watch_docker().expect("docker configured")
         };
         Dns {
             rt,

@@ -1,4 +1,4 @@
-//! Fuzzes the zero-allocation fast parser (`dns::wire::parse_query`).
+//! Fuzzes the zero-allocation fast parser (`wire::parse_query`).
 //! The checks live in `tests/kit/fuzz.rs` (`parse_query_target`), shared with
 //! `tests/fuzz_regressions.rs`, which replays the seeds and saved crashes through them.
 #![no_main]

@@ -1,4 +1,4 @@
-//! Fuzzes the hickory-backed slow parser (`dns::slow::parse_slow`).
+//! Fuzzes the hickory-backed slow parser (`wire::slow::parse_slow`).
 //! The checks live in `tests/kit/fuzz.rs` (`parse_slow_target`), shared with
 //! `tests/fuzz_regressions.rs`, which replays the seeds and saved crashes through them.
 #![no_main]

@@ -14,8 +14,8 @@
 //! answer is SERVFAIL ([`Guard::OVER_RATE_RCODE`]). This module decides; it never sends anything itself.
 
 use super::answer::{self, Action, Outcome};
-use super::wire::rcode;
 use crate::model::Snapshot;
+use crate::wire::rcode;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};

@@ -6,11 +6,11 @@
 //! (even another dockns) is reported instead of silently shared.
 
 use super::guard::Guard;
-use super::stats::Stats;
 use super::tcp::{accept_loop, TcpContext};
 use super::udp::UdpWorker;
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
+use crate::stats::Stats;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};

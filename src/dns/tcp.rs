@@ -8,11 +8,11 @@
 
 use super::answer::{self, Action};
 use super::guard::{Admission, Guard};
-use super::stats::{log_reply, since, stamp, AnswerSource, WorkerStats};
 use super::udp::canonical;
-use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
+use crate::stats::{log_reply, since, stamp, AnswerSource, WorkerStats};
+use crate::wire::{rcode, MAX_MESSAGE};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;

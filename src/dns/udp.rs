@@ -12,12 +12,12 @@
 
 use super::answer::{self, Action};
 use super::guard::Guard;
-use super::mmsg::MsgBatch;
-use super::stats::{log_reply, since, stamp, AnswerSource, Stamp, WorkerStats};
-use super::wire::{rcode, MAX_MESSAGE};
 use crate::forward::engine::UdpClient;
 use crate::forward::Forwarder;
+use crate::mmsg::MsgBatch;
 use crate::model::SnapshotHandle;
+use crate::stats::{log_reply, since, stamp, AnswerSource, Stamp, WorkerStats};
+use crate::wire::{rcode, MAX_MESSAGE};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};

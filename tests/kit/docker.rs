@@ -429,7 +429,7 @@ impl Dockns {
             .expect("server start");
         let watcher = {
             let _g = rt.enter();
-            dockns::docker::watch(&server).expect("docker configured")
+            server.watch_docker().expect("docker configured")
         };
         let loopback = server.bound()[0];
         let d = Dockns {
