@@ -9,11 +9,11 @@
 //! re-implement what it checks.
 
 use dockns::dns::answer::{handle, handle_slow, Action};
-use dockns::wire::slow::{parse_slow, SlowParse};
-use dockns::wire::{self, parse_query, Parse, HEADER_LEN};
 use dockns::forward::{upstream_reply, UpstreamReply};
 use dockns::model::Snapshot;
+use dockns::wire::slow::{parse_slow, SlowParse};
 use dockns::wire::MAX_KEY_LEN;
+use dockns::wire::{self, parse_query, Parse, HEADER_LEN};
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
