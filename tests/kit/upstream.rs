@@ -185,7 +185,8 @@ fn qname(raw: &[u8]) -> String {
 }
 
 /// UDP on port 0 and TCP on the same number, both held; a new pair when the TCP port is taken.
-fn bind_pair(ip: IpAddr) -> (UdpSocket, TcpListener) {
+/// For fakes that answer with their own code (`tests/forward_rules.rs`).
+pub fn bind_pair(ip: IpAddr) -> (UdpSocket, TcpListener) {
     assert!(
         ip.is_loopback(),
         "fake upstreams listen on loopback only, not {ip}"
