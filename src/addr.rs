@@ -1,5 +1,5 @@
 //! DNS server addresses as people write them, shared by the configuration, both sources of names
-//! and the load generator: "ADDR[:PORT]" (port 53 when absent) and the loop check that keeps
+//! and the load generator: `ADDR[:PORT]` (port 53 when absent) and the loop check that keeps
 //! dockns from forwarding to its own listeners.
 //!
 //! Pure functions on addresses: this module must not read files, sockets or any other dockns
@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-/// Parses "ADDR[:PORT]" for upstreams (port 53 when absent).
+/// Parses `ADDR[:PORT]` for upstreams (port 53 when absent).
 pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
     if let Ok(sa) = s.parse::<SocketAddr>() {
         return Some(sa);

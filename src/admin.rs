@@ -73,6 +73,12 @@ impl Token {
         use subtle::ConstantTimeEq;
         bool::from(self.0.as_ref().ct_eq(presented))
     }
+
+    /// The `Authorization` header value that presents this token (`Bearer <token>`), for
+    /// `dockns health`. Never log it.
+    pub fn authorization(&self) -> Vec<u8> {
+        [b"Bearer ".as_slice(), &self.0].concat()
+    }
 }
 
 /// Reads `[admin] token_file`: the token is the file's text without surrounding white space.
@@ -268,9 +274,11 @@ fn bind_error(addr: SocketAddr, e: &std::io::Error) -> BindError {
         }
         _ => "check [admin] listen",
     };
-    BindError(format!(
-        "cannot listen for the admin API on {addr} (tcp): {e}; {fix}"
-    ))
+    BindError::Admin {
+        addr,
+        source: crate::dns::listen::owned_io_error(e),
+        fix,
+    }
 }
 
 /// Binds `addr` and serves the admin API until stopped. Must be called within a tokio runtime.

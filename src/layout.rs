@@ -1,7 +1,7 @@
 //! The module-layering check (tests only): reads every source file under `src/`, collects which
 //! top-level module refers to which (`crate::x` and `super::` paths that leave the module, and
-//! `dockns::x` in the binary), and asserts that the graph has no cycle and that README's
-//! "Architecture" section shows exactly this graph.
+//! `dockns::x` in the binary), and asserts that the graph has no cycle, that `lib.rs` declares
+//! the modules bottom-up, and that README's "Architecture" section shows exactly this graph.
 //!
 //! It parses text, not Rust: comment lines are skipped, and everything else that names a path
 //! counts, test code included. It must not be compiled into the library (it is `cfg(test)`).
@@ -53,22 +53,49 @@ fn ident_at(s: &str) -> &str {
     &s[..end]
 }
 
-/// The top-level modules one line of `file` (module path `me`) refers to.
-fn refs(line: &str, me: &[String], root: &str, out: &mut BTreeSet<String>) {
-    let mut rest = line;
+/// The first identifier of each item of a `{a, b::c, d::{e}}` group, `s` starting just after
+/// its `{`: the group may span lines and nest.
+fn group_heads(s: &str) -> Vec<&str> {
+    let mut heads = Vec::new();
+    let mut depth = 0usize;
+    let mut at_item = true;
+    for (i, c) in s.char_indices() {
+        if at_item && !c.is_whitespace() {
+            heads.push(ident_at(&s[i..]));
+            at_item = false;
+        }
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => at_item = true,
+            _ => {}
+        }
+    }
+    heads
+}
+
+/// The heads a path continuing at `after` names: one identifier, or each item of a group.
+fn heads(after: &str) -> Vec<&str> {
+    match after.strip_prefix('{') {
+        Some(group) => group_heads(group),
+        None => vec![ident_at(after)],
+    }
+}
+
+/// The top-level modules the code `text` of a file (module path `me`) refers to.
+fn refs(text: &str, me: &[String], root: &str, out: &mut BTreeSet<String>) {
+    let mut rest = text;
     while let Some(i) = rest.find(root) {
         let before = rest[..i].chars().next_back();
         let after = &rest[i + root.len()..];
         if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
-            let id = ident_at(after);
-            if !id.is_empty() {
-                out.insert(id.to_string());
-            }
+            out.extend(heads(after).into_iter().map(str::to_string));
         }
         rest = after;
     }
     // `super::super::x` from a file two levels down names the top-level module `x`.
-    let mut rest = line;
+    let mut rest = text;
     while let Some(i) = rest.find("super::") {
         let mut tail = &rest[i..];
         let mut ups = 0;
@@ -77,13 +104,11 @@ fn refs(line: &str, me: &[String], root: &str, out: &mut BTreeSet<String>) {
             tail = t;
         }
         if ups == me.len() {
-            let id = ident_at(tail);
-            if !id.is_empty() {
-                out.insert(id.to_string());
-            }
+            out.extend(heads(tail).into_iter().map(str::to_string));
         }
         rest = tail;
     }
+    out.remove("");
 }
 
 /// The graph of top-level modules, read from `src/`.
@@ -101,12 +126,12 @@ fn graph(src: &Path) -> Graph {
         }
         let root = if top == "main" { "dockns::" } else { "crate::" };
         let text = std::fs::read_to_string(&f).expect("source file is readable");
+        let code: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect();
         let mut out = BTreeSet::new();
-        for line in text.lines() {
-            if !line.trim_start().starts_with("//") {
-                refs(line, &me, root, &mut out);
-            }
-        }
+        refs(&code.join("\n"), &me, root, &mut out);
         out.remove(&top);
         g.entry(top).or_default().extend(out);
     }
@@ -216,6 +241,24 @@ fn top_level_modules_have_no_cycle() {
 }
 
 #[test]
+fn lib_rs_lists_modules_bottom_up() {
+    let g = graph(&root().join("src"));
+    let lib = std::fs::read_to_string(root().join("src/lib.rs")).expect("src/lib.rs");
+    let order: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod ")?.strip_suffix(';'))
+        .collect();
+    for (i, m) in order.iter().enumerate() {
+        for d in g.get(*m).into_iter().flatten() {
+            assert!(
+                order[..i].contains(&d.as_str()),
+                "src/lib.rs lists `{m}` before `{d}`, which it imports: list modules bottom-up"
+            );
+        }
+    }
+}
+
+#[test]
 fn readme_shows_the_module_graph() {
     let g = graph(&root().join("src"));
     let block = render(&g);
@@ -256,10 +299,16 @@ fn the_checker_sees_cycles_and_escaping_super_paths() {
         "crate::",
         &mut out,
     );
+    refs(
+        "use crate::{\n    wire::{self, rcode},\n    stats::Stats,\n};",
+        &me("dns/udp.rs"),
+        "crate::",
+        &mut out,
+    );
     assert_eq!(
         out.into_iter().collect::<Vec<_>>(),
-        ["admin", "mmsg", "model"],
-        "a trailing comment on a code line still counts (text, not Rust)"
+        ["admin", "mmsg", "model", "stats", "wire"],
+        "a trailing comment on a code line still counts (text, not Rust); groups over lines count"
     );
     let mut g = Graph::new();
     g.entry("a".into()).or_default().insert("b".into());

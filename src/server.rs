@@ -50,17 +50,7 @@ impl Server {
     pub fn start(config: Config) -> Result<Server, BindError> {
         let publisher = Publisher::new(config.build.clone());
         publisher.set_source(crate::statics::SOURCE, config.static_catalog.clone());
-        let forwarder = Forwarder::new(&ForwardSettings {
-            servers: config.upstreams.clone(),
-            timeout: config.upstream_timeout,
-            budget: config.upstream_budget,
-            max_inflight: config.max_inflight,
-            cache_size: config.cache_size,
-            randomize_case: config.randomize_case,
-            cache_bytes: config.cache_bytes,
-            serve_stale: config.serve_stale,
-            local_ttl: config.ttl,
-        });
+        let forwarder = Forwarder::new(&forward_settings(&config));
         let stats = Arc::new(Stats::default());
         let guard = Guard::new(config.guard.clone());
         let listeners = Arc::new(ListenerSet::new(ListenerDeps {
@@ -73,18 +63,7 @@ impl Server {
             workers: config.workers,
             guard: guard.clone(),
         }));
-        let mut fixed = Vec::new();
-        for addr in &config.listen {
-            match listeners.add(*addr) {
-                Ok(bound) => fixed.push(bound),
-                Err(e) => {
-                    // Do not leave half the listeners running behind an error.
-                    let l = listeners.clone();
-                    tokio::spawn(async move { l.stop_all().await });
-                    return Err(e);
-                }
-            }
-        }
+        let fixed = bind_all(&listeners, &config.listen)?;
         let metrics = Arc::new(ServerMetrics::new(config.docker.is_some()));
         let admin_access = Arc::new(arc_swap::ArcSwap::from_pointee(config.admin_access.clone()));
         let admin = match config.admin {
@@ -97,31 +76,11 @@ impl Server {
                     server: metrics.clone(),
                     access: admin_access.clone(),
                 };
-                match crate::admin::start(addr, state) {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        let l = listeners.clone();
-                        tokio::spawn(async move { l.stop_all().await });
-                        return Err(e);
-                    }
-                }
+                Some(crate::admin::start(addr, state).inspect_err(|_| stop_all(&listeners))?)
             }
             None => None,
         };
-        guard.set_host_addrs(crate::docker::listeners::local_addresses());
-        let host_addrs = {
-            // New bridge networks add gateway addresses: keep the list of this machine's own
-            // addresses (admitted like loopback) current.
-            let guard = guard.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(HOST_ADDRS_REFRESH);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    guard.set_host_addrs(crate::docker::listeners::local_addresses());
-                }
-            })
-        };
+        let host_addrs = follow_host_addresses(guard.clone());
         if config.upstreams.is_empty() {
             tracing::warn!("no upstream servers (none configured, none usable in /etc/resolv.conf): names not answered locally get SERVFAIL");
         }
@@ -268,5 +227,83 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.host_addrs.abort();
+    }
+}
+
+/// The forwarder's settings from a configuration.
+fn forward_settings(config: &Config) -> ForwardSettings {
+    ForwardSettings {
+        servers: config.upstreams.clone(),
+        timeout: config.upstream_timeout,
+        budget: config.upstream_budget,
+        max_inflight: config.max_inflight,
+        cache_size: config.cache_size,
+        randomize_case: config.randomize_case,
+        cache_bytes: config.cache_bytes,
+        serve_stale: config.serve_stale,
+        local_ttl: config.ttl,
+    }
+}
+
+/// Binds the fixed listeners, in order; on a failure stops the ones already bound (no half
+/// the listeners running behind an error).
+fn bind_all(
+    listeners: &Arc<ListenerSet>,
+    addrs: &[SocketAddr],
+) -> Result<Vec<SocketAddr>, BindError> {
+    addrs
+        .iter()
+        .map(|addr| listeners.add(*addr))
+        .collect::<Result<Vec<_>, _>>()
+        .inspect_err(|_| stop_all(listeners))
+}
+
+/// Stops every listener in the background.
+fn stop_all(listeners: &Arc<ListenerSet>) {
+    let l = listeners.clone();
+    tokio::spawn(async move { l.stop_all().await });
+}
+
+/// Keeps the guard's list of this machine's own addresses (admitted like loopback) current: new
+/// bridge networks add gateway addresses.
+fn follow_host_addresses(guard: Arc<Guard>) -> tokio::task::JoinHandle<()> {
+    guard.set_host_addrs(crate::docker::listeners::local_addresses());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HOST_ADDRS_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            guard.set_host_addrs(crate::docker::listeners::local_addresses());
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_busy_port_is_a_bind_error_with_its_cause() {
+        use std::error::Error;
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let cfg = Config::from_toml(
+            &format!("[server]\nlisten = [\"{addr}\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n"),
+            &Default::default(),
+        )
+        .unwrap();
+        let e = Server::start(cfg).err().expect("the port is held");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("cannot listen on {addr} (udp): "))
+                && msg.ends_with("stop it, or choose another address with --listen"),
+            "{msg}"
+        );
+        let cause = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            cause.map(|c| c.kind()),
+            Some(std::io::ErrorKind::AddrInUse),
+            "{e:?}"
+        );
     }
 }

@@ -50,7 +50,7 @@ pub struct ContainerSection {
     /// Health, for testing health-aware answers: none, healthy, starting, unhealthy.
     #[serde(default)]
     pub health: Health,
-    /// The container's own DNS servers ("ADDR[:PORT]", port 53 when absent), like Docker's
+    /// The container's own DNS servers (`ADDR[:PORT]`, port 53 when absent), like Docker's
     /// `--dns`: questions from its addresses go there, in this order (at most the first 3);
     /// dockns's own listeners are left out. Empty: `[upstream] servers`.
     #[serde(default)]
@@ -151,7 +151,7 @@ pub enum StaticError {
         /// The address.
         ip: IpAddr,
     },
-    /// A `dns` entry that is not ADDRESS[:PORT].
+    /// A `dns` entry that is not `ADDRESS[:PORT]`.
     #[error("{at}: dns[{index}] = \"{value}\" is not ADDRESS[:PORT]; write e.g. \"10.89.0.53\" or \"127.0.0.1:5399\"")]
     Dns {
         /// The entry.

@@ -861,7 +861,7 @@ fn bad_token_files_are_one_line_errors_naming_the_file_and_the_fix() {
         let toml = scoped_toml(&format!("token_file = \"{}\"\n", path.display()));
         let e = dockns::config::Config::from_toml(&toml, &Default::default())
             .expect_err("a bad token file is an error")
-            .0;
+            .to_string();
         assert!(
             e.contains(&path.display().to_string()) && e.contains(fix) && !e.contains('\n'),
             "{e}"
@@ -886,7 +886,7 @@ fn admin_defaults_and_the_check_config_warning() {
     assert!(cfg.warnings().is_empty());
     let e = dockns::config::Config::from_toml("[admin]\nallow = [\"nope\"]", &Default::default())
         .unwrap_err()
-        .0;
+        .to_string();
     assert!(e.contains("[admin] allow[0]"), "{e}");
 
     let dir = tempfile::tempdir().unwrap();

@@ -134,7 +134,10 @@ async fn serve_conn(
             let snap = ctx.snapshot.load();
             match ctx.guard.screen(&snap, client, body, &mut out[2..], true) {
                 Some(refused) => refused,
-                None => answer::handle(&snap, client, ctx.local, body, &mut out[2..], true),
+                None => {
+                    let local = ctx.guard.scope_local(client, ctx.local);
+                    answer::handle(&snap, client, local, body, &mut out[2..], true)
+                }
             }
         };
         // Flush only when no further query is already waiting in the read buffer, so pipelined
@@ -156,7 +159,7 @@ async fn serve_conn(
             Action::Forward => {
                 // Over the in-flight bound: REFUSED; over the client's rate: SERVFAIL (see guard).
                 let mut limited_rcode = rcode::REFUSED;
-                let permit = if ctx.guard.allow_forward(client) {
+                let permit = if ctx.guard.allow_forward(&ctx.snapshot.load(), client) {
                     let p = ctx.forwarder.try_acquire();
                     if p.is_none() {
                         ctx.stats.refused();

@@ -117,7 +117,10 @@ impl UdpWorker {
                     let out = outb.buf_mut(replies);
                     let action = match self.guard.screen(&snap, client, pkt, out, false) {
                         Some(refused) => refused,
-                        None => answer::handle(&snap, client, self.local, pkt, out, false),
+                        None => {
+                            let local = self.guard.scope_local(client, self.local);
+                            answer::handle(&snap, client, local, pkt, out, false)
+                        }
                     };
                     let (len, source) = match action {
                         Action::Reply(len, outcome) => {
@@ -142,7 +145,8 @@ impl UdpWorker {
                             }
                             None => {
                                 let servers = snap.client_servers(client);
-                                self.forward(pkt, src, client, servers, &mut scratch, t0);
+                                let within_rate = self.guard.allow_forward(&snap, client);
+                                self.forward(pkt, src, servers, within_rate, &mut scratch, t0);
                                 continue;
                             }
                         },
@@ -165,15 +169,14 @@ impl UdpWorker {
         &self,
         pkt: &[u8],
         src: SocketAddr,
-        client: IpAddr,
         servers: Option<&Arc<[SocketAddr]>>,
+        within_rate: bool,
         out: &mut [u8],
         t0: Stamp,
     ) {
-        // Over its forward rate or over the in-flight bound: REFUSED.
         // Over the in-flight bound: REFUSED; over the client's rate: SERVFAIL (see guard).
         let mut limited_rcode = rcode::REFUSED;
-        let permit = if self.guard.allow_forward(client) {
+        let permit = if within_rate {
             let p = self.forwarder.try_acquire();
             if p.is_none() {
                 self.stats.refused();

@@ -803,6 +803,13 @@ impl Snapshot {
         &self.views[id as usize]
     }
 
+    /// Whether `client` is the address of a known container (Docker's or a static table's): the
+    /// forward rate limit gives each its own bucket (`dns::guard`). No allocation.
+    #[inline]
+    pub fn is_known_container(&self, client: IpAddr) -> bool {
+        self.client_views.contains_key(&client)
+    }
+
     /// Whether `client` is a known container address or lies in a served network's subnet
     /// (the access check in `dns::guard`). No allocation.
     #[inline]
