@@ -483,7 +483,7 @@ fn route(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr, local: S
         },
         p => match p.strip_prefix("/v1/records/") {
             Some(net) => {
-                let net = percent_decode(net);
+                let net = path_segment(net);
                 let doc = records_scoped(&state.publisher, Some(&net), scope);
                 if doc.networks.is_empty() {
                     // The same answer for a network that does not exist and one this client
@@ -759,29 +759,11 @@ pub struct ExplainDoc {
     pub generation: u64,
 }
 
-/// Decodes `%XX` escapes and `+` in a query-string component.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Decodes the `%XX` escapes of a path segment (RFC 3986 §2.1; a bad escape stays as it is).
+fn path_segment(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn explain_query(
@@ -794,10 +776,9 @@ fn explain_query(
     let mut qtype = "A".to_string();
     let mut from = None;
     let mut local = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
-        match k {
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let v = v.into_owned();
+        match &*k {
             "name" => name = Some(v),
             "type" => qtype = v,
             "from" => from = Some(v),
@@ -856,7 +837,6 @@ pub fn explain(
 ) -> Result<ExplainDoc, String> {
     let rtype = hickory_proto::rr::RecordType::from_str(&qtype.to_ascii_uppercase())
         .map_err(|_| format!("type {qtype:?} is not a DNS record type (A, AAAA, PTR, MX, ...)"))?;
-    let code = u16::from(rtype);
     // PTR for an address: ask for its reverse name.
     let name = match (rtype, name.parse::<IpAddr>()) {
         (hickory_proto::rr::RecordType::PTR, Ok(ip)) => reverse_name(ip),
@@ -867,8 +847,29 @@ pub fn explain(
     let view = snap.view_for(client, local);
     let scope = snap.scope_reason(client, local).to_string();
     let nets = snap.networks();
-    let view_names: Vec<String> = view
-        .networks
+    let entry = snap.entry_for(view, &key);
+    let network = entry.and_then(|(ni, _)| nets.get(ni as usize).map(|n| n.name.clone()));
+    let (result, why, answers) = verdict(snap, view, client, (&key, &name, rtype), &network);
+    Ok(ExplainDoc {
+        name,
+        qtype: rtype.to_string(),
+        client,
+        local,
+        scope,
+        view: view_names(snap, view),
+        forwards_unknown: view.forward,
+        result: result.into(),
+        why,
+        answers,
+        network,
+        generation: snap.generation,
+    })
+}
+
+/// The networks a view holds, by name (`(qualified only)` where plain names are not seen).
+fn view_names(snap: &Snapshot, view: &crate::model::View) -> Vec<String> {
+    let nets = snap.networks();
+    view.networks
         .iter()
         .filter_map(|&(i, plain)| {
             nets.get(i as usize).map(|n| {
@@ -879,10 +880,19 @@ pub fn explain(
                 }
             })
         })
-        .collect();
-    let entry = snap.entry_for(view, &key);
-    let network = entry.and_then(|(ni, _)| nets.get(ni as usize).map(|n| n.name.clone()));
-    let (result, why, answers) = match snap.resolve(view, &key, code, 1) {
+        .collect()
+}
+
+/// The result, the reason and the answers of one question (`key` the normalized form of
+/// `name`) in `view`; `network` is where the name was found.
+fn verdict(
+    snap: &Snapshot,
+    view: &crate::model::View,
+    client: IpAddr,
+    (key, name, rtype): (&[u8], &str, hickory_proto::rr::RecordType),
+    network: &Option<String>,
+) -> (&'static str, String, Vec<String>) {
+    match snap.resolve(view, key, u16::from(rtype), 1) {
         Resolution::Answer { set, .. } => (
             "answer",
             format!(
@@ -917,24 +927,10 @@ pub fn explain(
             Vec::new(),
         ),
         Resolution::NxDomain { soa: false } | Resolution::Forward => {
-            let (result, why) = explain_unanswered(snap, client, view, &key, &name);
+            let (result, why) = explain_unanswered(snap, client, view, key, name);
             (result, why, Vec::new())
         }
-    };
-    Ok(ExplainDoc {
-        name,
-        qtype: rtype.to_string(),
-        client,
-        local,
-        scope,
-        view: view_names,
-        forwards_unknown: view.forward,
-        result: result.into(),
-        why,
-        answers,
-        network,
-        generation: snap.generation,
-    })
+    }
 }
 
 /// Where a name the tables do not answer goes for this client (per-container upstreams,
@@ -977,10 +973,21 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("fd00%3A%3A1"), "fd00::1");
-        assert_eq!(percent_decode("a+b%"), "a b%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(percent_decode("%41"), "A");
+        assert_eq!(path_segment("fd00%3A%3A1"), "fd00::1");
+        assert_eq!(path_segment("%zz%4"), "%zz%4");
+        assert_eq!(path_segment("%41"), "A");
+        // The query string of /v1/explain: `+` is a space, bad escapes stay.
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(b"name=a+b%&from=fd00%3A%3A1&x")
+            .into_owned()
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("name".into(), "a b%".into()),
+                ("from".into(), "fd00::1".into()),
+                ("x".into(), "".into())
+            ]
+        );
     }
 
     #[test]
