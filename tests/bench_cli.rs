@@ -1,12 +1,15 @@
 //! `dockns bench` against an in-process dockns on an ephemeral loopback port: every query it
 //! sends must come back matched, with the server's counters agreeing.
 
+mod kit;
+
 use dockns::bench::{run, BenchArgs, BenchConfig};
 use dockns::config::{Config, Overrides};
 use dockns::server::Server;
-use std::net::UdpSocket;
+use kit::{Behavior, FakeUpstream};
+use std::net::SocketAddr;
 
-fn config(silent_upstream: &UdpSocket) -> Config {
+fn config(silent_upstream: SocketAddr) -> Config {
     let text = format!(
         r#"
 [server]
@@ -29,7 +32,7 @@ name = "beta"
 ipv4 = ["10.1.0.3", "10.1.0.4"]
 ipv6 = ["fd01::3"]
 "#,
-        silent_upstream.local_addr().unwrap()
+        silent_upstream
     );
     Config::from_toml(&text, &Overrides::default()).unwrap()
 }
@@ -60,8 +63,8 @@ fn args(server: String) -> BenchArgs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_drives_udp_tcp_and_open_loop() {
     // A bound but silent upstream: nothing here should be forwarded.
-    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let server = Server::start(config(&upstream)).unwrap();
+    let upstream = FakeUpstream::start(Behavior::Dead);
+    let server = Server::start(config(upstream.addr)).unwrap();
     let addr = server.bound()[0].to_string();
 
     // Closed loop over UDP, count-limited: every query answered, rcodes as the tables say.

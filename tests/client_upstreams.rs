@@ -12,130 +12,22 @@
 
 mod kit;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
-use kit::aio::{start, TestServer, WAIT};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use kit::aio::{query_bytes, start, v4, Behavior, FakeUpstream, TestServer, WAIT};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio::net::{TcpSocket, UdpSocket};
 
 /// A fake DNS server on a chosen loopback address: answers every A question with `answer`
 /// (or stays silent when `answer` is `None`) over UDP and TCP, and records the names asked.
-struct Fake {
-    addr: SocketAddr,
-    names: Arc<Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Fake {
-    fn saw(&self, name: &str) -> bool {
-        let n = format!("{}.", name.to_ascii_lowercase());
-        self.names.lock().unwrap().contains(&n)
-    }
-    fn asked(&self) -> usize {
-        self.names.lock().unwrap().len()
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-fn reply(q: &Message, answer: Ipv4Addr) -> Option<Vec<u8>> {
-    let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
-    r.metadata.recursion_desired = q.metadata.recursion_desired;
-    r.metadata.recursion_available = true;
-    r.add_queries(q.queries.clone());
-    let query = q.queries.first()?;
-    r.add_answer(Record::from_rdata(
-        query.name().clone(),
-        60,
-        RData::A(A(answer)),
-    ));
-    r.to_vec().ok()
-}
-
-async fn fake_at(ip: &str, answer: Option<Ipv4Addr>) -> Fake {
-    let ip: IpAddr = ip.parse().unwrap();
-    let (udp, tcp) = loop {
-        let udp = UdpSocket::bind((ip, 0)).await.expect("bind fake udp");
-        let port = udp.local_addr().unwrap().port();
-        if let Ok(tcp) = TcpListener::bind((ip, port)).await {
-            break (udp, tcp);
-        }
-    };
-    let addr = udp.local_addr().unwrap();
-    let names = Arc::new(Mutex::new(Vec::new()));
-    let n1 = names.clone();
-    let t1 = tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let Ok((n, src)) = udp.recv_from(&mut buf).await else {
-                continue;
-            };
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            if let Some(query) = q.queries.first() {
-                n1.lock()
-                    .unwrap()
-                    .push(query.name().to_ascii().to_ascii_lowercase());
-            }
-            if let Some(r) = answer.and_then(|a| reply(&q, a)) {
-                let _ = udp.send_to(&r, src).await;
-            }
-        }
-    });
-    let n2 = names.clone();
-    let t2 = tokio::spawn(async move {
-        loop {
-            let Ok((mut st, _)) = tcp.accept().await else {
-                continue;
-            };
-            let n2 = n2.clone();
-            tokio::spawn(async move {
-                while let Ok(len) = st.read_u16().await {
-                    let mut b = vec![0u8; usize::from(len)];
-                    if st.read_exact(&mut b).await.is_err() {
-                        return;
-                    }
-                    let Ok(q) = Message::from_vec(&b) else { return };
-                    if let Some(query) = q.queries.first() {
-                        n2.lock()
-                            .unwrap()
-                            .push(query.name().to_ascii().to_ascii_lowercase());
-                    }
-                    let Some(r) = answer.and_then(|a| reply(&q, a)) else {
-                        continue;
-                    };
-                    let mut f = (r.len() as u16).to_be_bytes().to_vec();
-                    f.extend_from_slice(&r);
-                    if st.write_all(&f).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Fake {
-        addr,
-        names,
-        tasks: vec![t1, t2],
-    }
+async fn fake_at(ip: &str, answer: Option<Ipv4Addr>) -> FakeUpstream {
+    FakeUpstream::start_on(ip, answer.map_or(Behavior::Dead, Behavior::AnswerWith))
 }
 
 fn query(name: &str) -> Vec<u8> {
-    let mut m = Message::new(0x5151, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    m.to_vec().unwrap()
+    query_bytes(0x5151, name, RecordType::A, None)
 }
 
 /// Asks `server` over UDP from the client address `src` (a container's own address).
@@ -173,16 +65,6 @@ async fn ask_tcp_as(src: &str, server: SocketAddr, name: &str) -> Message {
         .flatten()
         .unwrap_or_else(|| panic!("no TCP reply for {name} from {src}"));
     Message::from_vec(&b).expect("decode")
-}
-
-fn v4(m: &Message) -> Vec<Ipv4Addr> {
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect()
 }
 
 const DEFAULT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -252,7 +134,7 @@ ipv4 = ["127.0.3.5"]
     )
 }
 
-async fn lab(default: &Fake, own: &[SocketAddr], onnet: &Fake) -> TestServer {
+async fn lab(default: &FakeUpstream, own: &[SocketAddr], onnet: &FakeUpstream) -> TestServer {
     start(&lab_toml(default.addr, own, onnet.addr)).await
 }
 
@@ -328,7 +210,7 @@ async fn internal_clients_reach_only_on_network_servers() {
         let m = ask_as(src, s.addr, "vault").await;
         assert_eq!(v4(&m), [Ipv4Addr::new(127, 0, 2, 5)]);
     }
-    assert_eq!(default.asked(), 0, "nothing went to the default servers");
+    assert_eq!(default.count(), 0, "nothing went to the default servers");
     s.stop().await;
 }
 
@@ -359,7 +241,7 @@ async fn container_names_are_never_asked_of_dockers_resolver() {
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
     }
     assert_eq!(
-        docker.asked(),
+        docker.count(),
         0,
         "no container name reached Docker's resolver"
     );

@@ -1,4 +1,4 @@
-//! The Docker watcher against a fake Engine API (tests/fakeengine) speaking API 1.41
+//! The Docker watcher against a fake Engine API (tests/kit/engine.rs) speaking API 1.41
 //! (Docker 20.10), 1.44 (Docker 25) and 1.47 (Docker 27): the initial sync with every kind of
 //! name (aliases without the short ID, `DNSNames`, links, anonymous containers), every event
 //! kind the watcher handles, a cut event stream followed by a resync, and a daemon that answers

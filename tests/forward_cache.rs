@@ -1,7 +1,8 @@
 //! The forward cache end to end: an in-process dockns forwarding to a fake upstream on loopback
 //! that counts the queries it receives per name.
 
-use dockns::bench::encode_query;
+mod kit;
+
 use dockns::config::{Config, Overrides};
 use dockns::server::Server;
 use std::collections::HashMap;
@@ -79,8 +80,7 @@ fn server(upstream: SocketAddr, cache_size: usize) -> Server {
 /// Sends one query with `id` and waits (generously) for the reply.
 async fn ask(server: SocketAddr, name: &str, id: u16) -> Vec<u8> {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut q = encode_query(name, 1, false).unwrap();
-    q[0..2].copy_from_slice(&id.to_be_bytes());
+    let q = kit::query(id, name, 1, false);
     let mut buf = vec![0u8; 4096];
     for _ in 0..3 {
         sock.send_to(&q, server).await.unwrap();
@@ -97,8 +97,7 @@ fn hits(h: &Hits, name: &str) -> usize {
 }
 
 fn ttl_of_first_answer(resp: &[u8]) -> u32 {
-    let (_, qend) = question(resp).unwrap();
-    u32::from_be_bytes(resp[qend + 6..qend + 10].try_into().unwrap())
+    kit::parse(resp).answers[0].ttl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +118,7 @@ async fn cache_answers_repeats_negatives_and_shares_inflight() {
         let id = 100 + i as u16;
         let r = ask(addr, name, id).await;
         assert_eq!(u16::from_be_bytes([r[0], r[1]]), id);
-        let want = encode_query(name, 1, false).unwrap();
+        let want = kit::query(id, name, 1, false);
         assert_eq!(
             &r[12..want.len()],
             &want[12..],

@@ -34,13 +34,8 @@ struct Scripted {
 
 impl Scripted {
     fn start(ip: &str, script: Script) -> Scripted {
-        // UDP and TCP on one port: retry until a port is free for both.
-        let (udp, tcp) = loop {
-            let udp = UdpSocket::bind(format!("{ip}:0")).expect("bind fake");
-            if let Ok(tcp) = std::net::TcpListener::bind(udp.local_addr().unwrap()) {
-                break (udp, tcp);
-            }
-        };
+        // UDP and TCP on one port, both held (a new pair when the TCP port is taken).
+        let (udp, tcp) = kit::upstream::bind_pair(ip.parse().expect("loopback address"));
         let addr = udp.local_addr().unwrap();
         tcp.set_nonblocking(true).unwrap();
         udp.set_read_timeout(Some(Duration::from_millis(50)))

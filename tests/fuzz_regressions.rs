@@ -185,3 +185,55 @@ fn client_subnet_options_agree_on_both_paths() {
         assert_eq!(kit::rcode(&out[..n]), rcode, "{what}");
     }
 }
+
+/// RFC 1035 §4.2.1 / RFC 6891 §6.2.5: without EDNS a UDP reply is at most 512 bytes; with EDNS,
+/// at most the size the client advertised. An upstream answer of 40 A records (about 690 bytes)
+/// is accepted and must reach a plain client cut to 512 bytes with TC set, and an EDNS client
+/// of 1232 whole. Run through the `upstream_response` target's checks, which assert the limit.
+#[test]
+fn forwarded_answers_fit_the_clients_own_udp_limit() {
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+    for (edns, whole) in [(None, false), (Some(1232), true)] {
+        let query = kit::query_bytes(
+            0x0102,
+            "big.example",
+            hickory_proto::rr::RecordType::A,
+            edns,
+        );
+        let q = kit::parse(&query);
+        let mut resp = hickory_proto::op::Message::response(0x7777, q.metadata.op_code);
+        resp.metadata.recursion_desired = true;
+        resp.metadata.recursion_available = true;
+        resp.add_queries(q.queries.clone());
+        for i in 0..40u8 {
+            resp.add_answer(Record::from_rdata(
+                q.queries[0].name().clone(),
+                60,
+                RData::A(A::new(192, 0, 2, i)),
+            ));
+        }
+        let resp = resp.to_vec().unwrap();
+        assert!(
+            resp.len() > 600,
+            "the upstream answer is {} bytes",
+            resp.len()
+        );
+        let mut data = vec![0b10, query.len() as u8];
+        data.extend_from_slice(&query);
+        data.extend_from_slice(&resp);
+        replay(
+            "upstream_response",
+            &format!("40 A records, EDNS {edns:?}"),
+            &data,
+        );
+        let dockns::forward::UpstreamReply::Accepted(out) =
+            dockns::forward::upstream_reply(&query, 0x7777, &resp, false)
+        else {
+            panic!("the answer is accepted");
+        };
+        let m = kit::parse(&out);
+        assert_eq!(m.metadata.truncation, !whole, "TC, EDNS {edns:?}");
+        assert_eq!(m.answers.len(), if whole { 40 } else { 0 }, "EDNS {edns:?}");
+    }
+}

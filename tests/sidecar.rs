@@ -87,10 +87,8 @@ fn docker_ready() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        if std::env::var("DOCKNS_REQUIRE_DOCKER").as_deref() == Ok("1") {
-            panic!("DOCKNS_REQUIRE_DOCKER=1 but the Docker daemon is unreachable (`docker info` failed): start dockerd");
-        }
-        eprintln!("\n*** SKIPPING tests/sidecar.rs: the Docker daemon is unreachable (`docker info` failed). Set DOCKNS_REQUIRE_DOCKER=1 to make this a failure. ***\n");
+        // Fails under DOCKNS_REQUIRE_DOCKER=1; else a recorded, printed skip.
+        kit::skip::skip("the Docker daemon is unreachable (`docker info` failed): start dockerd");
     }
     ok
 }

@@ -4,8 +4,8 @@
 
 mod kit;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{DNSClass, RData, RecordType};
 use kit::aio::*;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -20,11 +20,11 @@ async fn zone_server(extra_server: &str) -> (TestServer, FakeUpstream) {
     (start(&toml).await, up)
 }
 
+/// A query of another class (no RD, as a zone-transfer or CHAOS client sends it).
 fn query_class(id: u16, name: &str, qtype: RecordType, class: DNSClass) -> Vec<u8> {
-    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    let mut q = Query::query(Name::from_ascii(name).expect("name"), qtype);
-    q.set_query_class(class);
-    m.add_query(q);
+    let mut m = query_msg(id, name, qtype, None);
+    m.metadata.recursion_desired = false;
+    m.queries[0].set_query_class(class);
     m.to_vec().expect("encode")
 }
 

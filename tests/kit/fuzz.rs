@@ -28,10 +28,15 @@ pub const TARGETS: [(&str, Check); 4] = [
     ("upstream_response", upstream_response_target),
 ];
 
-/// The largest reply the server may send for `pkt` as the library defines it: the client's EDNS
-/// size within [512, 1232] over UDP (512 without EDNS), a whole message over TCP. The EDNS
-/// comes from whichever parser reads the packet.
+/// The largest reply the server may send for `pkt`, from the standards rather than from the
+/// code under test: 512 bytes over UDP without EDNS (RFC 1035 §4.2.1), the client's EDNS size
+/// over UDP (RFC 6891 §6.2.5) raised to 512 and capped at the size dockns advertises
+/// (`wire::EDNS_UDP_SIZE`, 1232), 65535 over TCP. The EDNS record is read by whichever of the
+/// library's parsers reads the packet.
 pub fn client_limit(pkt: &[u8], tcp: bool) -> usize {
+    if tcp {
+        return 65535;
+    }
     let mut key = [0u8; MAX_KEY_LEN];
     let edns = match parse_query(pkt, &mut key) {
         Parse::Query(q) => q.edns,
@@ -42,7 +47,9 @@ pub fn client_limit(pkt: &[u8], tcp: bool) -> usize {
             _ => None,
         },
     };
-    wire::response_limit(edns, tcp)
+    edns.map_or(512, |e| {
+        usize::from(e.udp_size.clamp(512, wire::EDNS_UDP_SIZE))
+    })
 }
 
 /// The zero-allocation fast parser never panics and never reports positions past the packet;
@@ -137,7 +144,8 @@ pub const UPSTREAM_QUERY: &[u8] = &[
 /// the forwarding path runs): never panics; an accepted answer is what `forward/reply.rs`
 /// promises the client: its ID, QR=1, opcode QUERY, RD as the client's, the client's question
 /// bytes (letter case included) when the fast parser read the query, and no more bytes than the
-/// client's limit ([`client_limit`]: 512 without EDNS, its EDNS size up to 1232, 65535 on TCP).
+/// client's limit ([`client_limit`]: 512 without EDNS, its EDNS size within 512..1232, 65535
+/// over TCP).
 /// Input: a selector byte (bit 0: TCP; bit 1: the query is in the input; bit 7: the upstream
 /// reply's ID is not the one sent), then either the response bytes (query
 /// [`UPSTREAM_QUERY`]) or a query length byte, the query, and the response.

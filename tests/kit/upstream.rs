@@ -8,7 +8,7 @@
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -185,10 +185,16 @@ fn qname(raw: &[u8]) -> String {
 }
 
 /// UDP on port 0 and TCP on the same number, both held; a new pair when the TCP port is taken.
-fn bind_pair() -> (UdpSocket, TcpListener) {
+/// For fakes that answer with their own code (`tests/forward_rules.rs`).
+pub fn bind_pair(ip: IpAddr) -> (UdpSocket, TcpListener) {
+    assert!(
+        ip.is_loopback(),
+        "fake upstreams listen on loopback only, not {ip}"
+    );
     let mut last = None;
     for _ in 0..1000 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("fake upstream: bind UDP 127.0.0.1:0");
+        let udp = UdpSocket::bind((ip, 0))
+            .unwrap_or_else(|e| panic!("fake upstream: bind UDP {ip} port 0: {e}"));
         let addr = udp.local_addr().expect("fake upstream: UDP address");
         match TcpListener::bind(addr) {
             Ok(tcp) => return (udp, tcp),
@@ -200,9 +206,18 @@ fn bind_pair() -> (UdpSocket, TcpListener) {
 }
 
 impl FakeUpstream {
-    /// Starts a fake upstream with the given behaviour.
+    /// Starts a fake upstream on 127.0.0.1 with the given behaviour.
     pub fn start(b: Behavior) -> FakeUpstream {
-        let (udp, tcp) = bind_pair();
+        FakeUpstream::start_on("127.0.0.1", b)
+    }
+
+    /// Starts a fake upstream on another loopback address (e.g. `127.0.0.11`, standing for
+    /// Docker's resolver, or a container's own server) with the given behaviour.
+    pub fn start_on(ip: &str, b: Behavior) -> FakeUpstream {
+        let ip: IpAddr = ip
+            .parse()
+            .unwrap_or_else(|e| panic!("fake upstream address {ip:?}: {e}"));
+        let (udp, tcp) = bind_pair(ip);
         let addr = udp.local_addr().expect("addr");
         tcp.set_nonblocking(true).expect("nonblocking");
         udp.set_read_timeout(Some(Duration::from_millis(50)))
