@@ -197,3 +197,71 @@ async fn removing_listeners_frees_their_counters() {
     );
     server.shutdown().await;
 }
+
+/// Sends `payload` to `to` over UDP from source port 0, through a raw socket (the kernel adds
+/// the IP header; the UDP header is ours, checksum 0 = none, RFC 768).
+fn send_from_port_zero(to: SocketAddr, payload: &[u8]) {
+    let SocketAddr::V4(to) = to else {
+        panic!("IPv4 listener expected")
+    };
+    // SAFETY: a plain socket(2) call; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP) };
+    assert!(
+        fd >= 0,
+        "cannot open a raw socket ({}): this test sends from UDP port 0 and needs root \
+         (CAP_NET_RAW); run it as root, as .ci/run does",
+        std::io::Error::last_os_error()
+    );
+    let mut dgram = vec![0u8, 0];
+    dgram.extend_from_slice(&to.port().to_be_bytes());
+    dgram.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    dgram.extend_from_slice(&[0, 0]);
+    dgram.extend_from_slice(payload);
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*to.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: the buffer and address outlive the call; their lengths are passed with them.
+    let sent = unsafe {
+        libc::sendto(
+            fd,
+            dgram.as_ptr().cast(),
+            dgram.len(),
+            0,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the descriptor opened above, once.
+    unsafe { libc::close(fd) };
+    assert_eq!(sent, dgram.len() as isize, "raw send failed: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reply_to_source_port_zero() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = start();
+    let addr = server.bound()[0];
+    let before = server.stats.totals();
+    // RFC 768: a source port of 0 means no reply is expected; the query is dropped and counted.
+    send_from_port_zero(addr, &query(0x5150));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats.totals().dropped == before.dropped {
+        assert!(
+            Instant::now() < deadline,
+            "a query from port 0 was not counted as dropped: {:?}",
+            server.stats.totals()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = server.stats.totals();
+    assert_eq!(after.dropped, before.dropped + 1);
+    assert_eq!(after.udp_local, before.udp_local, "nothing was answered");
+    assert!(answers(addr, 1), "ordinary clients still get answers");
+    server.shutdown().await;
+}
