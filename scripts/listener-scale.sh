@@ -74,14 +74,16 @@ print(ok)
 EOF
 }
 
-load() { # ADDRESS... : one `dockns bench` per address (64 in flight each), summed queries/s
-    local out=() p
+load() { # PORT ADDRESS... : one `dockns bench` per address (64 in flight each), summed queries/s
+    local out=() p i=0 tag=$RANDOM port=$1
+    shift
     for a in "$@"; do
-        "$BIN" bench -s "$a:$PORT" -n db -q 64 --sockets 4 -l "$DUR" --json >"$WORK/bench.$#.$a.json" &
+        i=$((i + 1))
+        "$BIN" bench -s "$a:$port" -n db -q 64 --sockets 4 -l "$DUR" --json >"$WORK/bench.$tag.$i.json" &
         out+=($!)
     done
     for p in "${out[@]}"; do wait "$p"; done
-    python3 -c 'import json,sys; print(int(sum(json.load(open(f))["qps"] for f in sys.argv[1:])))' "$WORK"/bench.$#.*.json
+    python3 -c 'import json,sys; print(int(sum(json.load(open(f))["qps"] for f in sys.argv[1:])))' "$WORK"/bench.$tag.*.json
 }
 
 config "$WORK/all.toml" "$N" "$ADMIN_A"
@@ -101,8 +103,8 @@ echo "answering: $(answering "$N") of $N listeners"
 spread=()
 for i in 0 37 75 112 150 187 225 262; do spread+=("$(addr $((i % N)))"); done
 one=("$(addr 0)" "$(addr 0)" "$(addr 0)" "$(addr 0)" "$(addr 0)" "$(addr 0)" "$(addr 0)" "$(addr 0)")
-q1=$(load "${one[@]}")
-q8=$(load "${spread[@]}")
+q1=$(load "$PORT" "${one[@]}")
+q8=$(load "$PORT" "${spread[@]}")
 echo "queries/s, 8 clients on one listener: $q1; on 8 listeners: $q8 ($(python3 -c "print(f'{$q8/$q1:.2f}')")x, target >= 0.8x)"
 echo "after load: threads $(threads $A), RSS $(($(rss_kib $A) / 1024)) MiB, /metrics $(metrics_bytes $ADMIN_A) bytes"
 
@@ -123,9 +125,14 @@ sed -i "s/:$PORT\"/:$((PORT + 1))\"/g" "$WORK/fresh.toml"
 B=$!
 PIDS+=("$B")
 wait_ready "$ADMIN_B"
+# The same load as the first one had, so both have touched their buffers alike.
+load "$((PORT + 1))" "${one[@]}" >/dev/null
+few=()
+for i in 0 3 6 9 12 15 18 19; do few+=("$(addr $((i % KEEP)))"); done
+load "$((PORT + 1))" "${few[@]}" >/dev/null
 sleep 2
 tb=$(threads $B); rb=$(rss_kib $B); mb=$(metrics_bytes $ADMIN_B)
-echo "fresh dockns with $KEEP: threads $tb, RSS $((rb / 1024)) MiB, /metrics $mb bytes"
+echo "fresh dockns with $KEEP, after the same load: threads $tb, RSS $((rb / 1024)) MiB, /metrics $mb bytes"
 python3 -c "
 for k, a, b in (('threads', $ta, $tb), ('RSS', $ra, $rb), ('/metrics', $ma, $mb)):
     print(f'{k}: {a / b:.2f}x the fresh one (target within 25%)')

@@ -301,7 +301,9 @@ impl ListenerSet {
         for w in &r.udp_stats {
             self.deps.stats.retire(w);
         }
-        tracing::info!(bound = %r.bound, "stopped listening");
+        drop(r);
+        release_freed_memory();
+        tracing::info!(bound = %addr, "stopped listening");
     }
 
     /// The addresses asked for, with what they are bound to.
@@ -357,6 +359,17 @@ impl ListenerSet {
             self.deps.tcp_connections.acquire_many(self.tcp_slots),
         )
         .await;
+    }
+}
+
+/// Hands heap pages freed by a removed listener back to the OS: glibc keeps freed pages in its
+/// heap otherwise, and RSS would stay at its high-water mark after network churn (300 networks
+/// added and 280 removed left 1.4x the RSS of a dockns started with the 20).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims glibc's own heap; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

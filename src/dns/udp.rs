@@ -142,6 +142,11 @@ impl UdpWorker {
             if replies > 0 {
                 self.outb.send_all(fd, replies);
             }
+            // A short batch emptied the queue: whatever arrives later raises a new
+            // (edge-triggered) readiness event, so no read is spent to hear EAGAIN.
+            if n < BATCH {
+                return Served::Drained { busy };
+            }
         }
         Served::More
     }
