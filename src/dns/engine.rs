@@ -186,9 +186,8 @@ impl EngineThread {
                 }
                 continue;
             }
-            if self.serve_ready() {
-                spin_until = Some(Instant::now() + SPIN);
-            }
+            // Spin on after a busy batch; a quiet one ends the spin (as a blocking receive would).
+            spin_until = self.serve_ready().then(|| Instant::now() + SPIN);
         }
     }
 
