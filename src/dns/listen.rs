@@ -363,8 +363,8 @@ impl ListenerSet {
 }
 
 /// Hands heap pages freed by a removed listener back to the OS: glibc keeps freed pages in its
-/// heap otherwise, and RSS would stay at its high-water mark after network churn (300 networks
-/// added and 280 removed left 1.4x the RSS of a dockns started with the 20).
+/// heap otherwise, and RSS would stay at its high-water mark after network churn (each listener
+/// costs a few KiB of counters and task state).
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks and trims glibc's own heap; it is thread-safe.
