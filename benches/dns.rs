@@ -5,12 +5,12 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use dockns::dns::answer::{handle, Action};
-use dockns::dns::wire::{parse_query, Parse};
 use dockns::forward::cache::{Cache, CacheQuestion};
 use dockns::forward::reply::{self, Judgement};
 use dockns::model::{
-    BuildSettings, Catalog, Container, Endpoint, Health, Network, Publisher, Snapshot, MAX_KEY_LEN,
+    BuildSettings, Catalog, Container, Endpoint, Health, Network, Publisher, Snapshot,
 };
+use dockns::wire::{parse_query, Parse, MAX_KEY_LEN};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;

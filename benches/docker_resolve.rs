@@ -7,11 +7,11 @@
 //! Run: `cargo bench --bench docker_resolve` (needs a running dockerd and root).
 //! `DOCKNS_BENCH_RUNS` changes the number of runs (default 21).
 
-#[path = "../tests/dockerkit/mod.rs"]
-mod dockerkit;
+#[path = "../tests/kit/mod.rs"]
+mod kit;
 
-use dockerkit::*;
 use hickory_proto::rr::RecordType;
+use kit::docker::*;
 use std::time::{Duration, Instant};
 
 fn main() {

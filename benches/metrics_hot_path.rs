@@ -8,8 +8,8 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use dockns::config::{Config, Overrides};
 use dockns::dns::answer::{handle, Action};
-use dockns::dns::stats::{log_reply, since, stamp, AnswerSource, Stats};
 use dockns::model::Snapshot;
+use dockns::stats::{log_reply, since, stamp, AnswerSource, Stats};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use std::net::{IpAddr, SocketAddr};

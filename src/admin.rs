@@ -16,13 +16,13 @@
 //! the admin API on, could resolve ([`Snapshot::view_for`]), and `/v1/explain` only for itself.
 //! `/metrics` carries counts and upstream addresses, never a container or network name.
 use crate::dns::listen::{BindError, ListenerSet};
-use crate::dns::stats::Stats;
 use crate::forward::Forwarder;
 use crate::metrics::{self, ServerMetrics, TableSizes};
 use crate::model::{
-    endpoint_names, normalize_name, reverse_name, Catalog, Publisher, RecordSet, Resolution,
-    Snapshot,
+    endpoint_names, normalize_name, reverse_name, Catalog, Publisher, Resolution, Snapshot,
 };
+use crate::stats::Stats;
+use crate::wire::RecordSet;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -72,6 +72,12 @@ impl Token {
     pub fn matches(&self, presented: &[u8]) -> bool {
         use subtle::ConstantTimeEq;
         bool::from(self.0.as_ref().ct_eq(presented))
+    }
+
+    /// The `Authorization` header value that presents this token (`Bearer <token>`), for
+    /// `dockns health`. Never log it.
+    pub fn authorization(&self) -> Vec<u8> {
+        [b"Bearer ".as_slice(), &self.0].concat()
     }
 }
 
@@ -268,9 +274,11 @@ fn bind_error(addr: SocketAddr, e: &std::io::Error) -> BindError {
         }
         _ => "check [admin] listen",
     };
-    BindError(format!(
-        "cannot listen for the admin API on {addr} (tcp): {e}; {fix}"
-    ))
+    BindError::Admin {
+        addr,
+        source: crate::dns::listen::owned_io_error(e),
+        fix,
+    }
 }
 
 /// Binds `addr` and serves the admin API until stopped. Must be called within a tokio runtime.

@@ -40,6 +40,16 @@ fn split_url(url: &str) -> Result<(String, String), String> {
 
 /// GETs `path` from the admin API at `base`; returns the status code and the body.
 pub async fn http_get(base: &str, path: &str) -> Result<(u16, String), String> {
+    http_get_authorized(base, path, None).await
+}
+
+/// [`http_get`] with an `Authorization` header (`dockns health` presents the configured
+/// `[admin] token_file` token with it).
+pub async fn http_get_authorized(
+    base: &str,
+    path: &str,
+    authorization: Option<&[u8]>,
+) -> Result<(u16, String), String> {
     let (hostport, prefix) = split_url(base)?;
     let uri = format!("{prefix}{path}");
     let fut = async {
@@ -51,8 +61,15 @@ pub async fn http_get(base: &str, path: &str) -> Result<(u16, String), String> {
                 .await
                 .map_err(|e| format!("HTTP handshake with {base} failed: {e}"))?;
         let driver = tokio::spawn(conn);
-        let req = hyper::Request::get(uri.as_str())
-            .header(hyper::header::HOST, hostport.as_str())
+        let mut req =
+            hyper::Request::get(uri.as_str()).header(hyper::header::HOST, hostport.as_str());
+        if let Some(a) = authorization {
+            let value = hyper::header::HeaderValue::from_bytes(a).map_err(|_| {
+                "the admin token holds characters an HTTP header cannot carry; write a token of printable ASCII (e.g. `head -c 32 /dev/urandom | base64`)".to_string()
+            })?;
+            req = req.header(hyper::header::AUTHORIZATION, value);
+        }
+        let req = req
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("bad request path {uri:?}: {e}"))?;
         let resp = sender
@@ -359,7 +376,7 @@ pub async fn ask(server: SocketAddr, query: &[u8], tcp: bool) -> Result<Reply, S
 
 /// The mnemonic of a response code (`NOERROR`, `NXDOMAIN`, ... or `RCODE<n>`).
 pub fn rcode_name(code: u16) -> String {
-    crate::dns::stats::RCODES
+    crate::stats::RCODES
         .iter()
         .find(|(_, c)| *c == code)
         .map_or_else(|| format!("RCODE{code}"), |(n, _)| n.to_string())

@@ -4,21 +4,92 @@
 //! network or Docker. The file format is documented key by key in the README ("Configuration
 //! reference"); `dockns check-config FILE` prints the effective result of this module.
 
+use crate::addr::{is_own, parse_upstream};
 use crate::dns::guard::{GuardSettings, RefuseMode};
-use crate::model::{BuildSettings, Catalog, Container, Endpoint, Health, Network};
+use crate::docker::{DockerConfig, WatchOptions};
+use crate::model::{BuildSettings, Catalog};
+use crate::statics::{NetworkSection, StaticError};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A configuration problem, with a message meant for the person who wrote the file.
+/// A configuration problem, with a message meant for the person who wrote the file: one line
+/// naming the file or key, the cause and what to write instead. Causes from other crates (I/O,
+/// TOML) are kept as [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {}: {source}; check the path (try config/demo.toml)", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML, or has an unknown key or a value of the wrong type.
+    #[error("{}{line}: {message}; see the configuration reference in README.md", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// " (line N)", when known.
+        line: String,
+        /// The parser's message.
+        message: String,
+        /// The parser's error.
+        source: Box<toml::de::Error>,
+    },
+    /// TOML text (not a file) that does not parse.
+    #[error("{message}")]
+    Parse {
+        /// The parser's message.
+        message: String,
+        /// The parser's error.
+        source: Box<toml::de::Error>,
+    },
+    /// A value that is malformed, out of range or inconsistent with another key; the message
+    /// names the key and the fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// A `[[network]]` table that is wrong.
+    #[error(transparent)]
+    Static(#[from] StaticError),
+    /// A problem found in the file at `path`.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// The problem.
+        source: Box<ConfigError>,
+    },
+    /// The file could not be read again to print its effective configuration.
+    #[error("cannot read {}: {source}", path.display())]
+    Reread {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file no longer parses when read again to print its effective configuration.
+    #[error("{}: {source}", path.display())]
+    Reparse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: Box<toml::de::Error>,
+    },
+    /// The effective configuration cannot be written as TOML.
+    #[error("cannot print {}: {source}", path.display())]
+    Print {
+        /// The file.
+        path: PathBuf,
+        /// The writer's error.
+        source: toml::ser::Error,
+    },
+}
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError(msg.into()))
+    Err(ConfigError::Invalid(msg.into()))
 }
 
 /// The file, as written.
@@ -117,7 +188,7 @@ impl Default for ServerSection {
 #[derive(Debug, Deserialize, Serialize, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSection {
-    /// "ADDR[:PORT]" list; default: the nameservers in /etc/resolv.conf.
+    /// `ADDR[:PORT]` list; default: the nameservers in /etc/resolv.conf.
     pub servers: Option<Vec<String>>,
     /// Per-try timeout in milliseconds.
     pub timeout_ms: u64,
@@ -195,47 +266,6 @@ pub struct AdminSection {
     pub token_file: Option<PathBuf>,
 }
 
-/// `[[network]]`
-#[derive(Debug, Deserialize, Serialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkSection {
-    /// Network name (answers `name.<network>`).
-    pub name: String,
-    /// Internal: clients that only see internal networks get no forwarding.
-    #[serde(default)]
-    pub internal: bool,
-    /// Optional subnet; container addresses must lie inside it.
-    pub subnet: Option<String>,
-    /// `[[network.container]]`
-    #[serde(default)]
-    pub container: Vec<ContainerSection>,
-}
-
-/// `[[network.container]]`
-#[derive(Debug, Deserialize, Serialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct ContainerSection {
-    /// Container name.
-    pub name: String,
-    /// IPv4 addresses.
-    #[serde(default)]
-    pub ipv4: Vec<String>,
-    /// IPv6 addresses.
-    #[serde(default)]
-    pub ipv6: Vec<String>,
-    /// Extra names on this network.
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    /// Health, for testing health-aware answers: none, healthy, starting, unhealthy.
-    #[serde(default)]
-    pub health: Health,
-    /// The container's own DNS servers ("ADDR[:PORT]", port 53 when absent), like Docker's
-    /// `--dns`: questions from its addresses go there, in this order (at most the first 3);
-    /// dockns's own listeners are left out. Empty: `[upstream] servers`.
-    #[serde(default)]
-    pub dns: Vec<String>,
-}
-
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -255,19 +285,6 @@ pub struct Overrides {
     pub upstream: Vec<String>,
     /// `--docker URI` (enables Docker).
     pub docker: Option<String>,
-}
-
-/// Docker settings after validation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DockerConfig {
-    /// Endpoint URI, or `None` for bollard's defaults (DOCKER_HOST, then the local socket).
-    pub endpoint: Option<String>,
-    /// Serve the default bridge network.
-    pub default_bridge: bool,
-    /// Health-aware answers.
-    pub health_aware: bool,
-    /// Consistency sweep period.
-    pub sweep_interval: Option<Duration>,
 }
 
 /// Where the upstream list came from.
@@ -413,18 +430,10 @@ fn parse_listen(s: &str, key: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-/// Parses "ADDR[:PORT]" for upstreams (port 53 when absent).
-pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Some(sa);
-    }
-    let ip = s.trim_start_matches('[').trim_end_matches(']');
-    // Drop an IPv6 zone ("fe80::1%eth0") the way resolv.conf may write it.
-    let ip = ip.split('%').next().unwrap_or(ip);
-    ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
-}
-
-/// The nameservers listed in a resolv.conf text.
+/// The nameservers listed in a resolv.conf text, in order; a line that does not parse is
+/// skipped, as glibc's resolver skips it. (Hand-written on purpose: the `resolv-conf` crate,
+/// which hickory-resolver uses, rejects the whole file for one bad `nameserver` line, and it is
+/// not otherwise in our dependency tree.)
 pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|l| {
@@ -437,50 +446,32 @@ pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Whether `upstream` is one of our own listeners (forwarding there would loop).
-fn is_own(upstream: SocketAddr, listen: &[SocketAddr]) -> bool {
-    is_own_listener(upstream, listen, &[])
-}
-
-/// Whether `upstream` is one of the listeners `listen` (forwarding there would loop): the same
-/// address and port, or a wildcard listener on that port and an address that is loopback,
-/// unspecified or one of this host's `local` addresses.
-pub fn is_own_listener(upstream: SocketAddr, listen: &[SocketAddr], local: &[IpAddr]) -> bool {
-    listen.iter().any(|l| {
-        l.port() == upstream.port()
-            && (l.ip() == upstream.ip()
-                || (l.ip().is_unspecified()
-                    && (upstream.ip().is_loopback()
-                        || upstream.ip().is_unspecified()
-                        || local.contains(&upstream.ip()))))
-    })
-}
-
 impl Config {
     /// Reads and validates a file, applying overrides.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!(
-                "cannot read config file {}: {e}; check the path (try config/demo.toml)",
-                path.display()
-            ))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
         })?;
         let file: FileConfig = toml::from_str(&text).map_err(|e| {
-            let msg = e.message().to_string();
-            let loc = e
+            let line = e
                 .span()
                 .map(|s| {
                     let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
                     format!(" (line {line})")
                 })
                 .unwrap_or_default();
-            ConfigError(format!(
-                "{}{loc}: {msg}; see the configuration reference in README.md",
-                path.display()
-            ))
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                message: e.message().to_string(),
+                source: Box::new(e),
+            }
         })?;
-        let mut cfg = Config::from_file(file, overrides)
-            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?;
+        let mut cfg = Config::from_file(file, overrides).map_err(|e| ConfigError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }
@@ -492,10 +483,15 @@ impl Config {
     /// and `full_access`). The bearer token's text is never printed, only `token_file`.
     pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
         let cfg = Config::load(path, &Overrides::default())?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Reread {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut file: FileConfig =
-            toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            toml::from_str(&text).map_err(|source| ConfigError::Reparse {
+                path: path.to_path_buf(),
+                source: Box::new(source),
+            })?;
         let strings = |v: &[SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         file.server.listen = Some(strings(&cfg.listen));
         file.server.workers = Some(cfg.workers);
@@ -506,8 +502,10 @@ impl Config {
             admin.allow = Some(nets(&cfg.admin_access.allow));
             admin.full_access = Some(nets(&cfg.admin_access.full_access));
         }
-        toml::to_string_pretty(&file)
-            .map_err(|e| ConfigError(format!("cannot print {}: {e}", path.display())))
+        toml::to_string_pretty(&file).map_err(|source| ConfigError::Print {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// The configuration of a bare `dockns serve` with no file: Docker at the default endpoint,
@@ -524,370 +522,33 @@ impl Config {
         Config::from_file(file, overrides)
     }
 
-    /// Validates a parsed file.
+    /// Validates a parsed file: each section in turn, the static tables through
+    /// [`statics::build`](crate::statics::build).
     pub fn from_file(file: FileConfig, ov: &Overrides) -> Result<Config, ConfigError> {
         let s = &file.server;
-        // Docker.
-        let docker_section = match (&file.docker, &ov.docker) {
-            (_, Some(uri)) => Some(DockerSection {
-                endpoint: Some(uri.clone()),
-                ..file.docker.clone().unwrap_or_default()
-            }),
-            (Some(d), None) => Some(d.clone()),
-            (None, None) => None,
-        };
-        let docker = match docker_section {
-            None => None,
-            Some(d) => {
-                if let Some(ep) = &d.endpoint {
-                    if !(ep.starts_with("unix://")
-                        || ep.starts_with("tcp://")
-                        || ep.starts_with("http://")
-                        || ep.starts_with('/'))
-                    {
-                        return err(format!(
-                            "[docker] endpoint = \"{ep}\" is not a Docker endpoint; write \"unix:///var/run/docker.sock\" or \"tcp://HOST:2375\""
-                        ));
-                    }
-                }
-                Some(DockerConfig {
-                    endpoint: d.endpoint.clone(),
-                    default_bridge: d.default_bridge,
-                    health_aware: d.health_aware,
-                    sweep_interval: (d.sweep_interval_s > 0)
-                        .then(|| Duration::from_secs(d.sweep_interval_s)),
-                })
-            }
-        };
-
-        // Listeners.
-        let listen_src: Vec<String> = if !ov.listen.is_empty() {
-            ov.listen.clone()
-        } else if let Some(l) = &s.listen {
-            l.clone()
-        } else if s.gateways || s.sidecar {
-            Vec::new()
-        } else {
-            vec!["127.0.0.1:53".to_string()]
-        };
-        let mut listen = Vec::new();
-        for (i, l) in listen_src.iter().enumerate() {
-            let sa = parse_listen(l, &format!("[server] listen[{i}]"))?;
-            if sa.port() != 0 && listen.contains(&sa) {
-                return err(format!(
-                    "[server] listen lists {sa} twice; remove the duplicate"
-                ));
-            }
-            listen.push(sa);
-        }
-        if listen.is_empty() && !s.gateways && !s.sidecar {
-            return err(
-                "nothing to listen on: set [server] listen = [\"127.0.0.1:53\"], or gateways = true / sidecar = true with [docker]",
-            );
-        }
-        if (s.gateways || s.sidecar) && docker.is_none() {
-            return err(
-                "[server] gateways/sidecar need Docker: add a [docker] section or pass --docker unix:///var/run/docker.sock",
-            );
-        }
-        if s.ttl > 86_400 {
-            return err(format!(
-                "[server] ttl = {} is over one day; use a small value such as 5",
-                s.ttl
-            ));
-        }
-        let workers = match s.workers {
-            Some(0) => {
-                return err("[server] workers = 0: use at least 1, or leave it out for one per CPU")
-            }
-            Some(n) if n > 256 => {
-                return err(format!(
-                    "[server] workers = {n} is too many; use at most 256"
-                ))
-            }
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        if s.max_tcp_connections == 0 || s.max_inflight == 0 {
-            return err("[server] max_tcp_connections and max_inflight must be at least 1");
-        }
-        if s.tcp_idle_timeout_ms == 0 {
-            return err("[server] tcp_idle_timeout_ms must be at least 1");
-        }
-        let mut allow = Vec::new();
-        for (i, a) in s.allow.iter().enumerate() {
-            let net = a
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| a.parse::<IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    ConfigError(format!(
-                        "[server] allow[{i}] = \"{a}\" is not a CIDR; write e.g. \"192.168.1.0/24\" or \"192.0.2.7\""
-                    ))
-                })?;
-            allow.push(net);
-        }
-        if s.forward_rate > 0 && s.forward_burst == 0 {
-            return err(
-                "[server] forward_burst = 0 with a forward_rate: use at least 1 (e.g. twice the rate), or forward_rate = 0 for no limit",
-            );
-        }
-        if s.user.as_deref() == Some("") {
-            return err(
-                "[server] user = \"\": name a user such as \"nobody\", or leave the key out",
-            );
-        }
-        let guard = GuardSettings {
-            allow,
-            allow_loopback: s.allow_loopback,
-            refuse_mode: s.refuse_mode,
-            forward_rate: s.forward_rate,
-            forward_burst: s.forward_burst,
-            rate_limit_loopback: s.rate_limit_loopback,
-        };
-        let domain = match &s.domain {
-            None => None,
-            Some(d) => {
-                let d = d.trim_end_matches('.').to_ascii_lowercase();
-                if crate::model::normalize_name(&d).is_none() {
-                    return err(format!(
-                        "[server] domain = \"{d}\" is not a valid DNS name; write e.g. \"docker\""
-                    ));
-                }
-                Some(d)
-            }
-        };
-
-        // Static networks.
-        let mut catalog = Catalog::default();
-        let mut static_networks = Vec::new();
-        for (ni, net) in file.network.iter().enumerate() {
-            let at = format!("[[network]] #{} (name = \"{}\")", ni + 1, net.name);
-            if net.name.is_empty()
-                || net.name.contains('.')
-                || crate::model::normalize_name(&net.name).is_none()
-            {
-                return err(format!(
-                    "{at}: name must be a non-empty DNS label without dots, e.g. \"demo\""
-                ));
-            }
-            if catalog.networks.contains_key(&net.name) {
-                return err(format!(
-                    "{at}: a network named \"{}\" is defined twice",
-                    net.name
-                ));
-            }
-            let subnet = match &net.subnet {
-                None => None,
-                Some(sn) => Some(sn.parse::<ipnet::IpNet>().map_err(|_| {
-                    ConfigError(format!(
-                        "{at}: subnet = \"{sn}\" is not a CIDR; write e.g. \"10.89.0.0/24\""
-                    ))
-                })?),
-            };
-            let mut seen_ips = BTreeSet::new();
-            let mut seen_names = BTreeSet::new();
-            for (ci, c) in net.container.iter().enumerate() {
-                let cat = format!("{at}, container #{} (name = \"{}\")", ci + 1, c.name);
-                if crate::model::normalize_name(&c.name).is_none() {
-                    return err(format!(
-                        "{cat}: name must be a DNS name (labels of 1-63 characters), e.g. \"db\""
-                    ));
-                }
-                if !seen_names.insert(c.name.to_ascii_lowercase()) {
-                    return err(format!(
-                        "{cat}: two containers named \"{}\" on one network; give them distinct names and a shared alias",
-                        c.name
-                    ));
-                }
-                for a in &c.aliases {
-                    if crate::model::normalize_name(a).is_none() {
-                        return err(format!("{cat}: alias \"{a}\" is not a DNS name"));
-                    }
-                }
-                let mut ipv4 = Vec::new();
-                for a in &c.ipv4 {
-                    let ip: Ipv4Addr = a.parse().map_err(|_| {
-                        ConfigError(format!(
-                            "{cat}: ipv4 entry \"{a}\" is not an IPv4 address; write e.g. \"10.89.0.2\""
-                        ))
-                    })?;
-                    ipv4.push(ip);
-                }
-                let mut ipv6 = Vec::new();
-                for a in &c.ipv6 {
-                    let ip: Ipv6Addr = a.parse().map_err(|_| {
-                        ConfigError(format!(
-                            "{cat}: ipv6 entry \"{a}\" is not an IPv6 address; write e.g. \"fd00::2\""
-                        ))
-                    })?;
-                    ipv6.push(ip);
-                }
-                if ipv4.is_empty() && ipv6.is_empty() {
-                    return err(format!(
-                        "{cat}: give it at least one address in ipv4 or ipv6"
-                    ));
-                }
-                for ip in ipv4
-                    .iter()
-                    .map(|a| IpAddr::V4(*a))
-                    .chain(ipv6.iter().map(|a| IpAddr::V6(*a)))
-                {
-                    if let Some(sn) = subnet {
-                        let same_family = matches!(
-                            (sn, ip),
-                            (ipnet::IpNet::V4(_), IpAddr::V4(_))
-                                | (ipnet::IpNet::V6(_), IpAddr::V6(_))
-                        );
-                        if same_family && !sn.contains(&ip) {
-                            return err(format!(
-                                "{cat}: address {ip} is outside the network's subnet {sn}"
-                            ));
-                        }
-                    }
-                    if !seen_ips.insert(ip) {
-                        return err(format!(
-                            "{cat}: address {ip} is already used by another container on this network"
-                        ));
-                    }
-                }
-                let mut dns = Vec::new();
-                for (i, d) in c.dns.iter().enumerate() {
-                    let sa = parse_upstream(d).ok_or_else(|| {
-                        ConfigError(format!(
-                            "{cat}: dns[{i}] = \"{d}\" is not ADDRESS[:PORT]; write e.g. \"10.89.0.53\" or \"127.0.0.1:5399\""
-                        ))
-                    })?;
-                    if !is_own(sa, &listen) {
-                        dns.push(sa);
-                    }
-                }
-                catalog.containers.insert(
-                    format!("{}/{}", net.name, c.name),
-                    Container {
-                        id: String::new(),
-                        name: c.name.clone(),
-                        hostname: None,
-                        health: c.health,
-                        extra_names: Vec::new(),
-                        dns,
-                        endpoints: vec![Endpoint {
-                            network: net.name.clone(),
-                            ipv4,
-                            ipv6,
-                            aliases: c.aliases.clone(),
-                            links: Vec::new(),
-                        }],
-                        anonymous: false,
-                    },
-                );
-            }
-            catalog.networks.insert(
-                net.name.clone(),
-                Network {
-                    name: net.name.clone(),
-                    id: String::new(),
-                    internal: net.internal,
-                    listen_addrs: Vec::new(),
-                    subnets: subnet.into_iter().collect(),
-                },
-            );
-            static_networks.push(net.name.clone());
-        }
-        if let Some(hv) = &s.host_view {
-            for n in hv {
-                if docker.is_none() && !catalog.networks.contains_key(n) {
-                    return err(format!(
-                        "[server] host_view names network \"{n}\", which no [[network]] defines; known: {:?}",
-                        static_networks
-                    ));
-                }
-            }
-        }
-
-        // Upstreams.
-        let (servers, upstream_source) = if !ov.upstream.is_empty() {
-            (ov.upstream.clone(), UpstreamSource::Config)
-        } else if let Some(list) = &file.upstream.servers {
-            (list.clone(), UpstreamSource::Config)
-        } else {
-            (Vec::new(), UpstreamSource::ResolvConf)
-        };
-        let mut upstreams = Vec::new();
-        for (i, u) in servers.iter().enumerate() {
-            let sa = parse_upstream(u).ok_or_else(|| {
-                ConfigError(format!(
-                    "[upstream] servers[{i}] = \"{u}\" is not ADDRESS[:PORT]; write e.g. \"192.0.2.53\" or \"127.0.0.1:5399\""
-                ))
-            })?;
-            upstreams.push(sa);
-        }
-        if upstream_source == UpstreamSource::ResolvConf {
-            upstreams = std::fs::read_to_string("/etc/resolv.conf")
-                .map(|t| resolv_conf_servers(&t))
-                .unwrap_or_default();
-        }
-        upstreams.retain(|u| !is_own(*u, &listen));
-        upstreams.dedup();
-        let u = &file.upstream;
-        if u.cache_size > 10_000_000 {
-            return err(format!(
-                "[upstream] cache_size = {} is too large; use at most 10000000 entries (0 disables the cache)",
-                u.cache_size
-            ));
-        }
-        if u.cache_bytes > 1 << 32 {
-            return err(format!(
-                "[upstream] cache_bytes = {} is too large; use at most 4294967296 (4 GiB), e.g. 33554432 for 32 MiB (0 disables the cache)",
-                u.cache_bytes
-            ));
-        }
-        if u.serve_stale_secs > 7 * 86_400 {
-            return err(format!(
-                "[upstream] serve_stale_secs = {} is too long; use at most 604800 (7 days; RFC 8767 suggests 1 to 3 days), or 0 to never serve stale answers",
-                u.serve_stale_secs
-            ));
-        }
-        if u.timeout_ms == 0 || u.budget_ms == 0 {
-            return err("[upstream] timeout_ms and budget_ms must be at least 1");
-        }
-        if u.budget_ms < u.timeout_ms {
-            return err(format!(
-                "[upstream] budget_ms = {} is below timeout_ms = {}; the budget covers all tries, make it at least the per-try timeout",
-                u.budget_ms, u.timeout_ms
-            ));
-        }
-
+        let docker = docker_settings(file.docker.as_ref(), ov)?;
+        let listen = listeners(s, ov, docker.is_some())?;
+        let workers = server_limits(s)?;
+        let guard = guard_settings(s)?;
+        let domain = domain(s)?;
+        let statics = crate::statics::build(&file.network, &listen)?;
+        check_host_view(s, docker.is_some(), &statics)?;
+        let (upstreams, upstream_source) = upstreams(&file.upstream, ov, &listen)?;
+        check_upstream(&file.upstream)?;
         let (admin, admin_access) = admin_settings(file.admin.as_ref())?;
-
-        let mut ns_addresses = Vec::new();
-        for (i, a) in s.ns_addresses.iter().enumerate() {
-            match a.parse::<IpAddr>() {
-                Ok(ip) if !ip.is_unspecified() => ns_addresses.push(ip),
-                _ => {
-                    return err(format!(
-                        "[server] ns_addresses[{i}] = \"{a}\" is not an IP address a client can reach; write e.g. \"172.18.0.1\""
-                    ))
-                }
-            }
-        }
-        if !ns_addresses.is_empty() && domain.is_none() {
-            return err(
-                "[server] ns_addresses without domain: they are the addresses of ns1.<domain> …; set domain = \"docker\" or remove them",
-            );
-        }
-
-        let health_aware = docker.as_ref().is_none_or(|d| d.health_aware);
+        let ns_addresses = ns_addresses(s, domain.is_some())?;
         let build = BuildSettings {
             ttl: s.ttl,
             domain: domain.clone(),
             host_view: s.host_view.clone(),
             host_sees_all_qualified: docker.is_some(),
-            health_aware,
+            health_aware: docker.as_ref().is_none_or(|d| d.health_aware),
             ns_addresses,
             listen_addresses: listen.iter().map(|l| l.ip()).collect(),
             recursion: s.recursion,
             default_upstreams: upstreams.clone(),
         };
+        let u = &file.upstream;
         Ok(Config {
             path: None,
             listen,
@@ -915,8 +576,19 @@ impl Config {
             docker,
             admin,
             admin_access,
-            static_catalog: catalog,
-            static_networks,
+            static_catalog: statics.catalog,
+            static_networks: statics.networks,
+        })
+    }
+
+    /// The Docker watcher's options, or `None` when Docker is not watched.
+    pub fn watch_options(&self) -> Option<WatchOptions> {
+        self.docker.as_ref().map(|d| WatchOptions {
+            docker: d.clone(),
+            gateways: self.gateways,
+            sidecar: self.sidecar,
+            port: self.gateway_port,
+            own: self.listen.clone(),
         })
     }
 
@@ -931,10 +603,261 @@ impl Config {
 
     /// Parses a config from TOML text (tests and tools).
     pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let file: FileConfig =
-            toml::from_str(text).map_err(|e| ConfigError(e.message().to_string()))?;
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            message: e.message().to_string(),
+            source: Box::new(e),
+        })?;
         Config::from_file(file, overrides)
     }
+}
+
+/// `[docker]` (or `--docker URI`, which enables it): the endpoint checked.
+fn docker_settings(
+    section: Option<&DockerSection>,
+    ov: &Overrides,
+) -> Result<Option<DockerConfig>, ConfigError> {
+    let d = match (section, &ov.docker) {
+        (_, Some(uri)) => DockerSection {
+            endpoint: Some(uri.clone()),
+            ..section.cloned().unwrap_or_default()
+        },
+        (Some(d), None) => d.clone(),
+        (None, None) => return Ok(None),
+    };
+    if let Some(ep) = &d.endpoint {
+        if !(ep.starts_with("unix://")
+            || ep.starts_with("tcp://")
+            || ep.starts_with("http://")
+            || ep.starts_with('/'))
+        {
+            return err(format!(
+                "[docker] endpoint = \"{ep}\" is not a Docker endpoint; write \"unix:///var/run/docker.sock\" or \"tcp://HOST:2375\""
+            ));
+        }
+    }
+    Ok(Some(DockerConfig {
+        endpoint: d.endpoint.clone(),
+        default_bridge: d.default_bridge,
+        health_aware: d.health_aware,
+        sweep_interval: (d.sweep_interval_s > 0).then(|| Duration::from_secs(d.sweep_interval_s)),
+    }))
+}
+
+/// The fixed listeners (`--listen`, else `[server] listen`, else 127.0.0.1:53 unless gateway or
+/// sidecar listeners replace it), and the check that there is something to listen on.
+fn listeners(
+    s: &ServerSection,
+    ov: &Overrides,
+    docker: bool,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    let listen_src: Vec<String> = if !ov.listen.is_empty() {
+        ov.listen.clone()
+    } else if let Some(l) = &s.listen {
+        l.clone()
+    } else if s.gateways || s.sidecar {
+        Vec::new()
+    } else {
+        vec!["127.0.0.1:53".to_string()]
+    };
+    let mut listen = Vec::new();
+    for (i, l) in listen_src.iter().enumerate() {
+        let sa = parse_listen(l, &format!("[server] listen[{i}]"))?;
+        if sa.port() != 0 && listen.contains(&sa) {
+            return err(format!(
+                "[server] listen lists {sa} twice; remove the duplicate"
+            ));
+        }
+        listen.push(sa);
+    }
+    if listen.is_empty() && !s.gateways && !s.sidecar {
+        return err(
+            "nothing to listen on: set [server] listen = [\"127.0.0.1:53\"], or gateways = true / sidecar = true with [docker]",
+        );
+    }
+    if (s.gateways || s.sidecar) && !docker {
+        return err(
+            "[server] gateways/sidecar need Docker: add a [docker] section or pass --docker unix:///var/run/docker.sock",
+        );
+    }
+    Ok(listen)
+}
+
+/// `[server]` ttl, workers and the connection limits; returns the worker count.
+fn server_limits(s: &ServerSection) -> Result<usize, ConfigError> {
+    if s.ttl > 86_400 {
+        return err(format!(
+            "[server] ttl = {} is over one day; use a small value such as 5",
+            s.ttl
+        ));
+    }
+    let workers = match s.workers {
+        Some(0) => {
+            return err("[server] workers = 0: use at least 1, or leave it out for one per CPU")
+        }
+        Some(n) if n > 256 => {
+            return err(format!(
+                "[server] workers = {n} is too many; use at most 256"
+            ))
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    if s.max_tcp_connections == 0 || s.max_inflight == 0 {
+        return err("[server] max_tcp_connections and max_inflight must be at least 1");
+    }
+    if s.tcp_idle_timeout_ms == 0 {
+        return err("[server] tcp_idle_timeout_ms must be at least 1");
+    }
+    Ok(workers)
+}
+
+/// `[server]` access control and forward rate limits, and `user`.
+fn guard_settings(s: &ServerSection) -> Result<GuardSettings, ConfigError> {
+    let mut allow = Vec::new();
+    for (i, a) in s.allow.iter().enumerate() {
+        let net = a
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| a.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "[server] allow[{i}] = \"{a}\" is not a CIDR; write e.g. \"192.168.1.0/24\" or \"192.0.2.7\""
+                ))
+            })?;
+        allow.push(net);
+    }
+    if s.forward_rate > 0 && s.forward_burst == 0 {
+        return err(
+            "[server] forward_burst = 0 with a forward_rate: use at least 1 (e.g. twice the rate), or forward_rate = 0 for no limit",
+        );
+    }
+    if s.user.as_deref() == Some("") {
+        return err("[server] user = \"\": name a user such as \"nobody\", or leave the key out");
+    }
+    Ok(GuardSettings {
+        allow,
+        allow_loopback: s.allow_loopback,
+        refuse_mode: s.refuse_mode,
+        forward_rate: s.forward_rate,
+        forward_burst: s.forward_burst,
+        rate_limit_loopback: s.rate_limit_loopback,
+    })
+}
+
+/// `[server] domain`, lower-cased without the trailing dot.
+fn domain(s: &ServerSection) -> Result<Option<String>, ConfigError> {
+    let Some(d) = &s.domain else {
+        return Ok(None);
+    };
+    let d = d.trim_end_matches('.').to_ascii_lowercase();
+    if crate::model::normalize_name(&d).is_none() {
+        return err(format!(
+            "[server] domain = \"{d}\" is not a valid DNS name; write e.g. \"docker\""
+        ));
+    }
+    Ok(Some(d))
+}
+
+/// Without Docker, every `[server] host_view` network must be a static one.
+fn check_host_view(
+    s: &ServerSection,
+    docker: bool,
+    statics: &crate::statics::StaticTables,
+) -> Result<(), ConfigError> {
+    for n in s.host_view.iter().flatten() {
+        if !docker && !statics.catalog.networks.contains_key(n) {
+            return err(format!(
+                "[server] host_view names network \"{n}\", which no [[network]] defines; known: {:?}",
+                statics.networks
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The upstream servers (`--upstream`, else `[upstream] servers`, else /etc/resolv.conf), own
+/// listeners and duplicates in a row removed, and where they came from.
+fn upstreams(
+    u: &UpstreamSection,
+    ov: &Overrides,
+    listen: &[SocketAddr],
+) -> Result<(Vec<SocketAddr>, UpstreamSource), ConfigError> {
+    let (servers, source) = if !ov.upstream.is_empty() {
+        (ov.upstream.clone(), UpstreamSource::Config)
+    } else if let Some(list) = &u.servers {
+        (list.clone(), UpstreamSource::Config)
+    } else {
+        (Vec::new(), UpstreamSource::ResolvConf)
+    };
+    let mut upstreams = Vec::new();
+    for (i, u) in servers.iter().enumerate() {
+        let sa = parse_upstream(u).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "[upstream] servers[{i}] = \"{u}\" is not ADDRESS[:PORT]; write e.g. \"192.0.2.53\" or \"127.0.0.1:5399\""
+            ))
+        })?;
+        upstreams.push(sa);
+    }
+    if source == UpstreamSource::ResolvConf {
+        upstreams = std::fs::read_to_string("/etc/resolv.conf")
+            .map(|t| resolv_conf_servers(&t))
+            .unwrap_or_default();
+    }
+    upstreams.retain(|u| !is_own(*u, listen));
+    upstreams.dedup();
+    Ok((upstreams, source))
+}
+
+/// `[upstream]` cache sizes, serve-stale and timeouts.
+fn check_upstream(u: &UpstreamSection) -> Result<(), ConfigError> {
+    if u.cache_size > 10_000_000 {
+        return err(format!(
+            "[upstream] cache_size = {} is too large; use at most 10000000 entries (0 disables the cache)",
+            u.cache_size
+        ));
+    }
+    if u.cache_bytes > 1 << 32 {
+        return err(format!(
+            "[upstream] cache_bytes = {} is too large; use at most 4294967296 (4 GiB), e.g. 33554432 for 32 MiB (0 disables the cache)",
+            u.cache_bytes
+        ));
+    }
+    if u.serve_stale_secs > 7 * 86_400 {
+        return err(format!(
+            "[upstream] serve_stale_secs = {} is too long; use at most 604800 (7 days; RFC 8767 suggests 1 to 3 days), or 0 to never serve stale answers",
+            u.serve_stale_secs
+        ));
+    }
+    if u.timeout_ms == 0 || u.budget_ms == 0 {
+        return err("[upstream] timeout_ms and budget_ms must be at least 1");
+    }
+    if u.budget_ms < u.timeout_ms {
+        return err(format!(
+            "[upstream] budget_ms = {} is below timeout_ms = {}; the budget covers all tries, make it at least the per-try timeout",
+            u.budget_ms, u.timeout_ms
+        ));
+    }
+    Ok(())
+}
+
+/// `[server] ns_addresses`: addresses a client can reach, and only with a domain.
+fn ns_addresses(s: &ServerSection, domain: bool) -> Result<Vec<IpAddr>, ConfigError> {
+    let mut ns_addresses = Vec::new();
+    for (i, a) in s.ns_addresses.iter().enumerate() {
+        match a.parse::<IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => ns_addresses.push(ip),
+            _ => {
+                return err(format!(
+                    "[server] ns_addresses[{i}] = \"{a}\" is not an IP address a client can reach; write e.g. \"172.18.0.1\""
+                ))
+            }
+        }
+    }
+    if !ns_addresses.is_empty() && !domain {
+        return err(
+            "[server] ns_addresses without domain: they are the addresses of ns1.<domain> …; set domain = \"docker\" or remove them",
+        );
+    }
+    Ok(ns_addresses)
 }
 
 /// `[admin]`: the listen address (default 127.0.0.1:9153 when the section is present) and the
@@ -958,7 +881,7 @@ fn admin_settings(
                     .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
                     .map(|n| n.trunc())
                     .map_err(|_| {
-                        ConfigError(format!(
+                        ConfigError::Invalid(format!(
                             "[admin] {key}[{i}] = \"{s}\" is not a CIDR or an address; write e.g. \"10.53.0.0/24\" or \"127.0.0.1\""
                         ))
                     })
@@ -972,7 +895,7 @@ fn admin_settings(
         access.full_access = nets(list, "full_access")?;
     }
     if let Some(path) = &a.token_file {
-        access.token = Some(crate::admin::read_token(path).map_err(ConfigError)?);
+        access.token = Some(crate::admin::read_token(path).map_err(ConfigError::Invalid)?);
         access.token_file = Some(path.clone());
     }
     Ok((Some(listen), access))
@@ -1031,26 +954,28 @@ mod tests {
     fn errors_name_the_key() {
         let e = load("[server]\nlisten = [\"127.0.0.1:99999\"]")
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(e.contains("[server] listen[0]"), "{e}");
-        let e = load("[server]\nlsten = []").unwrap_err().0;
+        let e = load("[server]\nlsten = []").unwrap_err().to_string();
         assert!(e.contains("lsten"), "{e}");
         let e = load("[server]\nlisten = [\"127.0.0.1:53\", \"127.0.0.1:53\"]")
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(e.contains("twice"), "{e}");
-        let e = load("[upstream]\nservers = [\"nope\"]").unwrap_err().0;
+        let e = load("[upstream]\nservers = [\"nope\"]")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("servers[0]"), "{e}");
         let e = load(
             "[[network]]\nname = \"n\"\nsubnet = \"10.0.0.0/24\"\n[[network.container]]\nname = \"a\"\nipv4 = [\"10.1.0.1\"]",
         )
         .unwrap_err()
-        .0;
+        .to_string();
         assert!(e.contains("outside"), "{e}");
         let e =
             load("[[network]]\nname = \"n\"\n[[network.container]]\nname = \"a\"\nipv4 = [\"x\"]")
                 .unwrap_err()
-                .0;
+                .to_string();
         assert!(e.contains("ipv4 entry \"x\""), "{e}");
     }
 
@@ -1060,7 +985,9 @@ mod tests {
             "[server]\nlisten = [\"127.0.0.1:5353\"]\n[upstream]\nservers = [\"127.0.0.1:5399\"]\n";
         assert_eq!(load(up).unwrap().cache_size, 10_000);
         assert_eq!(load(&format!("{up}cache_size = 0")).unwrap().cache_size, 0);
-        let e = load(&format!("{up}cache_size = 99999999")).unwrap_err().0;
+        let e = load(&format!("{up}cache_size = 99999999"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[upstream] cache_size"), "{e}");
         let c = load(up).unwrap();
         assert_eq!(c.cache_bytes, 32 << 20, "default 32 MiB");
@@ -1069,11 +996,11 @@ mod tests {
         assert_eq!((c.cache_bytes, c.serve_stale), (1 << 20, Duration::ZERO));
         let e = load(&format!("{up}cache_bytes = 99999999999"))
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(e.contains("[upstream] cache_bytes"), "{e}");
         let e = load(&format!("{up}serve_stale_secs = 99999999"))
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(e.contains("[upstream] serve_stale_secs"), "{e}");
     }
 
@@ -1114,7 +1041,7 @@ mod tests {
              [[network.container]]\nname = \"a\"\nipv4 = [\"10.0.0.2\"]\ndns = [\"nope\"]\n",
         )
         .unwrap_err()
-        .0;
+        .to_string();
         assert!(e.contains("dns[0]") && e.contains("\"nope\""), "{e}");
     }
 
@@ -1132,11 +1059,15 @@ mod tests {
         assert_eq!(cfg.user.as_deref(), Some("nobody"));
         let d = load("").unwrap();
         assert!(d.guard.allow_loopback && d.guard.forward_rate > 0 && d.user.is_none());
-        let e = load("[server]\nallow = [\"10.0.0.0/33\"]").unwrap_err().0;
+        let e = load("[server]\nallow = [\"10.0.0.0/33\"]")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("allow[0]"), "{e}");
-        let e = load("[server]\nrefuse_mode = \"ignore\"").unwrap_err().0;
+        let e = load("[server]\nrefuse_mode = \"ignore\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ignore"), "{e}");
-        let e = load("[server]\nforward_burst = 0").unwrap_err().0;
+        let e = load("[server]\nforward_burst = 0").unwrap_err().to_string();
         assert!(e.contains("forward_burst"), "{e}");
     }
 
@@ -1151,6 +1082,73 @@ mod tests {
                 "192.0.2.1:53".parse().unwrap(),
                 "[fe80::1]:53".parse().unwrap()
             ]
+        );
+    }
+
+    #[test]
+    fn example_config_watches_docker_with_gateways() {
+        let cfg = Config::load(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/docker.toml")),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let opts = cfg.watch_options().unwrap();
+        assert!(opts.gateways && !opts.sidecar);
+        assert_eq!(opts.port, 53);
+        assert!(cfg.build.host_sees_all_qualified);
+    }
+
+    #[test]
+    fn bare_serve_and_docker_flag() {
+        let cfg = Config::docker_default(&Overrides::default()).unwrap();
+        let opts = cfg.watch_options().unwrap();
+        assert!(opts.gateways);
+        assert_eq!(opts.docker.endpoint, None);
+        let cfg = Config::docker_default(&Overrides {
+            docker: Some("tcp://127.0.0.1:2375".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.watch_options().unwrap().docker.endpoint.as_deref(),
+            Some("tcp://127.0.0.1:2375")
+        );
+        let statics = Config::from_toml(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(
+            statics.watch_options().is_none(),
+            "no [docker]: never watched"
+        );
+    }
+
+    #[test]
+    fn errors_keep_their_cause_as_source() {
+        use std::error::Error;
+        let missing = Path::new("/nonexistent/dockns-layout-test.toml");
+        let e = Config::load(missing, &Overrides::default()).unwrap_err();
+        assert!(
+            e.source().is_some_and(|s| s.is::<std::io::Error>()),
+            "{e:?}"
+        );
+        let e = Config::from_toml("[server", &Overrides::default()).unwrap_err();
+        assert!(
+            e.source()
+                .is_some_and(|s| s.to_string().contains("unclosed table")),
+            "the TOML parser's error: {e:?}"
+        );
+        let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[network]]\nname = \"demo\"\n[[network.container]]\nname = \"api\"\nipv4 = [\"10.0.0.300\"]\n";
+        let e = Config::from_toml(text, &Overrides::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "[[network]] #1 (name = \"demo\"), container #1 (name = \"api\"): ipv4 entry \"10.0.0.300\" is not an IPv4 address; write e.g. \"10.89.0.2\""
+        );
+        assert!(
+            e.source()
+                .is_some_and(|s| s.is::<std::net::AddrParseError>()),
+            "{e:?}"
         );
     }
 }

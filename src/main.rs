@@ -5,7 +5,9 @@
 use clap::{Args, Parser, Subcommand};
 use dockns::admin::{ExplainDoc, RecordsDoc};
 use dockns::cli;
-use dockns::config::{Config, LogFormat, Overrides};
+use dockns::config::{Config, ConfigError, LogFormat, Overrides};
+use dockns::dns::listen::BindError;
+use dockns::docker::DockerWatcher;
 use dockns::server::Server;
 use hickory_proto::rr::RecordType;
 use std::path::PathBuf;
@@ -144,10 +146,49 @@ struct ServeArgs {
     log_format: LogFormat,
 }
 
-fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
-        format!("--log-level {level:?} is not a level or filter ({e}); use info, debug, ...")
-    })?;
+/// Why `serve` stopped with an error. Each message is one line naming the cause and the fix;
+/// the cause is also the error's [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    /// `--log-level` does not parse.
+    #[error("--log-level {level:?} is not a level or filter ({source}); use info, debug, ...")]
+    LogLevel {
+        level: String,
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No tokio runtime.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// No signal handlers.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// A listener or the admin API could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// Root could not be dropped.
+    #[error("{0}")]
+    Privileges(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ServeError {
+    /// 2: bad configuration or usage; 1: could not start or run.
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            ServeError::LogLevel { .. } | ServeError::Config(_) => ExitCode::from(2),
+            _ => ExitCode::from(1),
+        }
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) -> Result<(), ServeError> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).map_err(|source| ServeError::LogLevel {
+            level: level.to_string(),
+            source,
+        })?;
     // Colours only on a terminal: `docker logs`, journald and files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -216,11 +257,15 @@ fn client(fut: impl std::future::Future<Output = Result<String, String>>) -> Exi
 }
 
 async fn health(args: HealthArgs) -> Result<String, String> {
+    // The token of `[admin] token_file`, presented when configured: the admin API may admit
+    // loopback only with it (e.g. `allow = []`, `full_access = []`).
+    let mut authorization = None;
     let admin = match args.admin {
         Some(a) => a,
         None => {
             let cfg = Config::load(&args.config, &Overrides::default())
                 .map_err(|e| format!("unhealthy: {e}"))?;
+            authorization = cfg.admin_access.token.as_ref().map(|t| t.authorization());
             match cfg.admin {
                 Some(addr) => {
                     // A wildcard listen address is reached through loopback.
@@ -250,7 +295,7 @@ async fn health(args: HealthArgs) -> Result<String, String> {
             }
         }
     };
-    let (status, body) = cli::http_get(&admin, "/readyz")
+    let (status, body) = cli::http_get_authorized(&admin, "/readyz", authorization.as_deref())
         .await
         .map_err(|e| format!("unhealthy: {e}"))?;
     if status == 200 {
@@ -345,105 +390,122 @@ async fn query(args: QueryArgs) -> Result<String, String> {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    if let Err(e) = init_logging(&args.log_level, args.log_format) {
-        eprintln!("dockns: {e}");
-        return ExitCode::from(2);
+    match serve_until_stopped(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dockns: {e}");
+            e.exit_code()
+        }
     }
+}
+
+fn serve_until_stopped(args: ServeArgs) -> Result<(), ServeError> {
+    init_logging(&args.log_level, args.log_format)?;
     let overrides = Overrides {
         listen: args.listen,
         upstream: args.upstream,
         docker: args.docker,
     };
     let config = match &args.config {
-        Some(path) => Config::load(path, &overrides),
-        None => Config::docker_default(&overrides),
+        Some(path) => Config::load(path, &overrides)?,
+        None => Config::docker_default(&overrides)?,
     };
-    let config = match config {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("dockns: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dockns")
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("dockns: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let code = runtime.block_on(run(config, args.config, overrides));
+        .map_err(ServeError::Runtime)?;
+    let result = runtime.block_on(run(config, args.config, overrides));
     // Tasks still running (forwards past the drain) are abandoned, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    code
+    result
 }
 
-async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
-    use tokio::signal::unix::{signal, SignalKind};
+/// The signals `serve` acts on: SIGTERM and SIGINT stop it, SIGHUP reloads the file.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServeError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(ServeError::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(ServeError::Signals)?,
+            hup: signal(SignalKind::hangup()).map_err(ServeError::Signals)?,
+        })
+    }
+}
+
+async fn run(
+    config: Config,
+    path: Option<PathBuf>,
+    overrides: Overrides,
+) -> Result<(), ServeError> {
     // Handlers first: the listeners answer as soon as they are bound, and a SIGTERM or SIGHUP
     // arriving then must not kill the process with the default action.
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        eprintln!("dockns: cannot install signal handlers");
-        return ExitCode::from(1);
-    };
+    let mut signals = Signals::install()?;
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
-    let server = match Server::start(config.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("dockns: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let server = Server::start(config.clone())?;
     // Docker, when configured: runs in the background; an unreachable daemon is logged once and
     // retried while the static tables are served (never fatal).
-    let docker = dockns::docker::watch(&server);
+    let docker = server.watch_docker();
     if let Some(user) = &config.user {
-        if let (Some(w), true) = (&docker, dockns::privileges::is_root()) {
-            // Gateway/sidecar listeners of the networks that exist now are bound as root: give
-            // the first sync a moment before dropping it (bounded; Docker may be down).
-            let status = w.status();
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-            while status.syncs() == 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            tracing::info!(
-                user = %user,
-                "after dropping root, listeners for Docker networks created later need a port >= 1024 (or CAP_NET_BIND_SERVICE), and the user needs access to the Docker socket (docker group)"
-            );
-        }
-        if dockns::privileges::is_root() {
-            match dockns::privileges::drop_to(user) {
-                Ok(ids) => {
-                    tracing::info!(user = %user, uid = ids.uid, gid = ids.gid, "listeners bound; dropped root")
-                }
-                Err(e) => {
-                    eprintln!("dockns: {e}");
-                    return ExitCode::from(1);
-                }
-            }
-        } else {
-            tracing::info!(user = %user, "not running as root: [server] user has nothing to drop");
+        drop_root(user, docker.as_ref()).await?;
+    }
+    log_listening(&server, &config, docker.is_some());
+    loop {
+        tokio::select! {
+            _ = signals.term.recv() => break,
+            _ = signals.int.recv() => break,
+            _ = signals.hup.recv() => reload(&server, path.as_deref(), &overrides),
         }
     }
-    // `ready` only when it is: with Docker, once the first sync is published (the watcher
-    // logs that line then); until then the listeners already answer static and forwarded names.
+    tracing::info!("shutting down");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server.shutdown()).await;
+    Ok(())
+}
+
+/// `[server] user`: switches to it when running as root, once the listeners are bound.
+async fn drop_root(user: &str, docker: Option<&DockerWatcher>) -> Result<(), ServeError> {
+    if let (Some(w), true) = (docker, dockns::privileges::is_root()) {
+        // Gateway/sidecar listeners of the networks that exist now are bound as root: give
+        // the first sync a moment before dropping it (bounded; Docker may be down).
+        let status = w.status();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        while status.syncs() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tracing::info!(
+            user = %user,
+            "after dropping root, listeners for Docker networks created later need a port >= 1024 (or CAP_NET_BIND_SERVICE), and the user needs access to the Docker socket (docker group)"
+        );
+    }
+    if dockns::privileges::is_root() {
+        let ids =
+            dockns::privileges::drop_to(user).map_err(|e| ServeError::Privileges(e.into()))?;
+        tracing::info!(user = %user, uid = ids.uid, gid = ids.gid, "listeners bound; dropped root");
+    } else {
+        tracing::info!(user = %user, "not running as root: [server] user has nothing to drop");
+    }
+    Ok(())
+}
+
+/// The start line: `ready` only when it is: with Docker, once the first sync is published (the
+/// watcher logs that line then); until then the listeners already answer static and forwarded
+/// names.
+fn log_listening(server: &Server, config: &Config, docker: bool) {
     let listening: Vec<std::net::SocketAddr> = server
         .listeners
         .addresses()
         .into_iter()
         .map(|(_, b)| b)
         .collect();
-    if server.metrics.is_synced() && docker.is_none() {
+    if server.metrics.is_synced() && !docker {
         tracing::info!(
             listen = ?listening,
             upstreams = ?server.forwarder.servers(),
@@ -460,26 +522,19 @@ async fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Exi
             env!("CARGO_PKG_VERSION")
         );
     }
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                let Some(p) = &path else {
-                    tracing::warn!("SIGHUP: no config file to reload");
-                    continue;
-                };
-                match Config::load(p, &overrides) {
-                    Ok(new) => match server.reload(new) {
-                        Ok(()) => tracing::info!(file = %p.display(), "configuration reloaded"),
-                        Err(e) => tracing::error!("reload rejected, old configuration kept: {e}"),
-                    },
-                    Err(e) => tracing::error!("reload rejected, old configuration kept: {e}"),
-                }
-            }
-        }
+}
+
+/// SIGHUP: reads the file again and applies it; a bad file or listener keeps the old one.
+fn reload(server: &Server, path: Option<&std::path::Path>, overrides: &Overrides) {
+    let Some(p) = path else {
+        tracing::warn!("SIGHUP: no config file to reload");
+        return;
+    };
+    match Config::load(p, overrides) {
+        Ok(new) => match server.reload(new) {
+            Ok(()) => tracing::info!(file = %p.display(), "configuration reloaded"),
+            Err(e) => tracing::error!("reload rejected, old configuration kept: {e}"),
+        },
+        Err(e) => tracing::error!("reload rejected, old configuration kept: {e}"),
     }
-    tracing::info!("shutting down");
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server.shutdown()).await;
-    ExitCode::SUCCESS
 }

@@ -3,13 +3,13 @@
 //!
 //! Owns the recording APIs other parts call: [`CacheMetrics`] (the forwarder's cache),
 //! [`DockerMetrics`] (the Docker source: events, reconnects, resync drift, connection state) and
-//! the readiness flag in [`ServerMetrics`]. Query counters live per worker in `dns::stats`;
+//! the readiness flag in [`ServerMetrics`]. Query counters live per worker in `stats`;
 //! upstream counters live with the upstreams in `forward`. Everything here is relaxed atomics,
 //! written where things happen and read only when `/metrics` is scraped; rendering allocates,
 //! recording never does. This module must not read the model or the network itself: the admin
 //! server gathers the inputs and hands them to [`render`].
 
-use crate::dns::stats::{
+use crate::stats::{
     Detailed, LATENCY_BOUNDS_NS, QTYPES, QTYPE_BUCKETS, RCODES, RCODE_BUCKETS, SOURCES, TRANSPORTS,
 };
 use std::fmt::Write as _;
@@ -642,7 +642,7 @@ pub fn render(i: &Inputs<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::stats::{AnswerSource, Stats};
+    use crate::stats::{AnswerSource, Stats};
 
     #[test]
     fn renders_valid_exposition() {

@@ -2,26 +2,25 @@
 //! reloads, and shuts everything down in order.
 //!
 //! `main.rs` owns signals and exit codes; tests start a [`Server`] in-process on ephemeral
-//! loopback ports. Sources of names (the static config here, Docker in `docker`) feed the
-//! [`Publisher`]; the listeners only read what it publishes.
+//! loopback ports. Sources of names (`statics` from the config file, `docker` from the daemon,
+//! started by [`Server::watch_docker`]) feed the [`Publisher`]; the listeners only read what it
+//! publishes.
 
 use crate::admin::{AdminAccess, AdminServer, AdminState};
 use crate::config::Config;
 use crate::dns::guard::Guard;
 use crate::dns::listen::{BindError, ListenerDeps, ListenerSet};
-use crate::dns::stats::Stats;
+use crate::docker::DockerWatcher;
 use crate::forward::{ForwardSettings, Forwarder};
 use crate::metrics::ServerMetrics;
 use crate::model::Publisher;
+use crate::stats::Stats;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 /// How often this machine's own addresses are re-read for [`Guard::admit`].
 const HOST_ADDRS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Name of the static-config source in the publisher.
-pub const STATIC_SOURCE: &str = "static";
 
 /// A running dockns.
 pub struct Server {
@@ -50,18 +49,8 @@ impl Server {
     /// runtime.
     pub fn start(config: Config) -> Result<Server, BindError> {
         let publisher = Publisher::new(config.build.clone());
-        publisher.set_source(STATIC_SOURCE, config.static_catalog.clone());
-        let forwarder = Forwarder::new(&ForwardSettings {
-            servers: config.upstreams.clone(),
-            timeout: config.upstream_timeout,
-            budget: config.upstream_budget,
-            max_inflight: config.max_inflight,
-            cache_size: config.cache_size,
-            randomize_case: config.randomize_case,
-            cache_bytes: config.cache_bytes,
-            serve_stale: config.serve_stale,
-            local_ttl: config.ttl,
-        });
+        publisher.set_source(crate::statics::SOURCE, config.static_catalog.clone());
+        let forwarder = Forwarder::new(&forward_settings(&config));
         let stats = Arc::new(Stats::default());
         let guard = Guard::new(config.guard.clone());
         let listeners = Arc::new(ListenerSet::new(ListenerDeps {
@@ -74,18 +63,7 @@ impl Server {
             workers: config.workers,
             guard: guard.clone(),
         }));
-        let mut fixed = Vec::new();
-        for addr in &config.listen {
-            match listeners.add(*addr) {
-                Ok(bound) => fixed.push(bound),
-                Err(e) => {
-                    // Do not leave half the listeners running behind an error.
-                    let l = listeners.clone();
-                    tokio::spawn(async move { l.stop_all().await });
-                    return Err(e);
-                }
-            }
-        }
+        let fixed = bind_all(&listeners, &config.listen)?;
         let metrics = Arc::new(ServerMetrics::new(config.docker.is_some()));
         let admin_access = Arc::new(arc_swap::ArcSwap::from_pointee(config.admin_access.clone()));
         let admin = match config.admin {
@@ -98,31 +76,11 @@ impl Server {
                     server: metrics.clone(),
                     access: admin_access.clone(),
                 };
-                match crate::admin::start(addr, state) {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        let l = listeners.clone();
-                        tokio::spawn(async move { l.stop_all().await });
-                        return Err(e);
-                    }
-                }
+                Some(crate::admin::start(addr, state).inspect_err(|_| stop_all(&listeners))?)
             }
             None => None,
         };
-        guard.set_host_addrs(crate::docker::listeners::local_addresses());
-        let host_addrs = {
-            // New bridge networks add gateway addresses: keep the list of this machine's own
-            // addresses (admitted like loopback) current.
-            let guard = guard.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(HOST_ADDRS_REFRESH);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    guard.set_host_addrs(crate::docker::listeners::local_addresses());
-                }
-            })
-        };
+        let host_addrs = follow_host_addresses(guard.clone());
         if config.upstreams.is_empty() {
             tracing::warn!("no upstream servers (none configured, none usable in /etc/resolv.conf): names not answered locally get SERVFAIL");
         }
@@ -203,7 +161,7 @@ impl Server {
             self.publisher.set_settings(new.build.clone());
         }
         self.publisher
-            .set_source(STATIC_SOURCE, new.static_catalog.clone());
+            .set_source(crate::statics::SOURCE, new.static_catalog.clone());
         let bound: Vec<SocketAddr> = {
             let map = self.listeners.addresses();
             new.listen
@@ -214,6 +172,45 @@ impl Server {
         *self.fixed.lock().unwrap_or_else(|e| e.into_inner()) = bound;
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new;
         Ok(())
+    }
+
+    /// Starts watching Docker when the configuration asks for it (`None` otherwise).
+    ///
+    /// In sidecar mode the container's own addresses are bound first, before any Docker call, and
+    /// clients on their subnets are admitted until the first sync is published: forwarded names
+    /// and the static tables are answered from the moment the process runs, and a sidecar that
+    /// cannot reach Docker still forwards (while `/readyz` says why it is not ready).
+    pub fn watch_docker(&self) -> Option<DockerWatcher> {
+        let opts = self.config().watch_options()?;
+        let mut prebound = Vec::new();
+        if opts.sidecar {
+            let nets = crate::docker::listeners::sidecar_addresses();
+            for n in &nets {
+                let addr = SocketAddr::new(n.addr(), opts.port);
+                match self.listeners.add(addr) {
+                    Ok(_) => prebound.push(addr),
+                    Err(e) => {
+                        tracing::warn!("sidecar listener not started before the Docker sync: {e}")
+                    }
+                }
+            }
+            self.guard
+                .set_provisional(nets.iter().map(|n| n.trunc()).collect());
+            let (guard, metrics) = (self.guard.clone(), self.metrics.clone());
+            tokio::spawn(async move {
+                while !metrics.is_synced() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                guard.end_provisional();
+            });
+        }
+        Some(DockerWatcher::spawn_adopting(
+            opts,
+            self.publisher.clone(),
+            self.listeners.clone(),
+            self.metrics.clone(),
+            &prebound,
+        ))
     }
 
     /// Stops every listener and waits for them.
@@ -230,5 +227,83 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.host_addrs.abort();
+    }
+}
+
+/// The forwarder's settings from a configuration.
+fn forward_settings(config: &Config) -> ForwardSettings {
+    ForwardSettings {
+        servers: config.upstreams.clone(),
+        timeout: config.upstream_timeout,
+        budget: config.upstream_budget,
+        max_inflight: config.max_inflight,
+        cache_size: config.cache_size,
+        randomize_case: config.randomize_case,
+        cache_bytes: config.cache_bytes,
+        serve_stale: config.serve_stale,
+        local_ttl: config.ttl,
+    }
+}
+
+/// Binds the fixed listeners, in order; on a failure stops the ones already bound (no half
+/// the listeners running behind an error).
+fn bind_all(
+    listeners: &Arc<ListenerSet>,
+    addrs: &[SocketAddr],
+) -> Result<Vec<SocketAddr>, BindError> {
+    addrs
+        .iter()
+        .map(|addr| listeners.add(*addr))
+        .collect::<Result<Vec<_>, _>>()
+        .inspect_err(|_| stop_all(listeners))
+}
+
+/// Stops every listener in the background.
+fn stop_all(listeners: &Arc<ListenerSet>) {
+    let l = listeners.clone();
+    tokio::spawn(async move { l.stop_all().await });
+}
+
+/// Keeps the guard's list of this machine's own addresses (admitted like loopback) current: new
+/// bridge networks add gateway addresses.
+fn follow_host_addresses(guard: Arc<Guard>) -> tokio::task::JoinHandle<()> {
+    guard.set_host_addrs(crate::docker::listeners::local_addresses());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HOST_ADDRS_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            guard.set_host_addrs(crate::docker::listeners::local_addresses());
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_busy_port_is_a_bind_error_with_its_cause() {
+        use std::error::Error;
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let cfg = Config::from_toml(
+            &format!("[server]\nlisten = [\"{addr}\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n"),
+            &Default::default(),
+        )
+        .unwrap();
+        let e = Server::start(cfg).err().expect("the port is held");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("cannot listen on {addr} (udp): "))
+                && msg.ends_with("stop it, or choose another address with --listen"),
+            "{msg}"
+        );
+        let cause = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            cause.map(|c| c.kind()),
+            Some(std::io::ErrorKind::AddrInUse),
+            "{e:?}"
+        );
     }
 }

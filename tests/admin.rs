@@ -2,13 +2,13 @@
 //! counts after a known mix of queries, `/v1/records` following reloads, readiness, errors, and
 //! the `records` / `query` subcommands of the real binary talking to it.
 
-mod common;
+mod kit;
 
-use common::*;
 use dockns::admin::{ExplainDoc, RecordsDoc};
 use dockns::cli::{get_json, http_get};
 use hickory_proto::op::{Edns, ResponseCode};
 use hickory_proto::rr::RecordType;
+use kit::aio::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -49,8 +49,8 @@ async fn scrape(ts: &TestServer) -> BTreeMap<String, f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_known_mix_of_queries_exactly() {
-    let silent = fake_upstream(Behaviour::Silent).await;
-    let good = fake_upstream(Behaviour::Answer("192.0.2.7".parse().unwrap())).await;
+    let silent = fake_upstream(Behavior::Dead).await;
+    let good = fake_upstream(Behavior::AnswerWith("192.0.2.7".parse().unwrap())).await;
     let ts = start(&(demo_toml(&[silent.addr, good.addr], "") + ADMIN)).await;
     let a = ts.addr;
 
@@ -390,7 +390,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_and_query_subcommands_talk_to_a_running_dockns() {
-    let good = fake_upstream(Behaviour::Answer("192.0.2.9".parse().unwrap())).await;
+    let good = fake_upstream(Behavior::AnswerWith("192.0.2.9".parse().unwrap())).await;
     let ts = start(&(demo_toml(&[good.addr], "") + ADMIN)).await;
     let b = base(&ts);
     let dns: SocketAddr = ts.addr;
@@ -861,7 +861,7 @@ fn bad_token_files_are_one_line_errors_naming_the_file_and_the_fix() {
         let toml = scoped_toml(&format!("token_file = \"{}\"\n", path.display()));
         let e = dockns::config::Config::from_toml(&toml, &Default::default())
             .expect_err("a bad token file is an error")
-            .0;
+            .to_string();
         assert!(
             e.contains(&path.display().to_string()) && e.contains(fix) && !e.contains('\n'),
             "{e}"
@@ -886,7 +886,7 @@ fn admin_defaults_and_the_check_config_warning() {
     assert!(cfg.warnings().is_empty());
     let e = dockns::config::Config::from_toml("[admin]\nallow = [\"nope\"]", &Default::default())
         .unwrap_err()
-        .0;
+        .to_string();
     assert!(e.contains("[admin] allow[0]"), "{e}");
 
     let dir = tempfile::tempdir().unwrap();

@@ -1,35 +1,16 @@
 //! The `dockns` binary as a user runs it: the demo config, exit codes and one-line errors.
 
-mod common;
+mod kit;
 
-use common::*;
 use hickory_proto::rr::RecordType;
+use kit::aio::*;
 use std::collections::HashSet;
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dockns");
 const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml");
-
-/// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn check_config_accepts_the_demo_and_names_the_bad_key() {
@@ -85,48 +66,22 @@ fn port_in_use_is_one_clear_line_and_exit_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_config_serves_and_sigterm_exits_zero() {
-    let up = fake_upstream(Behaviour::Silent).await;
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--config", DEMO, "--listen", &addr.to_string()])
-        .args(["--upstream", &up.addr.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Child(child);
-    // Wait until it answers.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let q = query_bytes(1, "db", RecordType::A, None);
-        if udp_raw(addr, &q, Duration::from_millis(200))
-            .await
-            .is_some()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "dockns did not come up");
-    }
+    let up = fake_upstream(Behavior::Dead).await;
+    // dockns binds 127.0.0.1 port 0 itself and logs the port (no probed port to race for).
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--config", DEMO, "--listen", "127.0.0.1:0"])
+        .args(["--upstream", &up.addr.to_string()]);
+    let mut child = kit::process::Dockns::spawn(cmd);
+    let addr = child.addr;
     // Three replicas: three successive queries start at three different addresses.
     let mut firsts = HashSet::new();
     for _ in 0..3 {
         firsts.insert(v4(&ask(addr, "api", RecordType::A).await)[0]);
     }
     assert_eq!(firsts.len(), 3);
-    unsafe {
-        libc::kill(child.0.id() as i32, libc::SIGTERM);
-    }
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "did not exit on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    child.signal(libc::SIGTERM);
+    let (status, _) = child
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits within 5 s of SIGTERM");
     assert!(status.success(), "{status:?}");
 }

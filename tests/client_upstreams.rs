@@ -10,12 +10,12 @@
 //! (127.0.0.1, 127.0.2.53 inside the internal network's subnet, 127.0.0.11 for Docker's
 //! resolver), each on an ephemeral port. Nothing leaves loopback.
 
-mod common;
+mod kit;
 
-use common::{start, TestServer, WAIT};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use kit::aio::{start, TestServer, WAIT};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

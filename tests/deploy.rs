@@ -1,7 +1,10 @@
 //! Deployment modes against a real dockerd (issue 13): the sidecar image answers from the moment
 //! `docker start` returns and says `ready` only after its first Docker sync; a sidecar without
 //! access to the Docker socket is reported unhealthy by Docker's own HEALTHCHECK and says why;
-//! host mode answers the host itself through a network's gateway address.
+//! host mode answers the host itself through a network's gateway address, with the host view;
+//! two sidecars fail over within 1.2 s for glibc and musl; `dockns health` presents the admin
+//! token; every deployment snippet of README.md and docs/docker.md is a file or a block a test
+//! here runs.
 //!
 //! The sidecar runs the offline image (`contrib/image/build-offline.sh`, the test's own binary),
 //! the way the README and `examples/compose-sidecar` run it. Its upstream is a second container
@@ -9,11 +12,11 @@
 //! test's networks). Every name carries the Lab prefix and is removed even on failure. Skips
 //! loudly without Docker unless DOCKNS_REQUIRE_DOCKER=1.
 
-mod dockerkit;
+mod kit;
 
-use dockerkit::*;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
+use kit::docker::*;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -413,9 +416,13 @@ fn sidecar_without_socket_access_is_unhealthy_and_says_why() {
     eprintln!("unhealthy {took:?} after start");
 }
 
-/// Host mode: the host itself asks a container name through a network's gateway address. The
-/// packet leaves from one of the host's own addresses (after Docker's MASQUERADE), which is
-/// answered like loopback, not REFUSED.
+/// Host mode: the host itself asks through a network's gateway address. The packet's source is
+/// one of the host's own addresses (the gateway address itself, or another after Docker's
+/// MASQUERADE), so it is the host asking: answered with the host view, like loopback (every
+/// network's `name.network`, and plain names), not with the view of the network whose gateway
+/// it reached. Asked on network A's gateway, a container that is only on network B resolves,
+/// as `name` and `name.B`, from every IPv4 address of the host; a container on A asking the
+/// same gateway still sees only A (the name goes to the upstream, which says NXDOMAIN).
 #[test]
 fn host_resolves_through_a_gateway_address() {
     if !docker_available() {
@@ -423,40 +430,58 @@ fn host_resolves_through_a_gateway_address() {
     }
     let _serial = serial();
     let lab = Lab::new("hgw");
-    let net = lab.network("net", &[]);
-    let web = lab.run("web", &["--network", &net]);
-    let want = ip_on(&web, &net);
+    let net_a = lab.network("neta", &[]);
+    let net_b = lab.network("netb", &[]);
+    let web = lab.run("web", &["--network", &net_b]);
+    let peer = lab.run("peer", &["--network", &net_a]);
+    let want = ip_on(&web, &net_b);
     let d = Dockns::start("");
-    let gw = d.on(&net);
-    let r = wait_for("the host's answer", Duration::from_secs(5), || {
-        let r = ask(gw, &web, RecordType::A);
-        (r.rcode != ResponseCode::NoError || !r.answers.is_empty()).then_some(r)
+    let gw = d.on(&net_a);
+    // Once the tables have `web` (the host view over loopback answers it).
+    wait_for("web in the tables", Duration::from_secs(5), || {
+        (ask(d.loopback, &web, RecordType::A).addrs().len() == 1).then_some(())
     });
-    assert_eq!(r.rcode, ResponseCode::NoError, "{r:?}");
-    assert_eq!(r.addrs().into_iter().collect::<Vec<_>>(), [want], "{r:?}");
-    // And from every other address of the host too (dig -b <host address>).
+    let qualified = format!("{web}.{net_b}");
+    let ask_bound = |from: std::net::Ipv4Addr, name: &str| -> Message {
+        let sock = UdpSocket::bind((from, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut msg = Message::query();
+        msg.metadata.id = 77;
+        msg.metadata.recursion_desired = true;
+        msg.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        sock.send_to(&msg.to_vec().unwrap(), gw).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("{name} from {from} on {gw}: {e}"));
+        Message::from_vec(&buf[..n]).unwrap()
+    };
+    let mut sources = 0;
     for local in dockns::docker::listeners::local_addresses() {
         let IpAddr::V4(v4) = local else { continue };
         if v4.is_loopback() {
             continue;
         }
-        let sock = UdpSocket::bind((v4, 0)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut msg = Message::query();
-        msg.metadata.id = 77;
-        msg.add_query(Query::query(Name::from_ascii(&web).unwrap(), RecordType::A));
-        sock.send_to(&msg.to_vec().unwrap(), gw).unwrap();
-        let mut buf = [0u8; 1500];
-        let (n, _) = sock
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("from {v4}: {e}"));
-        let reply = Message::from_vec(&buf[..n]).unwrap();
-        assert_eq!(
-            reply.metadata.response_code,
-            ResponseCode::NoError,
-            "from {v4}"
-        );
+        sources += 1;
+        for name in [web.as_str(), qualified.as_str()] {
+            let r = ask_bound(v4, name);
+            assert_eq!(
+                r.metadata.response_code,
+                ResponseCode::NoError,
+                "{name} from host address {v4} on {gw}: {r:?}"
+            );
+            assert_eq!(addrs(&r), [want.to_string()], "{name} from {v4}: {r:?}");
+        }
     }
+    assert!(sources >= 2, "the host has a gateway address and another");
+    // Unbound (the kernel picks the source: the gateway address itself), as `dig @gw` does.
+    let r = ask(gw, &qualified, RecordType::A);
+    assert_eq!(r.addrs().into_iter().collect::<Vec<_>>(), [want], "{r:?}");
+    // A container on A asking A's gateway keeps its own scope: B's container is not its name.
+    let r = ask_from(pid(&peer), gw, &web, RecordType::A);
+    assert_eq!(r.rcode, ResponseCode::NXDomain, "{r:?}");
+    assert!(r.answers.is_empty(), "{r:?}");
+    assert!(d.upstream.saw(&web), "forwarded as Docker would forward it");
 }
 
 /// Compiles `tests/clients/lookups.c` with `cc` (musl-gcc: static) into `dir`.
@@ -506,8 +531,10 @@ fn program_image(lab: &Lab, program: &str, dir: &Path) -> String {
 /// The forward rate limit with its defaults never stalls a musl client: 300 lookups of unique
 /// forwarded names at 100 a second (600 questions: musl asks A and AAAA), none over 200 ms.
 /// (musl ignores REFUSED and waits out its 5 s timeout: a client over the old 100/s limit saw
-/// exactly that.) The server is dockns from the image with default limits, listening on the
-/// test's network; its upstream a stand-in container there.
+/// exactly that.) Then the same client program resolves 2,000 unique names at (up to) 1,000 a
+/// second, one container asking 2,000 questions a second: the limit is never met
+/// (`dockns_rate_limited_total` stays 0). The server is dockns from the image with default
+/// limits, listening on the test's network; its upstream a stand-in container there.
 #[test]
 fn default_rate_limit_never_stalls_a_musl_client() {
     if !docker_available() {
@@ -525,7 +552,8 @@ fn default_rate_limit_never_stalls_a_musl_client() {
         "server.toml",
         &format!(
             "[server]\nlisten = [\"0.0.0.0:53\"]\nallow = [\"{subnet}\"]\n\
-             [upstream]\nservers = [\"{upstream}\"]\n"
+             [upstream]\nservers = [\"{upstream}\"]\n\
+             [admin]\nlisten = \"0.0.0.0:9153\"\nallow = [\"{subnet}\"]\n"
         ),
     );
     let server = lab.run_image(
@@ -584,6 +612,48 @@ fn default_rate_limit_never_stalls_a_musl_client() {
             .join("\n")
     );
     eprintln!("musl, 300 lookups at 100/s: {summary}");
+    let client = lab.name("client1000");
+    lab.track_container(&client);
+    let out = dk(&[
+        "run",
+        "--name",
+        &client,
+        "--network",
+        &net,
+        "-v",
+        &format!("{resolv}:/etc/resolv.conf:ro"),
+        &client_img,
+        "2000",
+        "1000",
+        &format!("{}-k", lab.prefix),
+        NX_ZONE,
+        "200",
+    ]);
+    let summary = out.lines().last().unwrap_or_default().to_string();
+    assert_eq!(out.lines().count(), 2001, "{out}");
+    let limited = metric(
+        SocketAddr::new(server_ip, 9153),
+        "dockns_rate_limited_total",
+    );
+    assert_eq!(
+        limited, 0.0,
+        "2,000 lookups at up to 1,000/s met the default limit: {summary}"
+    );
+    eprintln!("musl, 2000 lookups at up to 1000/s: {summary}, none rate-limited");
+}
+
+/// One value of the admin API's `/metrics` (plain HTTP/1.0 GET).
+fn metric(admin: SocketAddr, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(3))
+        .unwrap_or_else(|e| panic!("admin API at {admin}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }
 
 /// `check-config` prints the effective configuration in the file's own keys and units, as a
@@ -645,24 +715,26 @@ fn check_config_output_is_a_config_that_round_trips() {
 /// High availability as docs/docker.md describes it: two sidecars on the network, each with the
 /// sidecar example's dockns.toml, the client's resolv.conf naming both with the example
 /// resolv.conf's options (`timeout:1 attempts:2`). After `docker stop` of the
-/// first, a glibc client (getaddrinfo, A and AAAA) resolves container names in at most 1.2 s
-/// per lookup, through the second.
+/// first, a glibc client and a static musl client (getaddrinfo, A and AAAA) resolve container
+/// names in at most 1.2 s per lookup, through the second. (glibc asks the servers in order, one
+/// `timeout` each; musl asks every listed server at once and takes the first answer.)
 #[test]
-fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
+fn two_sidecars_fail_over_within_1_2_s_for_glibc_and_musl() {
     if !docker_available() {
         return;
     }
     let _serial = serial();
     let lab = Lab::new("ha");
     let dir = tempdir();
-    let program = build_lookups("gcc", false, dir.path());
-    // The dockns image, with the glibc client program (and its libraries) next to it.
+    let glibc = build_lookups("gcc", false, dir.path());
+    let musl = build_lookups("musl-gcc", true, dir.path());
+    // The dockns image, with the client programs (and the glibc one's libraries) next to it.
     let img = format!("{}-img:1", lab.prefix);
     lab.track_image(&img);
     let out = std::process::Command::new("sh")
         .arg(format!("{ROOT}/contrib/image/build-offline.sh"))
         .args([BIN, &img])
-        .env("EXTRA", &program)
+        .env("EXTRA", format!("{glibc} {musl}"))
         .output()
         .expect("run build-offline.sh");
     assert!(
@@ -673,46 +745,38 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
     let (net, subnet, fixed) = network_with_free_subnet(&lab);
     let subnet = subnet.as_str();
     let upstream = start_upstream(&lab, &img, &net, subnet, dir.path());
-    // The sidecar example's own dockns.toml, unchanged (its upstream, the container's
-    // resolv.conf, is replaced by the stand-in on the command line, as tests/sidecar.rs does).
-    let cfg = format!("{ROOT}/examples/compose-sidecar/dockns.toml");
-    let upstream_flag = upstream.to_string();
-    let gid = std::fs::metadata(SOCKET)
-        .map(|m| std::os::unix::fs::MetadataExt::gid(&m).to_string())
-        .expect("the Docker socket");
+    // examples/ha-sidecars/sidecars.sh, as docs/docker.md quotes it: two sidecars with the
+    // sidecar example's own dockns.toml, unchanged (its upstream, the container's resolv.conf,
+    // is replaced by the stand-in on the command line, as tests/sidecar.rs does).
     let (first, second) = (format!("{fixed}53"), format!("{fixed}54"));
     let (first, second) = (first.as_str(), second.as_str());
-    let mut sidecars = Vec::new();
-    for (n, ip) in [("dns1", first), ("dns2", second)] {
-        let name = lab.name(n);
-        lab.track_container(&name);
-        sidecars.push(name.clone());
-        dk(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--user",
-            "65532:65532",
-            "--group-add",
-            &gid,
-            "--restart",
-            "unless-stopped",
-            "--network",
-            &net,
-            "--ip",
-            ip,
-            "-v",
-            &format!("{SOCKET}:{SOCKET}:ro"),
-            "-v",
-            &format!("{cfg}:/etc/dockns/dockns.toml:ro"),
-            &img,
-            "serve",
-            "--config",
-            "/etc/dockns/dockns.toml",
-            "--upstream",
-            &upstream_flag,
-        ]);
+    let name = lab.name("dns");
+    let sidecars = [format!("{name}1"), format!("{name}2")];
+    for s in &sidecars {
+        lab.track_container(s);
+    }
+    let out = std::process::Command::new("sh")
+        .arg(format!("{ROOT}/examples/ha-sidecars/sidecars.sh"))
+        .args(["--upstream", &upstream.to_string()])
+        .envs([
+            ("NET", net.as_str()),
+            ("DNS1", first),
+            ("DNS2", second),
+            ("NAME", name.as_str()),
+            ("IMAGE", img.as_str()),
+        ])
+        .output()
+        .expect("run examples/ha-sidecars/sidecars.sh");
+    assert!(
+        out.status.success(),
+        "sidecars.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in &sidecars {
+        assert_eq!(
+            inspect(s, "{{.HostConfig.RestartPolicy.Name}}"),
+            "unless-stopped"
+        );
     }
     for i in 0..3 {
         lab.run(&format!("web{i}"), &["--network", &net]);
@@ -729,20 +793,23 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
             s,
         );
     }
-    // The options of the example's resolv.conf (the documented failover settings), with the two
-    // sidecars as name servers.
-    let example = std::fs::read_to_string(format!("{ROOT}/examples/compose-sidecar/resolv.conf"))
+    // The example's resolv.conf (the documented failover settings), its two name servers
+    // replaced by the test's sidecars (the only difference).
+    let example = std::fs::read_to_string(format!("{ROOT}/examples/ha-sidecars/resolv.conf"))
         .expect("the example's resolv.conf");
-    let options = example
+    let servers: Vec<&str> = example
         .lines()
-        .find(|l| l.starts_with("options "))
-        .expect("an options line in the example's resolv.conf");
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .collect();
+    assert_eq!(servers, ["10.53.0.53", "10.53.0.54"], "{example}");
     let resolv = write(
         dir.path(),
         "resolv.conf",
-        &format!("nameserver {first}\nnameserver {second}\n{options}\n"),
+        &example
+            .replace("nameserver 10.53.0.53", &format!("nameserver {first}"))
+            .replace("nameserver 10.53.0.54", &format!("nameserver {second}")),
     );
-    let client = |tag: &str| -> String {
+    let client = |tag: &str, program: &str| -> String {
         let name = lab.name(tag);
         lab.track_container(&name);
         dk(&[
@@ -754,7 +821,7 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
             "-v",
             &format!("{resolv}:/etc/resolv.conf:ro"),
             "--entrypoint",
-            &program,
+            program,
             &img,
             "3",
             "2",
@@ -763,33 +830,34 @@ fn two_sidecars_fail_over_within_1_2_s_for_glibc() {
             "1200",
         ])
     };
-    let before = client("client1");
-    assert!(before.contains(" slow=0 "), "{before}");
-    assert!(
-        before
-            .lines()
+    let resolved = |out: &str| {
+        out.lines()
             .take(3)
-            .all(|l| l.split(' ').nth(1) == Some("0")),
-        "{before}"
-    );
+            .all(|l| l.split(' ').nth(1) == Some("0"))
+    };
+    for (lib, program) in [("glibc", &glibc), ("musl", &musl)] {
+        let before = client(&format!("{lib}-before"), program);
+        assert!(
+            before.contains(" slow=0 ") && resolved(&before),
+            "{lib}: {before}"
+        );
+    }
     dk(&["stop", &sidecars[0]]);
-    let after = client("client2");
-    let rcs_ok = after
-        .lines()
-        .take(3)
-        .all(|l| l.split(' ').nth(1) == Some("0"));
-    assert!(
-        rcs_ok,
-        "every name resolved through the second sidecar:\n{after}"
-    );
-    assert!(
-        after.contains(" slow=0 "),
-        "a lookup took over 1.2 s with the first sidecar stopped:\n{after}"
-    );
-    eprintln!(
-        "two sidecars, first stopped: {}",
-        after.lines().last().unwrap_or_default()
-    );
+    for (lib, program) in [("glibc", &glibc), ("musl", &musl)] {
+        let after = client(&format!("{lib}-after"), program);
+        assert!(
+            resolved(&after),
+            "{lib}: every name resolved through the second sidecar:\n{after}"
+        );
+        assert!(
+            after.contains(" slow=0 "),
+            "{lib}: a lookup took over 1.2 s with the first sidecar stopped:\n{after}"
+        );
+        eprintln!(
+            "two sidecars, first stopped, {lib}: {}",
+            after.lines().last().unwrap_or_default()
+        );
+    }
 }
 
 /// Every TOML snippet in README.md and docs/docker.md is a configuration dockns accepts, and
@@ -825,4 +893,375 @@ fn doc_toml_snippets_are_valid_configurations() {
         }
     }
     assert!(seen >= 2, "found {seen} TOML snippets");
+}
+
+/// Kills the `dockns serve` it holds when dropped (also when the test fails).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `dockns health` (the image's HEALTHCHECK) presents the `[admin] token_file` token: with an
+/// admin API that admits no address without the token (`allow = []`, `full_access = []`), the
+/// check still reads `/readyz` and passes, while the same request without the token is refused
+/// (401, RFC 6750 3.1), which `dockns health` reports as unhealthy.
+#[test]
+fn health_presents_the_admin_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cr3t-health-token\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let cfg = write(
+        dir.path(),
+        "dockns.toml",
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\
+             [upstream]\nservers = [\"127.0.0.1:9\"]\n\
+             [admin]\nlisten = \"127.0.0.1:{port}\"\nallow = []\nfull_access = []\n\
+             token_file = \"{}\"\n",
+            token.display()
+        ),
+    );
+    let _server = Child(
+        std::process::Command::new(BIN)
+            .args(["serve", "--config", &cfg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start dockns serve"),
+    );
+    let health = |extra: &[&str]| {
+        let o = std::process::Command::new(BIN)
+            .args(["health", "--config", &cfg])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (code, out) = wait_for("dockns health to pass", Duration::from_secs(10), || {
+        let (code, out) = health(&[]);
+        (code == Some(0)).then_some((code, out))
+    });
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ready"), "{out}");
+    // The same request without the token (an explicit --admin URL loads no configuration).
+    let (code, out) = health(&["--admin", &format!("http://127.0.0.1:{port}")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("HTTP 401"), "{out}");
+}
+
+/// The fenced blocks of a markdown file: (info string, body).
+fn fenced_blocks(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        let Some(info) = l.strip_prefix("```") else {
+            continue;
+        };
+        let mut body = String::new();
+        for l in lines.by_ref() {
+            if l.starts_with("```") {
+                break;
+            }
+            body.push_str(l);
+            body.push('\n');
+        }
+        out.push((info.trim().to_string(), body));
+    }
+    out
+}
+
+/// docs/docker.md's host-mode snippet (`docker network create appnet`, then
+/// `docker run --network appnet --dns 172.18.0.1 myimage`), taken from the markdown and run
+/// with three substitutions only: the network's name (the lab's), its gateway (whatever Docker
+/// gave it) and `myimage` (a busybox container asking a name only dockns knows, a
+/// `dockns.alias` label, through Docker's 127.0.0.11, which forwards it to `--dns`). dockns
+/// listens on that gateway, port 53, as host mode does.
+#[test]
+fn host_mode_snippet_runs_as_written() {
+    if !docker_available() {
+        return;
+    }
+    let _serial = serial();
+    let doc = std::fs::read_to_string(format!("{ROOT}/docs/docker.md")).unwrap();
+    let snippet = fenced_blocks(&doc)
+        .into_iter()
+        .map(|(_, b)| b)
+        .find(|b| b.contains("--dns 172.18.0.1 myimage"))
+        .expect("docs/docker.md's host-mode snippet (docker run ... --dns 172.18.0.1 myimage)");
+    let commands: Vec<Vec<String>> = snippet
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or(l).trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(commands.len(), 2, "two commands:\n{snippet}");
+    assert!(
+        commands.iter().all(|c| c[0] == "docker"),
+        "docker commands only:\n{snippet}"
+    );
+    let lab = Lab::new("hmsn");
+    let net = lab.name("appnet");
+    lab.track_network(&net);
+    let run = |c: &[String], subst: &dyn Fn(&str) -> Vec<String>| -> String {
+        let args: Vec<String> = c[1..].iter().flat_map(|a| subst(a)).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dk(&args)
+    };
+    run(&commands[0], &|a| {
+        vec![if a == "appnet" {
+            net.clone()
+        } else {
+            a.to_string()
+        }]
+    });
+    let gw = gateway(&net);
+    let alias = lab.name("only-dockns");
+    let target = lab.run(
+        "target",
+        &[
+            "--network",
+            &net,
+            "--label",
+            &format!("dockns.alias={alias}"),
+        ],
+    );
+    let want = ip_on(&target, &net).to_string();
+    // Host-mode dockns, on this network's gateway only (the daemon is shared).
+    let upstream = FakeUpstream::start(Behavior::NXDOMAIN);
+    let dir = tempdir();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let cfg = write(
+        dir.path(),
+        "dockns.toml",
+        &format!(
+            "[server]\nlisten = [\"{gw}:53\"]\ngateways = false\n\
+             [upstream]\nservers = [\"{}\"]\n\
+             [docker]\nsweep_interval_s = 0\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n",
+            upstream.addr
+        ),
+    );
+    let _server = Child(
+        std::process::Command::new(BIN)
+            .args(["serve", "--config", &cfg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start dockns serve"),
+    );
+    wait_for("dockns ready", Duration::from_secs(20), || {
+        std::process::Command::new(BIN)
+            .args(["health", "--config", &cfg])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    });
+    let client = lab.name("client");
+    lab.track_container(&client);
+    let gw_text = gw.to_string();
+    let out = run(&commands[1], &|a| match a {
+        "appnet" => vec![net.clone()],
+        "172.18.0.1" => vec![gw_text.clone()],
+        "myimage" => vec![
+            "--name".into(),
+            client.clone(),
+            image(),
+            "nslookup".into(),
+            alias.clone(),
+        ],
+        _ => vec![a.to_string()],
+    });
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Address") && l.contains(&want)),
+        "{alias} (dockns only) through Docker's resolver and dockns on {gw}:53: want {want}\n{out}"
+    );
+    assert!(!upstream.saw(&alias), "answered by dockns, not forwarded");
+}
+
+/// Every deployment snippet in README.md and docs/docker.md (a fenced block with a `docker
+/// run`, `docker network create` or `docker compose` command, a compose file or a resolv.conf)
+/// is either, byte for byte, an example file a test runs, or the host-mode snippet that
+/// `host_mode_snippet_runs_as_written` takes from the markdown and runs. A snippet edited in
+/// the docs but not in the tested file (or the other way round) fails here.
+#[test]
+fn doc_snippets_are_the_tested_files() {
+    // Example files and the tests that run them.
+    let tested = [
+        (
+            "examples/ha-sidecars/sidecars.sh",
+            "two_sidecars_fail_over_within_1_2_s_for_glibc_and_musl",
+        ),
+        (
+            "examples/ha-sidecars/resolv.conf",
+            "two_sidecars_fail_over_within_1_2_s_for_glibc_and_musl",
+        ),
+        (
+            "examples/compose-sidecar/compose.yaml",
+            "tests/sidecar.rs sidecar_example_for_real",
+        ),
+        (
+            "examples/compose-sidecar/resolv.conf",
+            "tests/sidecar.rs sidecar_example_for_real",
+        ),
+        (
+            "examples/compose-sidecar/dockns.toml",
+            "tests/sidecar.rs sidecar_example_for_real",
+        ),
+    ];
+    let files: Vec<(String, &str, &str)> = tested
+        .iter()
+        .map(|(f, t)| {
+            let text = std::fs::read_to_string(format!("{ROOT}/{f}"))
+                .unwrap_or_else(|e| panic!("{f}: {e}"));
+            (text, *f, *t)
+        })
+        .collect();
+    let mut quoted = std::collections::BTreeSet::new();
+    let mut deployment = 0;
+    for doc in ["README.md", "docs/docker.md"] {
+        let text = std::fs::read_to_string(format!("{ROOT}/{doc}")).unwrap();
+        for (info, body) in fenced_blocks(&text) {
+            let is_deployment = body.contains("docker run")
+                || body.contains("docker network create")
+                || body.contains("docker compose")
+                || body.lines().any(|l| {
+                    l.starts_with("services:") || l.trim_start().starts_with("nameserver ")
+                });
+            if !is_deployment {
+                continue;
+            }
+            deployment += 1;
+            if body.contains("--dns 172.18.0.1 myimage") {
+                continue; // host_mode_snippet_runs_as_written runs it from the markdown.
+            }
+            match files.iter().find(|(t, _, _)| *t == body) {
+                Some((_, f, _)) => {
+                    quoted.insert(*f);
+                }
+                None => {
+                    let near = files
+                        .iter()
+                        .map(|(_, f, t)| format!("{f} ({t})"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    panic!(
+                        "{doc}: a ```{info} block with a deployment snippet is not a file a test runs; quote one of {near} unchanged, or extend a test to run it:\n{body}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(deployment >= 3, "found {deployment} deployment snippets");
+    for f in [
+        "examples/ha-sidecars/sidecars.sh",
+        "examples/ha-sidecars/resolv.conf",
+    ] {
+        assert!(
+            quoted.contains(f),
+            "docs/docker.md no longer quotes {f} (the two-sidecar setup) unchanged"
+        );
+    }
+}
+
+/// The forward rate limit tells known containers from other clients: 16 addresses of a served
+/// subnet that no container owns (what a container hidden from dockns, or a spoofed source,
+/// looks like) each ask 100 unique forwarded names, well under the per-address burst, while a
+/// known container of that network asks 100 too. With `forward_rate = 100`, `forward_burst =
+/// 200`, the unknown addresses together get one client's budget (at most 200 + 100/s of the
+/// 1,600 reach the upstream; the rest is SERVFAIL), and the known container all of its own
+/// (none limited). Before, each address had its own bucket and all 1,600 went upstream.
+/// Loopback addresses stand in for the network (`rate_limit_loopback = true` makes them count).
+#[test]
+fn unknown_clients_share_one_forward_budget_known_containers_keep_theirs() {
+    let upstream = FakeUpstream::start(Behavior::NXDOMAIN);
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\nforward_rate = 100\nforward_burst = 200\n\
+         rate_limit_loopback = true\n\
+         [upstream]\nservers = [\"{}\"]\ntimeout_ms = 1000\n\
+         [[network]]\nname = \"busy\"\nsubnet = \"127.77.0.0/24\"\n\
+         [[network.container]]\nname = \"worker\"\nipv4 = [\"127.77.0.5\"]\n",
+        upstream.addr
+    );
+    let cfg = dockns::config::Config::from_toml(&text, &dockns::config::Overrides::default())
+        .expect("test config");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt
+        .block_on(async { dockns::server::Server::start(cfg) })
+        .expect("server start");
+    let addr = server.bound()[0];
+    let sock = |ip: [u8; 4]| {
+        let s = UdpSocket::bind((std::net::Ipv4Addr::from(ip), 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s
+    };
+    let known = sock([127, 77, 0, 5]);
+    let unknown: Vec<UdpSocket> = (100..116).map(|i| sock([127, 77, 0, i])).collect();
+    let mut id = 0u16;
+    let mut ask = |s: &UdpSocket, name: &str| -> ResponseCode {
+        id = id.wrapping_add(1);
+        let mut msg = Message::query();
+        msg.metadata.id = id;
+        msg.metadata.recursion_desired = true;
+        msg.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        s.send_to(&msg.to_vec().unwrap(), addr).unwrap();
+        let mut buf = [0u8; 1500];
+        loop {
+            let (n, _) = s.recv_from(&mut buf).expect("a reply within 3 s");
+            let r = Message::from_vec(&buf[..n]).unwrap();
+            if r.metadata.id == id {
+                return r.metadata.response_code;
+            }
+        }
+    };
+    let start = Instant::now();
+    let (mut forwarded, mut limited, mut known_forwarded) = (0u32, 0u32, 0u32);
+    for round in 0..100 {
+        for (i, s) in unknown.iter().enumerate() {
+            match ask(s, &format!("u{i}-{round}.flood.test")) {
+                ResponseCode::NXDomain => forwarded += 1,
+                ResponseCode::ServFail => limited += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if ask(&known, &format!("k-{round}.busy.test")) == ResponseCode::NXDomain {
+            known_forwarded += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    rt.block_on(async move { server.listeners.stop_all().await });
+    let bound = 200.0 + 100.0 * secs + 1.0;
+    eprintln!(
+        "unknown: {forwarded} forwarded, {limited} SERVFAIL of 1600 in {secs:.2} s (bound {bound:.0}); known container: {known_forwarded} of 100 forwarded"
+    );
+    assert!(
+        f64::from(forwarded) <= bound,
+        "unknown clients got {forwarded} forwards in {secs:.2} s: over one client's budget ({bound:.0})"
+    );
+    assert_eq!(forwarded + limited, 1600);
+    assert_eq!(known_forwarded, 100, "the known container was limited");
 }

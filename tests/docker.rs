@@ -9,11 +9,11 @@
 //! The tests share one daemon, so they run one at a time (a global lock). Without Docker they
 //! are skipped loudly, unless DOCKNS_REQUIRE_DOCKER=1 (CI) makes that a failure.
 
-mod dockerkit;
+mod kit;
 
-use dockerkit::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use kit::docker::*;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

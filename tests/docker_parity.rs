@@ -8,11 +8,11 @@
 //!
 //! One test at a time (a lock); skipped loudly without Docker unless DOCKNS_REQUIRE_DOCKER=1.
 
-mod dockerkit;
+mod kit;
 
-use dockerkit::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use kit::docker::*;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};

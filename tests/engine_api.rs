@@ -7,15 +7,15 @@
 //! question is answered by dockns's own `answer::handle` for a given client address, with no
 //! network traffic at all.
 
-mod fakeengine;
+mod kit;
 
 use dockns::config::{Config, Overrides};
 use dockns::dns::answer::{handle, Action};
 use dockns::docker::DockerWatcher;
 use dockns::server::Server;
-use fakeengine::{Api, Ep, FakeEngine};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+use kit::engine::{Api, Ep, FakeEngine};
 use std::time::{Duration, Instant};
 
 /// dockns watching a fake engine, without listeners of its own beyond loopback.
@@ -41,7 +41,7 @@ impl Dns {
         let server = rt.block_on(async { Server::start(cfg) }).expect("server");
         let watcher = {
             let _g = rt.enter();
-            dockns::docker::watch(&server).expect("docker configured")
+            server.watch_docker().expect("docker configured")
         };
         Dns {
             rt,

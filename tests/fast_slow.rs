@@ -2,7 +2,7 @@
 //! (`answer::handle_slow`, hickory-proto) produce identical response bytes. Each side gets its own
 //! snapshot built from the same catalog, so the round-robin rotation advances in step.
 
-mod relsupport;
+mod kit;
 
 use dockns::config::{Config, Overrides};
 use dockns::dns::answer::{handle, handle_slow, Action};
@@ -17,7 +17,7 @@ fn snapshots() -> (Snapshot, Snapshot) {
 fn snapshots_with(server_keys: &str) -> (Snapshot, Snapshot) {
     let text = format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\ndomain = \"docker\"\n{server_keys}\n[upstream]\nservers = [\"127.0.0.1:9\"]\n{}",
-        relsupport::NETWORKS
+        kit::NETWORKS
     );
     let cfg = Config::from_toml(&text, &Overrides::default()).expect("config");
     (
@@ -264,7 +264,7 @@ fn known_names_take_the_fast_path_and_answer() {
         ("db.docker", 1),
         ("ns1.docker", 1),
     ] {
-        let q = relsupport::query(1, name, 1, false);
+        let q = kit::query(1, name, 1, false);
         let Action::Reply(n, _) = handle(
             &snap,
             "127.0.0.1".parse().unwrap(),
@@ -275,7 +275,7 @@ fn known_names_take_the_fast_path_and_answer() {
         ) else {
             panic!("{name}: no reply")
         };
-        assert_eq!(relsupport::rcode(&out[..n]), 0, "{name}");
-        assert_eq!(relsupport::ancount(&out[..n]), want, "{name}");
+        assert_eq!(kit::rcode(&out[..n]), 0, "{name}");
+        assert_eq!(kit::ancount(&out[..n]), want, "{name}");
     }
 }

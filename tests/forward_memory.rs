@@ -5,9 +5,9 @@
 //! loopback; RSS is read from /proc/self/statm. This file holds one test so that no other test
 //! shares the process while it measures.
 
-mod relsupport;
+mod kit;
 
-use relsupport::{encode_name, tcp_connect, tcp_recv, tcp_send, TestServer};
+use kit::{encode_name, tcp_connect, tcp_recv, tcp_send, TestServer};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

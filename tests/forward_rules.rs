@@ -6,12 +6,10 @@
 //! from Docker's resolver (127.0.0.11) live no longer than `[server] ttl`, and per-client server
 //! sets reach their own servers with their own cache entries.
 
-mod relsupport;
+mod kit;
 
 use dockns::forward::{ForwardSettings, Forwarder, ServerSet};
-use relsupport::{
-    ancount, id_of, rcode, tcp_ask, udp_client, udp_exchange, wait_until, TestServer, WAIT,
-};
+use kit::{ancount, id_of, rcode, tcp_ask, udp_client, udp_exchange, wait_until, TestServer, WAIT};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,11 +87,11 @@ impl Scripted {
                     std::thread::spawn(move || {
                         let _ = s.set_nonblocking(false);
                         let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                        while let Ok(q) = relsupport::tcp_recv(&mut s) {
+                        while let Ok(q) = kit::tcp_recv(&mut s) {
                             let i = count.fetch_add(1, Ordering::SeqCst);
                             seen.lock().unwrap().push(q.clone());
                             for r in script(&q, i) {
-                                if relsupport::tcp_send(&mut s, &r).is_err() {
+                                if kit::tcp_send(&mut s, &r).is_err() {
                                     return;
                                 }
                             }
@@ -202,7 +200,7 @@ fn option_codes(rdata: &[u8]) -> Vec<u16> {
 }
 
 fn encode_name(name: &str) -> Vec<u8> {
-    relsupport::encode_name(name)
+    kit::encode_name(name)
 }
 
 /// A query with the given flags word, type, and an optional OPT (size, DO, raw options).

@@ -1,11 +1,11 @@
 //! Hostile input against a real server on loopback: every malformed packet gets FORMERR or is
-//! dropped (the rule in `src/dns/slow.rs`: shorter than a header or a response → dropped;
+//! dropped (the rule in `src/wire/slow.rs`: shorter than a header or a response → dropped;
 //! anything else that does not parse as one question → FORMERR), hostile TCP clients cost one
 //! connection slot for a bounded time, and an ordinary client is answered after every case.
 
-mod relsupport;
+mod kit;
 
-use relsupport::*;
+use kit::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

@@ -2,31 +2,21 @@
 //! (a bad config is rejected and the old one kept), SIGTERM drains TCP and exits 0, and a root
 //! start with `[server] user = "nobody"` runs as nobody after binding.
 
-mod relsupport;
+mod kit;
 
-use relsupport::*;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use kit::process::Dockns;
+use kit::*;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A free loopback port for both UDP and TCP (probed, then released).
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
-
-fn config(port: u16, upstream: SocketAddr, extra_server: &str, extra_container: bool) -> String {
+/// dockns listens on 127.0.0.1 port 0 and reports the port it bound (see `kit::process`).
+fn config(upstream: SocketAddr, extra_server: &str, extra_container: bool) -> String {
     let mut t = format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = 1\n{extra_server}\n[upstream]\nservers = [\"{upstream}\"]\ntimeout_ms = 2000\nbudget_ms = 2000\n{NETWORKS}"
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\n{extra_server}\n[upstream]\nservers = [\"{upstream}\"]\ntimeout_ms = 2000\nbudget_ms = 2000\n{NETWORKS}"
     );
     if extra_container {
         t.push_str("\n[[network]]\nname = \"churn\"\n[[network.container]]\nname = \"extra\"\nipv4 = [\"10.77.0.5\"]\n");
@@ -34,60 +24,28 @@ fn config(port: u16, upstream: SocketAddr, extra_server: &str, extra_container: 
     t
 }
 
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
+/// Starts dockns from `file` and waits until it answers `db`.
+fn start(file: &Path) -> Dockns {
+    let p = Dockns::serve(file, &[]);
+    let addr = p.addr;
+    assert!(
+        wait_until(Duration::from_secs(20), || udp_ask(
+            addr,
+            &query(1, "db", 1, false),
+            Duration::from_millis(300)
+        )
+        .is_some()),
+        "dockns came up"
+    );
+    p
 }
 
-impl Proc {
-    fn start(file: &Path, port: u16) -> Proc {
-        let child = Command::new(env!("CARGO_BIN_EXE_dockns"))
-            .args(["serve", "--config"])
-            .arg(file)
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start dockns");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let p = Proc { child, addr };
-        assert!(
-            wait_until(Duration::from_secs(20), || udp_ask(
-                addr,
-                &query(1, "db", 1, false),
-                Duration::from_millis(300)
-            )
-            .is_some()),
-            "dockns came up"
-        );
-        p
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill with our own child's pid.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as libc::pid_t, sig) },
-            0
-        );
-    }
-
-    fn wait_exit(&mut self, wait: Duration) -> Option<(std::process::ExitStatus, Duration)> {
-        let t = Instant::now();
-        while t.elapsed() < wait {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some((st, t.elapsed()));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// dockns's log line for a rejected reload.
+fn is_reload_error(line: &serde_json::Value) -> bool {
+    line["level"] == "ERROR"
+        && line["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("reload"))
 }
 
 fn write(path: &PathBuf, text: &str) {
@@ -102,9 +60,8 @@ fn sighup_reloads_under_load_without_dropping_a_query() {
     let up = FakeUpstream::start(Behavior::Answer);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dockns.toml");
-    let port = free_port();
-    write(&file, &config(port, up.addr, "", false));
-    let p = Proc::start(&file, port);
+    write(&file, &config(up.addr, "", false));
+    let p = start(&file);
     let addr = p.addr;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -170,7 +127,7 @@ fn sighup_reloads_under_load_without_dropping_a_query() {
     };
     for round in 0..6 {
         let add = round % 2 == 0;
-        write(&file, &config(port, up.addr, "", add));
+        write(&file, &config(up.addr, "", add));
         p.signal(libc::SIGHUP);
         assert!(
             wait_until(Duration::from_secs(10), || has_extra() == add),
@@ -179,8 +136,14 @@ fn sighup_reloads_under_load_without_dropping_a_query() {
     }
     // A bad config is rejected; the old tables stay (extra is absent after 6 rounds).
     write(&file, "[server]\nlisten = [\"127.0.0.1:99999\"]\n");
+    let errors_before = p.log_count(is_reload_error);
     p.signal(libc::SIGHUP);
-    std::thread::sleep(Duration::from_millis(500));
+    // The rejection is logged once the reload was tried: only then is "nothing changed" news.
+    assert!(
+        wait_until(Duration::from_secs(10), || p.log_count(is_reload_error)
+            > errors_before),
+        "the bad reload was rejected (an ERROR line naming the reload)"
+    );
     assert!(!has_extra());
     assert_eq!(
         udp_ask(addr, &query(5, "db", 1, false), WAIT).map(|r| rcode(&r)),
@@ -188,7 +151,7 @@ fn sighup_reloads_under_load_without_dropping_a_query() {
         "still serving after a bad reload"
     );
     // And a good one after it works again.
-    write(&file, &config(port, up.addr, "", true));
+    write(&file, &config(up.addr, "", true));
     p.signal(libc::SIGHUP);
     assert!(
         wait_until(Duration::from_secs(10), has_extra),
@@ -215,9 +178,8 @@ fn sigterm_drains_tcp_and_exits_zero() {
     let up = FakeUpstream::start(Behavior::Late(400));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dockns.toml");
-    let port = free_port();
-    write(&file, &config(port, up.addr, "", false));
-    let mut p = Proc::start(&file, port);
+    write(&file, &config(up.addr, "", false));
+    let mut p = start(&file);
     let mut idle = tcp_connect(p.addr);
     let mut busy = tcp_connect(p.addr);
     tcp_send(&mut busy, &query(1, "slow.example", 1, false)).unwrap();
@@ -243,9 +205,8 @@ fn sigterm_is_bounded_by_a_dead_upstream() {
     let up = FakeUpstream::start(Behavior::Dead);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dockns.toml");
-    let port = free_port();
-    write(&file, &config(port, up.addr, "", false));
-    let mut p = Proc::start(&file, port);
+    write(&file, &config(up.addr, "", false));
+    let mut p = start(&file);
     let mut conns: Vec<_> = (0..3).map(|_| tcp_connect(p.addr)).collect();
     for (i, c) in conns.iter_mut().enumerate() {
         tcp_send(c, &query(i as u16, &format!("hang{i}.example"), 1, false)).unwrap();
@@ -260,8 +221,7 @@ fn sigterm_is_bounded_by_a_dead_upstream() {
 
 #[test]
 fn root_start_drops_to_the_configured_user() {
-    if !dockns::privileges::is_root() {
-        eprintln!("SKIPPED root_start_drops_to_the_configured_user: needs root to test setuid");
+    if !require_root("setuid to the configured user") {
         return;
     }
     let nobody = dockns::privileges::lookup("nobody").expect("a nobody user");
@@ -274,10 +234,9 @@ fn root_start_drops_to_the_configured_user() {
     )
     .unwrap();
     let file = dir.path().join("dockns.toml");
-    let port = free_port();
-    write(&file, &config(port, up.addr, "user = \"nobody\"", false));
+    write(&file, &config(up.addr, "user = \"nobody\"", false));
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let p = Proc::start(&file, port);
+    let p = start(&file);
     let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     let gid_line = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
@@ -302,23 +261,20 @@ fn root_start_drops_to_the_configured_user() {
 
 #[test]
 fn unknown_user_is_a_startup_error() {
-    if !dockns::privileges::is_root() {
-        eprintln!("SKIPPED unknown_user_is_a_startup_error: needs root");
+    if !require_root("looking up the configured user happens only as root") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dockns.toml");
-    let port = free_port();
     write(
         &file,
         &config(
-            port,
             "127.0.0.1:9".parse().unwrap(),
             "user = \"no-such-user-dockns\"",
             false,
         ),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_dockns"))
+    let out = Command::new(kit::process::BIN)
         .args(["serve", "--config"])
         .arg(&file)
         .output()
@@ -349,9 +305,8 @@ fn thirty_second_flood_of_unique_forwarded_names_stays_bounded() {
     let up = FakeUpstream::start(Behavior::Late(300));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dockns.toml");
-    let port = free_port();
-    write(&file, &config(port, up.addr, "", false));
-    let p = Proc::start(&file, port);
+    write(&file, &config(up.addr, "", false));
+    let p = start(&file);
     let pid = p.child.id();
     let addr = p.addr;
     let rss_start = rss_kb(pid);

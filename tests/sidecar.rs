@@ -859,7 +859,7 @@ fn sidecar_example_for_real() {
     drop(guard);
 }
 
-mod dockerkit;
+mod kit;
 
 /// The sidecar with the example's own upstream: its resolv.conf, i.e. Docker's 127.0.0.11, which
 /// answers container names from the *sidecar's* scope. Reproduces the two bugs of issue 10 with
@@ -878,10 +878,10 @@ mod dockerkit;
 #[test]
 fn sidecar_through_dockers_resolver_keeps_scope_and_forgets_stopped_containers() {
     // Also needs root: the client's questions are sent from inside its network namespace.
-    if !dockerkit::docker_available() {
+    if !kit::docker::docker_available() {
         return;
     }
-    let lab = dockerkit::Lab::new("sidedr");
+    let lab = kit::docker::Lab::new("sidedr");
     let docker_gid = std::fs::metadata(SOCKET)
         .unwrap_or_else(|e| panic!("{SOCKET}: {e}"))
         .gid()
@@ -930,13 +930,13 @@ fn sidecar_through_dockers_resolver_keeps_scope_and_forgets_stopped_containers()
             &mount(&upstream_cfg, "/etc/dockns/dockns.toml"),
         ],
     );
-    let upstream_ip = dockerkit::ip_on(&upstream, &app).to_string();
+    let upstream_ip = kit::docker::ip_on(&upstream, &app).to_string();
 
     // Containers: a peer and the client on `app`, the secret on `other` only.
     let peer = lab.run("peer", &["--network", &app]);
     let client = lab.run("client", &["--network", &app]);
     let secret = lab.run("secret", &["--network", &other]);
-    let secret_ip = dockerkit::ip_on(&secret, &other);
+    let secret_ip = kit::docker::ip_on(&secret, &other);
 
     // The sidecar: compose.yaml's `dns` service (the example's dockns.toml unchanged, so its
     // upstream is its resolv.conf: 127.0.0.11), plus `dns: [<stand-in>]`, on both networks.
@@ -964,7 +964,7 @@ fn sidecar_through_dockers_resolver_keeps_scope_and_forgets_stopped_containers()
             &upstream_ip,
         ],
     );
-    dockerkit::dk(&["network", "connect", &other, &dns]);
+    kit::docker::dk(&["network", "connect", &other, &dns]);
     let logs = || {
         let o = docker_raw(&["logs", &dns]);
         format!(
@@ -973,15 +973,16 @@ fn sidecar_through_dockers_resolver_keeps_scope_and_forgets_stopped_containers()
             String::from_utf8_lossy(&o.stderr)
         )
     };
-    let server = std::net::SocketAddr::new(dockerkit::ip_on(&dns, &app), 53);
-    let pc = dockerkit::pid(&client);
-    let ask = |name: &str| dockerkit::ask_from(pc, server, name, hickory_proto::rr::RecordType::A);
-    let peer_ip = dockerkit::ip_on(&peer, &app);
+    let server = std::net::SocketAddr::new(kit::docker::ip_on(&dns, &app), 53);
+    let pc = kit::docker::pid(&client);
+    let ask =
+        |name: &str| kit::docker::ask_from(pc, server, name, hickory_proto::rr::RecordType::A);
+    let peer_ip = kit::docker::ip_on(&peer, &app);
     wait_for(
         "the sidecar to answer the client",
         Duration::from_secs(60),
         || {
-            dockerkit::ask_from_opt(pc, server, &peer, hickory_proto::rr::RecordType::A)
+            kit::docker::ask_from_opt(pc, server, &peer, hickory_proto::rr::RecordType::A)
                 .is_some_and(|r| r.addrs() == BTreeSet::from([peer_ip]))
         },
         logs,
@@ -1022,7 +1023,7 @@ fn sidecar_through_dockers_resolver_keeps_scope_and_forgets_stopped_containers()
     }
 
     // Stale after stop: once the secret is gone, its address is not served either.
-    dockerkit::dk(&["stop", &secret]);
+    kit::docker::dk(&["stop", &secret]);
     let gone = Instant::now();
     while gone.elapsed() < Duration::from_secs(3) {
         let r = ask(&secret);

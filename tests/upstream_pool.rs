@@ -3,78 +3,16 @@
 //! query name goes upstream in random letter case (0x20, as unbound's `use-caps-for-id`) and a
 //! reply that does not echo it exactly is not believed. Fake upstreams on loopback only.
 
-mod relsupport;
+mod kit;
 
-use relsupport::*;
+use kit::*;
 use std::collections::HashSet;
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::UdpSocket;
 use std::time::Duration;
-
-/// Each query seen: its source address and bytes.
-type Seen = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
-
-/// A fake upstream that records each query's source address and question bytes, and answers
-/// with the question echoed exactly, or lower-cased when `lowercase` is set.
-struct Recording {
-    addr: SocketAddr,
-    seen: Seen,
-    lowercase: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Recording {
-    fn start() -> Recording {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let addr = sock.local_addr().unwrap();
-        let seen: Seen = Arc::default();
-        let lowercase = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, l, st) = (seen.clone(), lowercase.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !st.load(Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                let q = &buf[..n];
-                let Some(mut r) = fake_answer(q, 0) else {
-                    continue;
-                };
-                s.lock().unwrap().push((from, q.to_vec()));
-                if l.load(Ordering::Relaxed) {
-                    // Echo the question lower-cased (name bytes only; type/class unchanged).
-                    let mut at = 12;
-                    while at < r.len() && r[at] != 0 {
-                        let len = usize::from(r[at]);
-                        r[at + 1..at + 1 + len].make_ascii_lowercase();
-                        at += 1 + len;
-                    }
-                }
-                let _ = sock.send_to(&r, from);
-            }
-        });
-        Recording {
-            addr,
-            seen,
-            lowercase,
-            stop,
-        }
-    }
-}
-
-impl Drop for Recording {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 #[test]
 fn cache_misses_leave_from_a_few_long_lived_sockets() {
-    let up = Recording::start();
+    let up = FakeUpstream::start(Behavior::Answer);
     let s = TestServer::start("", &[up.addr], "cache_size = 0");
     let client = udp_client("127.0.0.1");
     for i in 0..200u16 {
@@ -87,7 +25,7 @@ fn cache_misses_leave_from_a_few_long_lived_sockets() {
         .unwrap_or_else(|| panic!("no reply to m{i}"));
         assert_eq!((rcode(&r), ancount(&r)), (0, 1));
     }
-    let seen = up.seen.lock().unwrap();
+    let seen = up.udp_queries();
     assert_eq!(seen.len(), 200);
     let ports: HashSet<u16> = seen.iter().map(|(from, _)| from.port()).collect();
     // A fresh socket per question would show 200 source ports; the pool keeps a handful
@@ -101,7 +39,7 @@ fn cache_misses_leave_from_a_few_long_lived_sockets() {
 
 #[test]
 fn randomized_case_goes_upstream_and_must_come_back_exactly() {
-    let up = Recording::start();
+    let up = FakeUpstream::start(Behavior::Answer);
     let s = TestServer::start(
         "",
         &[up.addr],
@@ -113,7 +51,7 @@ fn randomized_case_goes_upstream_and_must_come_back_exactly() {
     let r = udp_exchange(&client, s.addr, &q, WAIT).expect("answer");
     assert_eq!((rcode(&r), ancount(&r)), (0, 1));
     assert_eq!(&r[12..q.len()], &q[12..], "the client's own letter case");
-    let asked = up.seen.lock().unwrap()[0].1.clone();
+    let asked = up.udp_queries()[0].1.clone();
     let wire = encode_name(name);
     let upstream_name = &asked[12..12 + wire.len()];
     assert!(upstream_name.eq_ignore_ascii_case(&wire));
@@ -121,7 +59,7 @@ fn randomized_case_goes_upstream_and_must_come_back_exactly() {
 
     // An upstream that does not echo the case is not believed: SERVFAIL once the budget is
     // spent.
-    up.lowercase.store(true, Ordering::Relaxed);
+    up.set(Behavior::AnswerLowercased);
     let q = query(0x4343, "other.Example.COM", 1, false);
     let r = udp_exchange(&client, s.addr, &q, WAIT).expect("a reply, not silence");
     assert_eq!(rcode(&r), 2, "SERVFAIL");
@@ -135,7 +73,7 @@ fn a_closed_port_upstream_fails_over_at_once() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let up = Recording::start();
+    let up = FakeUpstream::start(Behavior::Answer);
     let s = TestServer::start(
         "",
         &[closed, up.addr],

@@ -1,14 +1,11 @@
-//! Fuzzes the zero-allocation fast parser: never panics, never reports positions past the packet.
+//! Fuzzes the zero-allocation fast parser (`wire::parse_query`).
+//! The checks live in `tests/kit/fuzz.rs` (`parse_query_target`), shared with
+//! `tests/fuzz_regressions.rs`, which replays the seeds and saved crashes through them.
 #![no_main]
-use dockns::dns::wire::{parse_query, Parse, HEADER_LEN};
-use dockns::model::MAX_KEY_LEN;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let mut key = [0u8; MAX_KEY_LEN];
-    if let Parse::Query(q) = parse_query(data, &mut key) {
-        assert!(q.qend <= data.len() && q.qend >= HEADER_LEN + 5);
-        assert!(q.key_len < MAX_KEY_LEN);
-        assert!(!key[..q.key_len].iter().any(u8::is_ascii_uppercase));
-    }
-});
+#[path = "../../tests/kit/fuzz.rs"]
+#[allow(dead_code)]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::parse_query_target(data));

@@ -1,22 +1,11 @@
-//! Fuzzes the hickory-backed slow parser: never panics; what it accepts re-encodes into a
-//! question the fast parser reads back with the same key.
+//! Fuzzes the hickory-backed slow parser (`wire::slow::parse_slow`).
+//! The checks live in `tests/kit/fuzz.rs` (`parse_slow_target`), shared with
+//! `tests/fuzz_regressions.rs`, which replays the seeds and saved crashes through them.
 #![no_main]
-use dockns::dns::slow::{parse_slow, SlowParse};
-use dockns::dns::wire::{parse_query, Parse};
-use dockns::model::MAX_KEY_LEN;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let SlowParse::Query(n) = parse_slow(data) {
-        let mut pkt = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        pkt.extend_from_slice(&n.question);
-        let mut key = [0u8; MAX_KEY_LEN];
-        match parse_query(&pkt, &mut key) {
-            Parse::Query(q) => {
-                assert_eq!(&key[..q.key_len], &n.key[..]);
-                assert_eq!((q.qtype, q.qclass), (n.qtype, n.qclass));
-            }
-            other => panic!("re-encoded question not readable: {other:?}"),
-        }
-    }
-});
+#[path = "../../tests/kit/fuzz.rs"]
+#[allow(dead_code)]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::parse_slow_target(data));

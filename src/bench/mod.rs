@@ -344,7 +344,7 @@ pub fn parse_query_file(text: &str, edns: bool) -> Result<Vec<Vec<u8>>, String> 
 impl BenchConfig {
     /// Validates command-line arguments.
     pub fn from_args(a: &BenchArgs) -> Result<BenchConfig, String> {
-        let server = crate::config::parse_upstream(&a.server)
+        let server = crate::addr::parse_upstream(&a.server)
             .or_else(|| a.server.to_socket_addrs().ok().and_then(|mut it| it.next()))
             .ok_or_else(|| {
                 format!(

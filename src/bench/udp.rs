@@ -4,7 +4,7 @@
 //! `poll` only when it has nothing to send and nothing to read. It allocates nothing per query.
 
 use super::{BenchConfig, Outstanding, Share, ThreadResult};
-use crate::dns::mmsg::MsgBatch;
+use crate::mmsg::MsgBatch;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Instant;

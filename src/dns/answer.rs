@@ -4,9 +4,11 @@
 //! local answer, NODATA, NXDOMAIN, error, forward or drop; it never allocates on the fast path
 //! (an ordinary query for a local name) and never blocks. Forwarding itself is the caller's job.
 
-use super::slow::{parse_slow, SlowParse};
-use super::wire::{self, rcode, Body, EdnsInfo, Parse};
-use crate::model::{Resolution, Snapshot, Unanswered, MAX_KEY_LEN, REVERSE_AUTHORITY_LEN};
+use crate::model::{Resolution, Snapshot, Unanswered, REVERSE_AUTHORITY_LEN};
+pub use crate::stats::Outcome;
+pub use crate::wire::error_response;
+use crate::wire::slow::{parse_slow, SlowParse};
+use crate::wire::{self, rcode, Body, EdnsInfo, Parse, MAX_KEY_LEN};
 use std::net::IpAddr;
 
 /// What to do with a packet.
@@ -18,15 +20,6 @@ pub enum Action {
     Forward,
     /// Say nothing.
     Drop,
-}
-
-/// How a reply was produced, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Answered from the tables (records, NODATA or NXDOMAIN).
-    Local,
-    /// An error response (FORMERR, NOTIMP, BADVERS, REFUSED, SERVFAIL).
-    Error,
 }
 
 /// Answers one packet. `local` is the address the query arrived on, when known.
@@ -293,58 +286,4 @@ fn unanswered(
     };
     let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
     Action::Reply(n, outcome)
-}
-
-/// Writes an error response (SERVFAIL, REFUSED) for a query packet, echoing its question.
-/// Returns 0 when the packet is not a query worth answering.
-pub fn error_response(pkt: &[u8], code: u16, out: &mut [u8], tcp: bool) -> usize {
-    let mut key = [0u8; MAX_KEY_LEN];
-    match wire::parse_query(pkt, &mut key) {
-        Parse::Query(q) => wire::write_response(
-            out,
-            q.id,
-            q.flags,
-            &pkt[wire::HEADER_LEN..q.qend],
-            q.edns,
-            Body {
-                rcode: code,
-                ..Default::default()
-            },
-            wire::response_limit(q.edns, tcp),
-        ),
-        Parse::Drop => 0,
-        Parse::Slow => match parse_slow(pkt) {
-            SlowParse::Query(n) => wire::write_response(
-                out,
-                n.id,
-                n.flags,
-                &n.question,
-                n.edns,
-                Body {
-                    rcode: code,
-                    ..Default::default()
-                },
-                wire::response_limit(n.edns, tcp),
-            ),
-            SlowParse::Error {
-                id,
-                flags,
-                question,
-                edns,
-                ..
-            } => wire::write_response(
-                out,
-                id,
-                flags,
-                &question,
-                edns,
-                Body {
-                    rcode: code,
-                    ..Default::default()
-                },
-                wire::response_limit(edns, tcp),
-            ),
-            SlowParse::Drop => 0,
-        },
-    }
 }

@@ -12,8 +12,8 @@
 //! or removing a listener is a command the worker applies between turns; removal waits until
 //! every worker let go of the socket, so its counters can be retired.
 
-use super::stats::{Stats, WorkerStats};
 use super::udp::{Served, Slot, UdpDeps, UdpWorker};
+use crate::stats::{Stats, WorkerStats};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::{HashMap, VecDeque};

@@ -8,7 +8,7 @@
 //! does the reading, the timeouts and the answering; the `tcp_stream` fuzz target drives this
 //! exact code with arbitrary bytes cut at arbitrary read boundaries.
 
-use super::wire::MAX_MESSAGE;
+use crate::wire::MAX_MESSAGE;
 use std::ops::Range;
 
 /// Length of the length prefix.

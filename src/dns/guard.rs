@@ -7,15 +7,19 @@
 //! configured `allow` CIDRs, known container addresses and addresses in a served network's
 //! subnet (both from the current snapshot) are; and, until the first Docker sync, the subnets of
 //! a sidecar's own interfaces (so it can answer while it syncs). Everyone else gets REFUSED or
-//! nothing (`refuse_mode`). It is a few comparisons against an immutable policy read through
-//! `arc-swap`: no allocation, no lock. [`Guard::allow_forward`] is a per-client token bucket for
-//! questions that go upstream (only those: local answers are never rate-limited; loopback and
-//! this machine's own addresses are exempt by default); its table is bounded. Over the rate the
-//! answer is SERVFAIL ([`Guard::OVER_RATE_RCODE`]). This module decides; it never sends anything itself.
+//! nothing (`refuse_mode`). [`Guard::scope_local`] makes this machine's own addresses the host
+//! asking: their queries on a gateway listener get the host view, not that network's. It is a few comparisons against an immutable policy read through
+//! `arc-swap`: no allocation, no lock. [`Guard::allow_forward`] limits questions that go upstream
+//! (only those: local answers are never rate-limited; loopback and this machine's own addresses
+//! are exempt by default) with token buckets: one per client address (the table is bounded), and
+//! one more that every address of a served network's subnet which no known container owns
+//! shares (a container hidden from dockns or not synced yet, or a spoofed source), so a flood
+//! from many such addresses is held to one client's rate as a whole, while each known container
+//! (and each `allow`ed client) keeps its own full rate. Over the rate the answer is SERVFAIL ([`Guard::OVER_RATE_RCODE`]). This module decides; it never sends anything itself.
 
 use super::answer::{self, Action, Outcome};
-use super::wire::rcode;
 use crate::model::Snapshot;
+use crate::wire::rcode;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -44,7 +48,8 @@ pub struct GuardSettings {
     pub allow_loopback: bool,
     /// REFUSED or silence for everyone else.
     pub refuse_mode: RefuseMode,
-    /// Forwarded questions per second per client (0 = unlimited).
+    /// Forwarded questions per second per client, and for all unknown addresses of served
+    /// subnets together (0 = unlimited).
     pub forward_rate: u32,
     /// Burst of forwarded questions a client may send at once.
     pub forward_burst: u32,
@@ -103,6 +108,8 @@ pub struct Guard {
     /// Subnets admitted until the first Docker sync (a sidecar's own interfaces).
     provisional: ArcSwap<Vec<IpNet>>,
     shards: Vec<Mutex<HashMap<IpAddr, Bucket>>>,
+    /// The bucket every client that is not a known container shares (besides its own).
+    unknown: Mutex<Option<Bucket>>,
 }
 
 impl Guard {
@@ -119,6 +126,7 @@ impl Guard {
             host_addrs: ArcSwap::from_pointee(Vec::new()),
             provisional: ArcSwap::from_pointee(Vec::new()),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            unknown: Mutex::new(None),
         })
     }
 
@@ -164,7 +172,7 @@ impl Guard {
         if (s.allow_loopback && client.is_loopback())
             || snap.is_served_client(client)
             || s.allow.iter().any(|n| n.contains(&client))
-            || (s.allow_loopback && self.host_addrs.load().contains(&client))
+            || (s.allow_loopback && self.host_addrs.load().binary_search(&client).is_ok())
             || self.provisional.load().iter().any(|n| n.contains(&client))
         {
             Admission::Allow
@@ -173,6 +181,23 @@ impl Guard {
                 RefuseMode::Refused => Admission::Refuse,
                 RefuseMode::Drop => Admission::Drop,
             }
+        }
+    }
+
+    /// The listener address that picks `client`'s view (scope rule 2), or `None` for the host
+    /// view: a packet from this machine's own address to a gateway listener is the host asking
+    /// (`dig @<gateway> name`; its source is the gateway address itself, or another host address
+    /// after Docker's MASQUERADE), so it sees the host view, like loopback, not that network's.
+    /// Rule 1 (a known container's own networks) still comes first in the snapshot.
+    /// Allocation-free and lock-free (a binary search of the sorted host addresses).
+    #[inline]
+    pub fn scope_local(&self, client: IpAddr, local: Option<IpAddr>) -> Option<IpAddr> {
+        let l = local?;
+        let client = client.to_canonical();
+        if client.is_loopback() || self.host_addrs.load().binary_search(&client).is_ok() {
+            None
+        } else {
+            Some(l)
         }
     }
 
@@ -197,13 +222,14 @@ impl Guard {
         }
     }
 
-    /// Takes one token from `client`'s forward bucket; false when the client is over its rate.
-    pub fn allow_forward(&self, client: IpAddr) -> bool {
+    /// Takes one token from `client`'s forward bucket, and from the shared bucket when `client`
+    /// is an address of a served subnet that no known container owns; false when over the rate.
+    pub fn allow_forward(&self, snap: &Snapshot, client: IpAddr) -> bool {
         let s = self.settings.load();
         let client = client.to_canonical();
         if s.forward_rate == 0
             || (!s.rate_limit_loopback
-                && (client.is_loopback() || self.host_addrs.load().contains(&client)))
+                && (client.is_loopback() || self.host_addrs.load().binary_search(&client).is_ok()))
         {
             return true;
         }
@@ -223,14 +249,21 @@ impl Guard {
             tokens: burst,
             last: now,
         });
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
+        if !take(b, now, rate, burst) {
+            return false;
         }
+        drop(map);
+        // Only an address of a served network that no container owns shares the bucket: an
+        // `allow` range or a loopback client is the operator's, and keeps its own rate.
+        if snap.is_known_container(client) || !snap.is_served_client(client) {
+            return true;
+        }
+        let mut shared = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
+        let b = shared.get_or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        take(b, now, rate, burst)
     }
 
     /// Clients currently tracked by the rate limiter.
@@ -239,6 +272,18 @@ impl Guard {
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
+    }
+}
+
+/// Refills `b` for the time since its last use and takes one token, if there is one.
+fn take(b: &mut Bucket, now: Instant, rate: f64, burst: f64) -> bool {
+    b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
+    b.last = now;
+    if b.tokens >= 1.0 {
+        b.tokens -= 1.0;
+        true
+    } else {
+        false
     }
 }
 
@@ -343,7 +388,7 @@ mod tests {
             ..GuardSettings::default()
         });
         assert!(
-            (0..10).all(|_| g.allow_forward(ip("192.0.2.10"))),
+            (0..10).all(|_| g.allow_forward(&s, ip("192.0.2.10"))),
             "host addresses are rate-exempt like loopback"
         );
         g.set_provisional(vec!["198.51.100.0/24".parse().unwrap()]);
@@ -358,19 +403,78 @@ mod tests {
     }
 
     #[test]
+    fn host_addresses_asking_on_a_gateway_get_the_host_view() {
+        let g = Guard::new(GuardSettings::default());
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let gw = Some(ip("172.18.0.1"));
+        g.set_host_addrs(vec![ip("192.0.2.10"), ip("172.18.0.1")]);
+        assert_eq!(
+            g.scope_local(ip("172.18.0.1"), gw),
+            None,
+            "the gateway itself"
+        );
+        assert_eq!(
+            g.scope_local(ip("192.0.2.10"), gw),
+            None,
+            "another host address"
+        );
+        assert_eq!(
+            g.scope_local(ip("::ffff:192.0.2.10"), gw),
+            None,
+            "IPv4-mapped"
+        );
+        assert_eq!(g.scope_local(ip("127.0.0.1"), gw), None, "loopback");
+        assert_eq!(
+            g.scope_local(ip("172.18.0.5"), gw),
+            gw,
+            "a client on the network"
+        );
+        assert_eq!(g.scope_local(ip("192.0.2.10"), None), None);
+    }
+
+    #[test]
     fn token_bucket_limits_each_client_separately() {
+        let s = snap();
         let g = Guard::new(GuardSettings {
             forward_rate: 1,
             forward_burst: 3,
             ..GuardSettings::default()
         });
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!((0..10).filter(|_| g.allow_forward(a)).count(), 3);
-        assert!(g.allow_forward(b), "another client has its own bucket");
+        let a: IpAddr = "10.1.0.1".parse().unwrap();
+        let known: IpAddr = "10.2.0.5".parse().unwrap();
+        assert_eq!((0..10).filter(|_| g.allow_forward(&s, a)).count(), 3);
+        assert_eq!(
+            (0..10).filter(|_| g.allow_forward(&s, known)).count(),
+            3,
+            "a known container has its own bucket, untouched by unknown clients"
+        );
         assert!(
-            (0..100).all(|_| g.allow_forward("127.0.0.1".parse().unwrap())),
+            (0..100).all(|_| g.allow_forward(&s, "127.0.0.1".parse().unwrap())),
             "loopback exempt"
+        );
+    }
+
+    #[test]
+    fn unknown_clients_share_one_bucket() {
+        let s = snap();
+        let g = Guard::new(GuardSettings {
+            forward_rate: 1,
+            forward_burst: 3,
+            ..GuardSettings::default()
+        });
+        // Addresses of a served subnet that no container owns, each asking once or twice.
+        let passed = (1..=20u8)
+            .flat_map(|i| [i, i])
+            .filter(|&i| g.allow_forward(&s, IpAddr::from([10, 1, 0, i])))
+            .count();
+        assert_eq!(passed, 3, "the unknown addresses together get one bucket");
+        assert!(
+            g.allow_forward(&s, "10.2.0.5".parse().unwrap()),
+            "known container"
+        );
+        assert!(
+            (1..=3u8).all(|i| g.allow_forward(&s, IpAddr::from([192, 0, 2, i]))),
+            "clients outside the served subnets (an allow range) keep their own buckets"
         );
     }
 
@@ -381,9 +485,10 @@ mod tests {
             forward_burst: 5,
             ..GuardSettings::default()
         });
+        let s = snap();
         for i in 0..(MAX_TRACKED_CLIENTS as u32 * 2) {
             let ip = IpAddr::V4((0x0A00_0000 + i).into());
-            g.allow_forward(ip);
+            g.allow_forward(&s, ip);
         }
         assert!(g.tracked_clients() <= MAX_TRACKED_CLIENTS);
     }

@@ -7,11 +7,11 @@
 
 use super::engine::{worker_stats, UdpEngine};
 use super::guard::Guard;
-use super::stats::{Detailed, Stats, WorkerStats};
 use super::tcp::{accept_loop, TcpContext};
 use super::udp::{Slot, UdpDeps};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
+use crate::stats::{Detailed, Stats, WorkerStats};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -19,12 +19,55 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
-/// A bind failure, phrased for the operator.
+/// A listener that could not be started, phrased for the operator: what, where, the cause
+/// (also the error's [`source`](std::error::Error::source)) and the fix, on one line.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BindError(pub String);
+pub enum BindError {
+    /// A DNS listener's socket could not be opened, bound or listened on.
+    #[error("cannot listen on {addr} ({proto}): {source}; {fix}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// "udp" or "tcp".
+        proto: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+        /// What to do about it.
+        fix: String,
+    },
+    /// The admin API's socket could not be opened, bound or listened on.
+    #[error("cannot listen for the admin API on {addr} (tcp): {source}; {fix}")]
+    Admin {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The system's error.
+        source: std::io::Error,
+        /// What to do about it.
+        fix: &'static str,
+    },
+    /// The kernel did not say which address a socket was bound to.
+    #[error("cannot read the bound address of {addr}")]
+    BoundAddress {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// A listener's worker thread could not be started.
+    #[error("cannot start a UDP worker thread: {source}")]
+    Thread {
+        /// The system's error.
+        source: std::io::Error,
+    },
+}
 
-fn bind_error(addr: SocketAddr, proto: &str, e: &std::io::Error) -> BindError {
+/// An owned copy of `e` that displays the same (the OS error code is kept).
+pub fn owned_io_error(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+fn bind_error(addr: SocketAddr, proto: &'static str, e: &std::io::Error) -> BindError {
     let fix = match e.kind() {
         std::io::ErrorKind::AddrInUse => {
             "another DNS server (or another dockns) is using it: stop it, or choose another address with --listen"
@@ -39,7 +82,12 @@ fn bind_error(addr: SocketAddr, proto: &str, e: &std::io::Error) -> BindError {
         }
         _ => "check the address in [server] listen".to_string(),
     };
-    BindError(format!("cannot listen on {addr} ({proto}): {e}; {fix}"))
+    BindError::Listen {
+        addr,
+        proto,
+        source: owned_io_error(e),
+        fix,
+    }
 }
 
 fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
@@ -95,7 +143,7 @@ pub fn bind(addr: SocketAddr, workers: usize) -> Result<BoundSockets, BindError>
             .local_addr()
             .ok()
             .and_then(|a| a.as_socket())
-            .ok_or_else(|| BindError(format!("cannot read the bound address of {addr}")))?;
+            .ok_or(BindError::BoundAddress { addr })?;
         let tcp = match tcp_listener(actual) {
             Ok(t) => t,
             Err(e)
@@ -220,7 +268,7 @@ impl ListenerSet {
                 guard: self.deps.guard.clone(),
             };
             let engine = UdpEngine::start(self.deps.workers, &deps, &self.deps.stats)
-                .map_err(|e| BindError(format!("cannot start the UDP worker threads: {e}")))?;
+                .map_err(|source| BindError::Thread { source })?;
             inner.engine = Some(engine);
         }
         let workers = inner.engine.as_ref().map_or(1, UdpEngine::workers);

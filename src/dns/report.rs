@@ -8,9 +8,10 @@
 
 use super::answer::{self, Outcome};
 use super::guard::Guard;
-use super::stats::{log_reply, since, AnswerSource, Stamp, WorkerStats};
-use super::wire::rcode;
 use crate::forward::Forwarder;
+use crate::model::Snapshot;
+use crate::stats::{log_reply, since, AnswerSource, Stamp, WorkerStats};
+use crate::wire::rcode;
 use std::net::{IpAddr, SocketAddr};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -65,19 +66,20 @@ impl<'a> Reporter<'a> {
     }
 
     /// Decides whether the query `pkt` from `client` may go upstream now. Over the client's
-    /// forward rate: SERVFAIL ([`Guard::OVER_RATE_RCODE`]); over the forwarder's in-flight bound:
-    /// REFUSED. Either error reply is written into `out`, counted and logged here; an admitted
-    /// question is counted as forwarded.
+    /// forward rate (`guard`'s verdict against `snap`): SERVFAIL ([`Guard::OVER_RATE_RCODE`]);
+    /// over the forwarder's in-flight bound: REFUSED. Either error reply is written into `out`,
+    /// counted and logged here; an admitted question is counted as forwarded.
+    #[allow(clippy::too_many_arguments)]
     pub fn admit_forward(
         &self,
-        guard: &Guard,
+        (guard, snap): (&Guard, &Snapshot),
         forwarder: &Forwarder,
         (client, peer): (IpAddr, SocketAddr),
         pkt: &[u8],
         out: &mut [u8],
         t0: Stamp,
     ) -> ForwardAdmission {
-        let code = if !guard.allow_forward(client) {
+        let code = if !guard.allow_forward(snap, client) {
             self.stats.rate_limited();
             Guard::OVER_RATE_RCODE
         } else if let Some(permit) = forwarder.try_acquire() {

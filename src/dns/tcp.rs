@@ -12,11 +12,11 @@ use super::answer::{self, Action};
 use super::framing::{prefix, FrameReader, Next, PREFIX};
 use super::guard::{Admission, Guard};
 use super::report::{ForwardAdmission, Reporter};
-use super::stats::{stamp, Stamp, Stats, WorkerStats};
 use super::udp::canonical;
-use super::wire::MAX_MESSAGE;
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
+use crate::stats::{stamp, Stamp, Stats, WorkerStats};
+use crate::wire::MAX_MESSAGE;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,12 +197,15 @@ impl Conn {
     async fn answer(&mut self, body: &[u8], more: bool) -> bool {
         let t0 = stamp();
         let ctx = &*self.ctx;
+        let snap = ctx.snapshot.load();
         let action = {
-            let snap = ctx.snapshot.load();
             let out = &mut self.out[PREFIX..];
             match ctx.guard.screen(&snap, self.client, body, out, true) {
                 Some(refused) => refused,
-                None => answer::handle(&snap, self.client, ctx.local, body, out, true),
+                None => {
+                    let local = ctx.guard.scope_local(self.client, ctx.local);
+                    answer::handle(&snap, self.client, local, body, out, true)
+                }
             }
         };
         let report = Reporter::new(&ctx.stats, true);
@@ -217,7 +220,7 @@ impl Conn {
             }
             Action::Forward => {
                 let admitted = report.admit_forward(
-                    &ctx.guard,
+                    (&ctx.guard, &snap),
                     &ctx.forwarder,
                     (self.client, self.peer),
                     body,
@@ -227,12 +230,16 @@ impl Conn {
                 match admitted {
                     ForwardAdmission::Refused(0) => return true,
                     ForwardAdmission::Refused(n) => n,
-                    ForwardAdmission::Go(permit) => return self.forward(body, permit, t0).await,
+                    ForwardAdmission::Go(permit) => {
+                        drop(snap);
+                        return self.forward(body, permit, t0).await;
+                    }
                 }
             }
         };
-        // Flush only when no further query is already waiting in the read buffer, so pipelined
-        // queries get their replies in batches.
+        drop(snap); // not held across the write
+                    // Flush only when no further query is already waiting in the read buffer, so pipelined
+                    // queries get their replies in batches.
         self.out[..PREFIX].copy_from_slice(&prefix(n));
         write_frame(&self.wr, &self.out[..PREFIX + n], !more).await
     }

@@ -14,13 +14,13 @@
 
 use super::answer::{self, Action};
 use super::guard::Guard;
-use super::mmsg::MsgBatch;
 use super::report::{ForwardAdmission, Reporter};
-use super::stats::{stamp, Stamp, WorkerStats};
-use super::wire::MAX_MESSAGE;
 use crate::forward::engine::UdpClient;
 use crate::forward::Forwarder;
+use crate::mmsg::MsgBatch;
 use crate::model::{Snapshot, SnapshotHandle};
+use crate::stats::{stamp, Stamp, WorkerStats};
+use crate::wire::MAX_MESSAGE;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -193,7 +193,10 @@ impl UdpWorker {
         let out = self.outb.buf_mut(at);
         let action = match self.deps.guard.screen(snap, client, pkt, out, false) {
             Some(refused) => refused,
-            None => answer::handle(snap, client, slot.local, pkt, out, false),
+            None => {
+                let local = self.deps.guard.scope_local(client, slot.local);
+                answer::handle(snap, client, local, pkt, out, false)
+            }
         };
         match action {
             Action::Reply(len, outcome) => {
@@ -219,7 +222,7 @@ impl UdpWorker {
                     None => {
                         let deps = &self.deps;
                         let admitted = report.admit_forward(
-                            &deps.guard,
+                            (&deps.guard, snap),
                             &deps.forwarder,
                             (client, src),
                             pkt,

@@ -29,7 +29,7 @@
 
 use super::convert::{self, NetInfo, ServeRules};
 use super::listeners::{local_addresses, ListenerSync};
-use crate::config::DockerConfig;
+use super::DockerConfig;
 use crate::dns::listen::ListenerSet;
 use crate::metrics::ServerMetrics;
 use crate::model::{Catalog, Container, Publisher, ServiceRecord};
@@ -289,7 +289,7 @@ fn drop_own_dns_servers(cat: &mut Catalog, opts: &WatchOptions, local: &[IpAddr]
     };
     for c in cat.containers.values_mut() {
         c.dns
-            .retain(|s| !crate::config::is_own_listener(*s, &own, local));
+            .retain(|s| !crate::addr::is_own_listener(*s, &own, local));
     }
 }
 

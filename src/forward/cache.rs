@@ -29,9 +29,9 @@
 //! take one uncontended shard lock and allocate nothing.
 
 use super::reply::{self, Answer, AnswerRef, ClientQuery, Ttl};
-use crate::dns::wire::{self, Parse};
 use crate::metrics::CacheMetrics;
-use crate::model::MAX_KEY_LEN;
+use crate::wire::MAX_KEY_LEN;
+use crate::wire::{self, Parse};
 use rustc_hash::FxHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};

@@ -11,7 +11,7 @@
 use super::pool::{Outcome, Policy, Pool, PoolConfig, Verdict};
 use super::reply::{self, Answer, Judgement};
 use super::{set_id, Asked, Forwarder, ServerSet};
-use crate::dns::stats::{log_reply, since, AnswerSource, Stamp, WorkerStats};
+use crate::stats::{log_reply, since, AnswerSource, Stamp, WorkerStats};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -28,11 +28,10 @@
 //! no longer than `[server] ttl`: it answers container names with TTL 600, and a stopped
 //! container must not be served for ten minutes.
 
-use crate::dns::answer::error_response;
-use crate::dns::slow::{parse_slow, SlowParse};
-use crate::dns::stats::AnswerSource;
-use crate::dns::wire::{self, rcode, EdnsInfo, MAX_MESSAGE};
 use crate::metrics::{CacheMetrics, UpstreamTotals};
+use crate::stats::AnswerSource;
+use crate::wire::slow::{parse_slow, SlowParse};
+use crate::wire::{self, error_response, rcode, EdnsInfo, MAX_MESSAGE};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub mod cache;
@@ -178,7 +177,7 @@ struct Asked {
 
 impl Asked {
     fn read(pkt: &[u8]) -> Option<Asked> {
-        let mut key = [0u8; crate::model::MAX_KEY_LEN];
+        let mut key = [0u8; crate::wire::MAX_KEY_LEN];
         match wire::parse_query(pkt, &mut key) {
             wire::Parse::Query(q) => Some(Asked {
                 id: q.id,

@@ -22,7 +22,7 @@
 //! never blocks the caller's thread and never allocates per reply on the receive side except
 //! what the policy does.
 
-use super::super::dns::mmsg::MsgBatch;
+use crate::mmsg::MsgBatch;
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;

@@ -29,7 +29,7 @@
 //!   extended rcode, no options). A reply over the client's UDP limit becomes header, question
 //!   and OPT with TC set (RFC 6891 §6.1.1: the OPT stays).
 
-use crate::dns::wire::{self, EdnsInfo, HEADER_LEN};
+use crate::wire::{self, EdnsInfo, HEADER_LEN, TYPE_OPT, TYPE_SOA};
 
 /// UDP payload size dockns advertises to upstreams (DNS Flag Day 2020).
 pub const UPSTREAM_EDNS_SIZE: u16 = 1232;
@@ -38,8 +38,6 @@ pub const STALE_TTL: u32 = 30;
 /// Longest TTL honoured, seconds (longer ones are capped when stored).
 pub const MAX_TTL: u32 = 86_400;
 
-const TYPE_SOA: u16 = 6;
-const TYPE_OPT: u16 = 41;
 const OPT_LEN: usize = 11;
 
 const QR: u16 = 0x8000;

@@ -14,8 +14,8 @@ mod zone;
 pub use names::{endpoint_names, normalize_name, ptr_name, reverse_name};
 pub use publish::{Publisher, SnapshotHandle};
 pub use snapshot::{
-    BuildSettings, NameEntry, RecordSet, Resolution, Snapshot, Unanswered, View, ViewId,
-    DOCKER_RESOLVER, MAX_CLIENT_SERVERS, MAX_KEY_LEN,
+    BuildSettings, NameEntry, Resolution, Snapshot, Unanswered, View, ViewId, DOCKER_RESOLVER,
+    MAX_CLIENT_SERVERS,
 };
 pub use zone::REVERSE_AUTHORITY_LEN;
 

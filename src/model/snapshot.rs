@@ -25,26 +25,15 @@
 use super::names::{endpoint_names, normalize_name, ptr_name, reverse_name};
 use super::zone::{self, ReverseKind, ZoneData};
 use super::{Catalog, Container, Endpoint, ServiceRecord};
+use crate::wire::RecordSet;
+use crate::wire::{CLASS_ANY, CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_NS, TYPE_PTR, TYPE_SOA};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-
-/// Longest key a lookup can carry (a wire name is at most 255 bytes including the root label).
-pub const MAX_KEY_LEN: usize = 255;
-
-const TYPE_A: u16 = 1;
-const TYPE_SOA: u16 = 6;
-const TYPE_PTR: u16 = 12;
-const TYPE_AAAA: u16 = 28;
-const TYPE_NS: u16 = 2;
-const TYPE_ANY: u16 = 255;
-const CLASS_IN: u16 = 1;
-const CLASS_ANY: u16 = 255;
 
 /// Settings that shape the compiled snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,87 +76,6 @@ impl Default for BuildSettings {
             default_upstreams: Vec::new(),
         }
     }
-}
-
-/// A set of pre-encoded resource records of one type for one owner name.
-///
-/// Each record starts with a compression pointer to offset 12 (the question name), so the bytes
-/// are valid in any response whose question is that name, whatever its letter case.
-#[derive(Debug, Default)]
-pub struct RecordSet {
-    bytes: Box<[u8]>,
-    count: u16,
-    /// Size of every record when they are all the same size (A, AAAA): rotation is possible.
-    stride: u16,
-}
-
-impl RecordSet {
-    /// Number of records.
-    pub fn count(&self) -> u16 {
-        self.count
-    }
-
-    /// Whether the set holds no record.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// All records, encoded.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// Size in bytes of every record, when they are uniform (0 otherwise).
-    pub fn stride(&self) -> usize {
-        usize::from(self.stride)
-    }
-
-    /// A set from already encoded records (each owned by the question name).
-    pub(super) fn from_raw(bytes: Vec<u8>, count: u16) -> RecordSet {
-        RecordSet {
-            bytes: bytes.into_boxed_slice(),
-            count,
-            stride: 0,
-        }
-    }
-
-    pub(super) fn from_records(records: &[Record], uniform: bool) -> RecordSet {
-        let mut bytes = Vec::new();
-        let mut stride = 0usize;
-        for r in records {
-            let before = bytes.len();
-            encode_answer_rr(r, &mut bytes);
-            stride = bytes.len() - before;
-        }
-        RecordSet {
-            count: records.len() as u16,
-            stride: if uniform && records.len() > 1 {
-                stride as u16
-            } else {
-                0
-            },
-            bytes: bytes.into_boxed_slice(),
-        }
-    }
-}
-
-/// Encodes one answer record whose owner is the question name: pointer 0xC00C, then type,
-/// class, TTL, RDLENGTH and the RDATA as hickory-proto encodes it.
-fn encode_answer_rr(record: &Record, out: &mut Vec<u8>) {
-    let mut rdata = Vec::with_capacity(16);
-    {
-        let mut enc = BinEncoder::new(&mut rdata);
-        // Pointers would be relative to this scratch buffer: write names out in full.
-        enc.set_name_encoding(NameEncoding::Uncompressed);
-        // Encoding an A/AAAA/PTR/SOA into a growable buffer cannot fail.
-        let _ = record.data.emit(&mut enc);
-    }
-    out.extend_from_slice(&[0xC0, 0x0C]);
-    out.extend_from_slice(&u16::from(record.record_type()).to_be_bytes());
-    out.extend_from_slice(&u16::from(record.dns_class).to_be_bytes());
-    out.extend_from_slice(&record.ttl.to_be_bytes());
-    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-    out.extend_from_slice(&rdata);
 }
 
 /// Everything answerable for one owner name on one network.
@@ -895,6 +803,13 @@ impl Snapshot {
         &self.views[id as usize]
     }
 
+    /// Whether `client` is the address of a known container (Docker's or a static table's): the
+    /// forward rate limit gives each its own bucket (`dns::guard`). No allocation.
+    #[inline]
+    pub fn is_known_container(&self, client: IpAddr) -> bool {
+        self.client_views.contains_key(&client)
+    }
+
     /// Whether `client` is a known container address or lies in a served network's subnet
     /// (the access check in `dns::guard`). No allocation.
     #[inline]
@@ -1140,7 +1055,7 @@ impl Snapshot {
                 } else {
                     Resolution::Answer {
                         set,
-                        entry: (set.stride > 0).then_some(entry),
+                        entry: (set.stride() > 0).then_some(entry),
                     }
                 }
             }

@@ -8,7 +8,7 @@
 //! only read and never allocate. It does not decide who sees which name (that is the views')
 //! nor anything about forwarding.
 
-use super::snapshot::RecordSet;
+use crate::wire::RecordSet;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};

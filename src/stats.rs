@@ -6,9 +6,17 @@
 //! This module only counts; rendering (Prometheus text) lives in `metrics`, and what counts as a
 //! reply is decided by the listeners that call in here.
 
-use super::answer::Outcome;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// How a reply was produced, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered from the tables (records, NODATA or NXDOMAIN).
+    Local,
+    /// An error response (FORMERR, NOTIMP, BADVERS, REFUSED, SERVFAIL).
+    Error,
+}
 
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,22 +1,23 @@
 //! Helpers for tests and benches that need a real Docker daemon: a tiny scratch image built once
 //! per content, networks and containers with a unique prefix that are always removed, DNS
-//! questions asked from inside a container's network namespace, a fake loopback upstream, and an
-//! in-process dockns that watches Docker.
+//! questions asked from inside a container's network namespace, and an in-process dockns that
+//! watches Docker (forwarding to the kit's fake upstream, which answers NXDOMAIN).
 //!
 //! Traffic goes only to loopback and to the networks and containers created here. Nothing here
-//! asks Docker's resolver (127.0.0.11) about a name it would forward.
-#![allow(dead_code)]
+//! asks Docker's resolver (127.0.0.11) about a name it would forward, and nothing here removes
+//! what a lab did not create.
 
+pub use super::dns::{ask_reply, wait_for, Reply};
+pub use super::upstream::{Behavior, FakeUpstream};
 use dockns::config::{Config, Overrides};
 use dockns::docker::DockerWatcher;
 use dockns::server::Server;
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::RecordType;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The Docker CLI matching the daemon (20.10 here); `docker` from PATH otherwise.
@@ -52,7 +53,8 @@ pub fn dk(args: &[&str]) -> String {
 }
 
 /// Whether the Docker tests can run. Panics when they must (DOCKNS_REQUIRE_DOCKER=1) and
-/// Docker is not usable; otherwise prints a loud notice and returns false.
+/// Docker is not usable; otherwise records and prints the skip ([`super::skip`]) and returns
+/// false (the test then returns).
 pub fn docker_available() -> bool {
     let ok = docker(&["info", "--format", "{{.ServerVersion}}"]);
     let root = unsafe { libc::geteuid() } == 0;
@@ -64,10 +66,7 @@ pub fn docker_available() -> bool {
     match problem {
         None => true,
         Some(p) => {
-            if std::env::var("DOCKNS_REQUIRE_DOCKER").as_deref() == Ok("1") {
-                panic!("DOCKNS_REQUIRE_DOCKER=1 but {p}");
-            }
-            eprintln!("\n!!! SKIPPING Docker test: {p}. Start dockerd (and run as root) to run it; CI sets DOCKNS_REQUIRE_DOCKER=1 to make this fatal. !!!\n");
+            super::skip::skip(&format!("{p}; start dockerd (and run as root) to run it"));
             false
         }
     }
@@ -311,75 +310,6 @@ pub fn id(container: &str) -> String {
     inspect(container, "{{.Id}}")
 }
 
-/// A reply, reduced to what tests compare.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
-    /// Response code.
-    pub rcode: ResponseCode,
-    /// Answer data as text (addresses, PTR targets), sorted.
-    pub answers: Vec<String>,
-    /// Answer data in the order received.
-    pub ordered: Vec<String>,
-}
-
-impl Reply {
-    /// The answers as addresses.
-    pub fn addrs(&self) -> BTreeSet<IpAddr> {
-        self.answers.iter().filter_map(|a| a.parse().ok()).collect()
-    }
-    /// NOERROR with no answers.
-    pub fn is_nodata(&self) -> bool {
-        self.rcode == ResponseCode::NoError && self.answers.is_empty()
-    }
-}
-
-fn ask_here(server: SocketAddr, name: &str, qtype: RecordType) -> Result<Reply, String> {
-    let qname = Name::from_ascii(name).map_err(|e| format!("bad name {name}: {e}"))?;
-    let mut msg = Message::query();
-    msg.metadata.id = (Instant::now().elapsed().subsec_nanos() & 0xffff) as u16 ^ 0x5a5a;
-    msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(qname, qtype));
-    let bytes = msg.to_vec().map_err(|e| e.to_string())?;
-    let bind: SocketAddr = if server.is_ipv4() {
-        "0.0.0.0:0".parse().unwrap()
-    } else {
-        "[::]:0".parse().unwrap()
-    };
-    let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(Duration::from_millis(1500)))
-        .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 4096];
-    for _ in 0..3 {
-        sock.send_to(&bytes, server).map_err(|e| e.to_string())?;
-        let Ok((n, _)) = sock.recv_from(&mut buf) else {
-            continue;
-        };
-        let reply = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
-        if reply.metadata.id != msg.metadata.id {
-            continue;
-        }
-        let ordered: Vec<String> = reply
-            .answers
-            .iter()
-            .filter(|r| r.record_type() == qtype)
-            .map(|r| match &r.data {
-                RData::A(a) => a.0.to_string(),
-                RData::AAAA(a) => a.0.to_string(),
-                RData::PTR(p) => p.0.to_ascii().to_ascii_lowercase(),
-                other => other.to_string(),
-            })
-            .collect();
-        let mut answers = ordered.clone();
-        answers.sort();
-        return Ok(Reply {
-            rcode: reply.metadata.response_code,
-            answers,
-            ordered,
-        });
-    }
-    Err(format!("no reply from {server} for {name} {qtype}"))
-}
-
 /// Asks `server` from inside the network namespace of process `pid` (a container).
 pub fn ask_from(pid: u32, server: SocketAddr, name: &str, qtype: RecordType) -> Reply {
     ask_from_result(pid, server, name, qtype).unwrap_or_else(|e| panic!("{e}"))
@@ -405,7 +335,7 @@ fn ask_from_result(
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return Err(format!("setns: {}", std::io::Error::last_os_error()));
         }
-        ask_here(server, &name, qtype)
+        ask_reply(server, &name, qtype)
     })
     .join()
     .unwrap_or_else(|_| Err("query thread panicked".into()))
@@ -413,7 +343,7 @@ fn ask_from_result(
 
 /// Asks `server` from this process's own network namespace (host view).
 pub fn ask(server: SocketAddr, name: &str, qtype: RecordType) -> Reply {
-    ask_here(server, name, qtype).unwrap_or_else(|e| panic!("{e}"))
+    ask_reply(server, name, qtype).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Docker's own resolver, as seen from inside a container.
@@ -421,90 +351,32 @@ pub fn docker_dns() -> SocketAddr {
     "127.0.0.11:53".parse().unwrap()
 }
 
-/// Polls `f` until it returns Some or the deadline passes.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(40));
-    }
-}
-
-/// A fake upstream on loopback: answers every question NXDOMAIN and records the names asked.
-pub struct FakeUpstream {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl FakeUpstream {
-    /// Starts it on 127.0.0.1 with an ephemeral port.
-    pub fn start() -> FakeUpstream {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind fake upstream");
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
-        let addr = sock.local_addr().expect("addr");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s2, st2) = (seen.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !st2.load(Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(q) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                if let Some(query) = q.queries.first() {
-                    s2.lock()
-                        .unwrap()
-                        .push(query.name().to_ascii().to_ascii_lowercase());
-                }
-                let mut r = Message::response(q.metadata.id, q.metadata.op_code);
-                r.metadata.response_code = ResponseCode::NXDomain;
-                r.metadata.recursion_desired = q.metadata.recursion_desired;
-                r.metadata.recursion_available = true;
-                r.add_queries(q.queries.clone());
-                if let Ok(bytes) = r.to_vec() {
-                    let _ = sock.send_to(&bytes, from);
-                }
-            }
-        });
-        FakeUpstream { addr, seen, stop }
-    }
-
-    /// Whether a name (any case, with or without the trailing dot) was asked.
-    pub fn saw(&self, name: &str) -> bool {
-        let n = format!("{}.", name.trim_end_matches('.').to_ascii_lowercase());
-        self.seen.lock().unwrap().contains(&n)
-    }
-}
-
-impl Drop for FakeUpstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A port free on every address right now (for gateway listeners, which need one fixed port).
+/// A port for gateway listeners, which need one fixed number on every network: free on every
+/// address right now and below the kernel's ephemeral range, so no socket bound to port 0 and
+/// no outgoing connection can take it before dockns binds it (only another explicit bind of
+/// the same number could, and every kit socket binds port 0).
 pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let Ok(u) = UdpSocket::bind("0.0.0.0:0") else {
-            continue;
-        };
-        let Ok(addr) = u.local_addr() else { continue };
-        if std::net::TcpListener::bind(("0.0.0.0", addr.port())).is_ok() {
-            return addr.port();
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = (low.saturating_sub(12_000).max(1024), low);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut seed = u64::from(std::process::id()) << 32 ^ u64::from(now.subsec_nanos());
+    for _ in 0..200 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let port = from + (seed >> 33) as u16 % (to - from);
+        let free = UdpSocket::bind(("0.0.0.0", port)).is_ok()
+            && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok();
+        if free {
+            return port;
         }
     }
-    panic!("no free port found");
+    panic!("no free port below the ephemeral range ({from}..{to})");
 }
 
 /// dockns running in-process, watching Docker, with gateway listeners.
@@ -533,7 +405,7 @@ impl Dockns {
     /// Like [`start`](Self::start); `extra` is appended after the `[docker]` keys (more keys,
     /// or whole tables such as `[[network]]`), and `wait_sync` waits for the first sync.
     pub fn start_with(extra: &str, wait_sync: bool) -> Dockns {
-        let upstream = FakeUpstream::start();
+        let upstream = FakeUpstream::start(Behavior::NXDOMAIN);
         let sweep = if extra.contains("sweep_interval_s") {
             ""
         } else {
@@ -557,7 +429,7 @@ impl Dockns {
             .expect("server start");
         let watcher = {
             let _g = rt.enter();
-            dockns::docker::watch(&server).expect("docker configured")
+            server.watch_docker().expect("docker configured")
         };
         let loopback = server.bound()[0];
         let d = Dockns {

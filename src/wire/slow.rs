@@ -5,7 +5,7 @@
 //! and decides the error for everything else: FORMERR for what does not parse, NOTIMP for other
 //! opcodes, silence for responses and fragments shorter than a header.
 
-use super::wire::{rcode, EdnsInfo, HEADER_LEN};
+use super::{rcode, EdnsInfo, HEADER_LEN};
 use hickory_proto::op::{Message, MessageType, OpCode};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 

@@ -11,7 +11,7 @@
 //! rotated order, an optional authority record, and an OPT record when the query had EDNS. It
 //! truncates at whole records and sets TC when the transport's limit is reached.
 
-use crate::model::{RecordSet, MAX_KEY_LEN};
+use super::{RecordSet, MAX_KEY_LEN};
 
 /// DNS header length.
 pub const HEADER_LEN: usize = 12;
