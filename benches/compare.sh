@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # benches/compare.sh: dockns against Knot DNS, dnsmasq and aardvark-dns, side by side, in one run.
 #
-# Installs what it needs from Debian (dnsperf knot dnsmasq-base aardvark-dns) when missing,
+# Installs what it needs from Debian (dnsperf knot dnsmasq-base aardvark-dns gcc) when missing,
 # generates ONE set of records (280 local names) in each server's format, starts every server
 # on a loopback port, runs dnsperf against each in turn, reads each server's CPU time from
-# /proc/<pid>/stat and prints one table. Then: TCP vs Knot, forwarding (cache hits, cache
+# /proc/<pid>/stat and prints one table. The floor is the machine's own limit for a UDP answer:
+# benches/floor.c (built here with cc), WORKERS threads of recvmmsg/sendmmsg with one fixed
+# answer and no lookup; every server's queries/s is also shown as a ratio to it. Latency
+# percentiles come from `dockns bench --json` at half of each server's own peak. The table is
+# drawn as an SVG (benches/chart, a small plotters program built here with cargo) at $CHART.
+# Then: TCP vs Knot, forwarding (cache hits, cache
 # misses vs dnsmasq against the same local Knot upstream), 10k containers / 500 networks (RSS,
 # rebuild, throughput), churn under load, and latency at half of peak load.
 #
@@ -14,7 +19,9 @@
 #      DOCKNS (binary; default: cargo build --release), WORKERS (dockns UDP workers, default 2),
 #      ROUNDS (interleaved rounds of the peer comparison and of the forwarding rows, default 3;
 #      the tables show medians), ONLY=fwd (only the forwarding rows and the local-name rate they
-#      are compared with: DUR=5 ONLY=fwd benches/compare.sh takes about 2 minutes).
+#      are compared with: DUR=5 ONLY=fwd benches/compare.sh takes about 2 minutes), ONLY=local
+#      (only the local-names table and its chart: about 4 minutes at DUR=10),
+#      CHART (the SVG to write, default docs/compare-local-udp.svg; CHART= to draw none).
 set -euo pipefail
 
 DUR=${DUR:-10}
@@ -23,8 +30,9 @@ INFLIGHT=${INFLIGHT:-500}
 WORKERS=${WORKERS:-2}
 ROUNDS=${ROUNDS:-3}
 ONLY=${ONLY:-}
-case "$ONLY" in "" | fwd) ;; *) echo "ONLY must be empty or fwd" >&2; exit 2 ;; esac
+case "$ONLY" in "" | fwd | local) ;; *) echo "ONLY must be empty, fwd or local" >&2; exit 2 ;; esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CHART=${CHART-$ROOT/docs/compare-local-udp.svg}
 WORK=$(mktemp -d /tmp/dockns-compare.XXXXXX)
 PIDS=()
 
@@ -57,6 +65,7 @@ need_pkg() { # command package
 need_pkg dnsperf dnsperf
 need_pkg knotd knot
 need_pkg dnsmasq dnsmasq-base
+need_pkg cc gcc
 AARDVARK=$(command -v aardvark-dns 2>/dev/null || echo /usr/lib/podman/aardvark-dns)
 [ "$ONLY" = fwd ] || need_pkg "$AARDVARK" aardvark-dns
 PATH=$PATH:/usr/sbin
@@ -68,6 +77,8 @@ else
     (cd "$ROOT" && cargo build --release --quiet) >&2
     BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/dockns
 fi
+FLOOR=$WORK/floor
+cc -O2 -pthread -o "$FLOOR" "$ROOT/benches/floor.c"
 
 # Loopback ports: a random base, each checked free.
 BASE=$((20000 + RANDOM % 30000))
@@ -76,7 +87,7 @@ next_port() { # VAR: the next free loopback port (no subshell, so BASE advances)
     printf -v "$1" '%s' "$BASE"
     BASE=$((BASE + 1))
 }
-for v in P_KNOT P_DNSMASQ P_AARD P_DOCKNS P_FWD_DOCKNS P_FWD_NOCACHE P_FWD_DNSMASQ P_BIG; do next_port $v; done
+for v in P_FLOOR P_KNOT P_DNSMASQ P_AARD P_DOCKNS P_FWD_DOCKNS P_FWD_NOCACHE P_FWD_DNSMASQ P_BIG; do next_port $v; done
 
 # --- one set of records ----------------------------------------------------------------------
 N=280
@@ -163,6 +174,7 @@ for i in $(seq 1 $N); do echo "h$i.fwd A"; done >"$FWD_HIT"
 awk -v n=$MISS_NAMES 'BEGIN { for (i = 1; i <= n; i++) printf "m%d.fwd A\n", i }' >"$FWD_MISS"
 
 # --- helpers ---------------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
@@ -216,20 +228,27 @@ PY
 }
 publishes() { grep -c "snapshot published" "$1" || true; }
 
-# latency_at NAME PORT QUERYFILE RATE: "mean_us p99_us" from dnsperf -v per-query latencies
+# latency_at NAME PORT QUERYFILE RATE: "mean p50 p90 p99 p99.9" (µs) from `dockns bench --json`
+# at a fixed send rate (open loop, HDR histogram of every reply); its JSON is kept in
+# $WORK/latency-NAME.json.
 latency_at() {
     local name=$1 port=$2 qf=$3 rate=$4
-    dnsperf -s 127.0.0.1 -p "$port" -d "$qf" -l "$DUR" -c "$CLIENTS" -q "$INFLIGHT" -t 2 -Q "$rate" -v 2>/dev/null |
-        awk '/^> / && NF >= 5 { us = int($NF * 1e6); h[us]++; n++; s += $NF * 1e6 }
-             END { if (n == 0) { print "0 0"; exit }
-                   target = n * 0.99; c = 0
-                   for (u = 0; u <= 10000000; u++) if (u in h) { c += h[u]; if (c >= target) break }
-                   printf "%.0f %d\n", s / n, u }'
+    "$BIN" bench --server "127.0.0.1:$port" --queries "$qf" --rate "$rate" --duration "$DUR" \
+        --json >"$WORK/latency-$name.json" 2>"$WORK/latency-$name.err" || true
+    python3 - "$WORK/latency-$name.json" <<'PY'
+import json, sys
+try:
+    l = json.load(open(sys.argv[1]))["latency_us"]
+    print("%.0f %.0f %.0f %.0f %.0f" % (l["mean"], l["p50"], l["p90"], l["p99"], l["p999"]))
+except Exception:
+    print("0 0 0 0 0")
+PY
 }
 
 # --- start the peers -------------------------------------------------------------------------
-log "work dir $WORK; ports knot=$P_KNOT dnsmasq=$P_DNSMASQ aardvark=$P_AARD dockns=$P_DOCKNS"
+log "work dir $WORK; ports floor=$P_FLOOR knot=$P_KNOT dnsmasq=$P_DNSMASQ aardvark=$P_AARD dockns=$P_DOCKNS"
 knotc_conf="$WORK/knot/knot.conf"
+start PID_FLOOR "$WORK/floor.log" "$FLOOR" "$P_FLOOR" "$WORKERS"
 start PID_KNOT "$WORK/knot.log" knotd -c "$knotc_conf" -s "$WORK/knot/knot.sock"
 start PID_DNSMASQ "$WORK/dnsmasq.log" dnsmasq -k -R -h -u root --pid-file= -z \
     --listen-address=127.0.0.1 --port="$P_DNSMASQ" --addn-hosts="$HOSTS" --cache-size=10000 \
@@ -266,38 +285,80 @@ start PID_DOCKNS "$WORK/dockns.log" "$BIN" serve --config "$DLIVE" --log-level "
 if [ "$ONLY" = fwd ]; then
     for p in $P_KNOT $P_DOCKNS; do wait_udp "$p"; done
 else
-    for p in $P_KNOT $P_DNSMASQ $P_AARD $P_DOCKNS; do wait_udp "$p"; done
+    for p in $P_FLOOR $P_KNOT $P_DNSMASQ $P_AARD $P_DOCKNS; do wait_udp "$p"; done
 fi
 
 declare -A QPS CPU MEAN LOST SAMPLES
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 if [ "$ONLY" != fwd ]; then
 # --- 1. local names over UDP -----------------------------------------------------------------
-# ROUNDS interleaved rounds (knot, dnsmasq, aardvark, dockns, knot, ...): each figure in the
+# ROUNDS interleaved rounds (floor, knot, dnsmasq, aardvark, dockns, floor, ...): each figure in the
 # table is the median over the rounds, so a burst of noise on the shared machine moves one
 # sample, not the result.
 log "phase 1: local A queries over UDP, ${DUR}s each, $ROUNDS interleaved rounds"
+LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
 for r in $(seq 1 "$ROUNDS"); do
-    for s in knot:$PID_KNOT:$P_KNOT dnsmasq:$PID_DNSMASQ:$P_DNSMASQ aardvark-dns:$PID_AARD:$P_AARD dockns:$PID_DOCKNS:$P_DOCKNS; do
+    for s in floor:$PID_FLOOR:$P_FLOOR knot:$PID_KNOT:$P_KNOT dnsmasq:$PID_DNSMASQ:$P_DNSMASQ aardvark-dns:$PID_AARD:$P_AARD dockns:$PID_DOCKNS:$P_DOCKNS; do
         IFS=: read -r name pid port <<<"$s"
         read -r _ q c m l < <(run_dnsperf "$name" "$pid" "$port" "$QUERIES")
         QPS[$name]="${QPS[$name]:-} $q"; CPU[$name]="${CPU[$name]:-} $c"
         MEAN[$name]="${MEAN[$name]:-} $m"; LOST[$name]="${LOST[$name]:-} $l"
     done
 done
-for name in knot dnsmasq aardvark-dns dockns; do
+SERVERS="floor knot dnsmasq aardvark-dns dockns"
+for name in $SERVERS; do
     SAMPLES[$name]=${QPS[$name]# }
     QPS[$name]=$(median <<<"${QPS[$name]}"); CPU[$name]=$(median <<<"${CPU[$name]}")
     MEAN[$name]=$(median <<<"${MEAN[$name]}"); LOST[$name]=$(median <<<"${LOST[$name]}")
 done
-# p99 from dnsperf -v at half of each server's own peak (per-query latencies).
-declare -A HMEAN HP99
-for s in knot:$P_KNOT dnsmasq:$P_DNSMASQ aardvark-dns:$P_AARD dockns:$P_DOCKNS; do
+# Latency percentiles at half of each server's own peak (dockns bench, open loop).
+declare -A HMEAN HP50 HP90 HP99 HP999
+for s in floor:$P_FLOOR knot:$P_KNOT dnsmasq:$P_DNSMASQ aardvark-dns:$P_AARD dockns:$P_DOCKNS; do
     IFS=: read -r name port <<<"$s"
     half=$(awk -v q="${QPS[$name]}" 'BEGIN { h = int(q / 2); print (h < 1 ? 1 : h) }')
-    read -r hm hp < <(latency_at "$name" "$port" "$QUERIES" "$half")
-    HMEAN[$name]=$hm; HP99[$name]=$hp
+    read -r hm h50 h90 h99 h999 < <(latency_at "$name" "$port" "$QUERIES" "$half")
+    HMEAN[$name]=$hm; HP50[$name]=$h50; HP90[$name]=$h90; HP99[$name]=$h99; HP999[$name]=$h999
 done
+LOAD_AFTER=$(cut -d' ' -f1 /proc/loadavg)
+FQPS=${QPS[floor]}
+local_table() {
+    echo "dockns vs peers: $N local names, UDP, dnsperf -c $CLIENTS -q $INFLIGHT, ${DUR}s each, median of $ROUNDS interleaved rounds, $(nproc) CPUs shared by dnsperf and the server"
+    echo
+    printf '| %-13s | %9s | %12s | %8s | %10s | %9s | %9s | %11s | %8s | %7s |\n' server "queries/s" "CPU µs/query" "mean µs" "mean µs @½" "p50 µs @½" "p99 µs @½" "p99.9 µs @½" "vs floor" "vs Knot"
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ---------------: ----------: --------------: ----------: ------------: -----------: -----------: -------------: ----------: ---------:
+    for name in $SERVERS; do
+        printf '| %-13s | %9s | %12s | %8s | %10s | %9s | %9s | %11s | %7sx | %6sx |\n' "$name" "${QPS[$name]}" "${CPU[$name]}" "${MEAN[$name]}" \
+            "${HMEAN[$name]}" "${HP50[$name]}" "${HP99[$name]}" "${HP999[$name]}" "$(ratio "${QPS[$name]}" "$FQPS")" "$(ratio "${QPS[$name]}" "${QPS[knot]}")"
+    done
+    echo
+    echo "(load average: $LOAD_BEFORE before, $LOAD_AFTER after phase 1; floor: benches/floor.c, $WORKERS threads, recvmmsg/sendmmsg and one fixed answer: the machine's own limit; mean µs: dnsperf average at peak; @½: dockns bench --rate <half of that server's peak>, every reply in an HDR histogram)"
+    for name in $SERVERS; do echo "  $name queries/s per round: ${SAMPLES[$name]}"; done
+}
+# results.json for the chart (benches/chart reads it).
+{
+    printf '{"subtitle": "%s names, dnsperf -c %s -q %s, %ss each, median of %s interleaved rounds, %s CPUs shared by load and server; load average %s before, %s after (shared machine: noisy)",\n "servers": [' \
+        "$N" "$CLIENTS" "$INFLIGHT" "$DUR" "$ROUNDS" "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER"
+    sep=""
+    for name in $SERVERS; do
+        printf '%s\n  {"name": "%s", "qps": %s, "cpu_us_per_query": %s, "ratio_to_floor": %s, "samples": [%s], "latency_us": {"mean": %s, "p50": %s, "p90": %s, "p99": %s, "p999": %s}}' \
+            "$sep" "$name" "${QPS[$name]}" "${CPU[$name]}" "$(ratio "${QPS[$name]}" "$FQPS")" "$(tr -s ' ' ',' <<<"${SAMPLES[$name]}")" \
+            "${HMEAN[$name]}" "${HP50[$name]}" "${HP90[$name]}" "${HP99[$name]}" "${HP999[$name]}"
+        sep=","
+    done
+    printf '\n]}\n'
+} >"$WORK/results.json"
+if [ -n "$CHART" ]; then
+    log "drawing $CHART"
+    (cd "$ROOT/benches/chart" && cargo build --release --quiet) >&2
+    CHART_BIN=${CARGO_TARGET_DIR:-$ROOT/benches/chart/target}/release/dockns-bench-chart
+    "$CHART_BIN" "$WORK/results.json" "$CHART"
+    cp "$WORK/results.json" "${CHART%.svg}.json"
+fi
+if [ "$ONLY" = local ]; then
+    echo
+    local_table
+    exit 0
+fi
 
 # --- 2. TCP ----------------------------------------------------------------------------------
 log "phase 2: TCP (several queries per connection)"
@@ -340,7 +401,6 @@ DM_Q=${FQ[dnsmasq-miss]}; DM_C=${FC[dnsmasq-miss]}; DM_M=${FM[dnsmasq-miss]}; DM
 FLOC_Q=${FQ[fwd-local]}
 kill "$PID_FWD" "$PID_NOCACHE" "$PID_FDM" 2>/dev/null || true
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 forward_table() {
     echo "forwarding: Knot on loopback is the upstream (wildcard zone); cache misses: $MISS_NAMES unique names, cache off on both; dnsperf -c $CLIENTS -q $INFLIGHT, ${DUR}s each, median of $ROUNDS interleaved rounds"
     echo
@@ -427,19 +487,8 @@ CH_SENT=$(cat "$WORK/churn-10k.txt"); CH_PUB=$(( $(publishes "$WORK/big.log") - 
 CH_ERR=$(awk '/Response codes:/ { sub(/.*Response codes: */, ""); print }' "$WORK/dnsperf-dockns-churn.txt")
 
 # --- report ----------------------------------------------------------------------------------
-KQ=${QPS[knot]}
 echo
-echo "dockns vs peers: $N local names, UDP, dnsperf -c $CLIENTS -q $INFLIGHT, ${DUR}s each, median of $ROUNDS interleaved rounds, $(nproc) CPUs shared by dnsperf and the server"
-echo
-printf '| %-13s | %9s | %12s | %10s | %13s | %12s | %7s |\n' server "queries/s" "CPU µs/query" "mean µs" "mean µs @½" "p99 µs @½" "vs Knot"
-printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------------: ----------: --------------: ------------: ---------------: --------------: ---------:
-for name in knot dnsmasq aardvark-dns dockns; do
-    printf '| %-13s | %9s | %12s | %10s | %13s | %12s | %6sx |\n' "$name" "${QPS[$name]}" "${CPU[$name]}" "${MEAN[$name]}" \
-        "${HMEAN[$name]}" "${HP99[$name]}" "$(ratio "${QPS[$name]}" "$KQ")"
-done
-echo
-echo "(mean µs: dnsperf average at peak; @½: dnsperf -Q <half of that server's peak> -v, per-query latencies)"
-for name in knot dnsmasq aardvark-dns dockns; do echo "  $name queries/s per round: ${SAMPLES[$name]}"; done
+local_table
 echo
 echo "| measurement | queries/s | CPU µs/query | mean µs | ratio | target |"
 echo "|---|---:|---:|---:|---:|---|"

@@ -15,6 +15,7 @@
 //! any other client sees only what a DNS query from its address, sent to the address it reached
 //! the admin API on, could resolve ([`Snapshot::view_for`]), and `/v1/explain` only for itself.
 //! `/metrics` carries counts and upstream addresses, never a container or network name.
+use crate::dns::guard::Guard;
 use crate::dns::listen::{BindError, ListenerSet};
 use crate::forward::Forwarder;
 use crate::metrics::{self, ServerMetrics, TableSizes};
@@ -242,6 +243,9 @@ pub struct AdminState {
     pub server: Arc<ServerMetrics>,
     /// Access and scope rules (replaced on reload).
     pub access: Arc<ArcSwap<AdminAccess>>,
+    /// The DNS admission guard: `/v1/explain` scopes a client as the listeners do (this
+    /// machine's own addresses get the host view, whichever listener they reached).
+    pub guard: Arc<Guard>,
 }
 
 /// A running admin server.
@@ -477,13 +481,13 @@ fn route(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr, local: S
         "/v1/records" | "/v1/records/" => {
             json(StatusCode::OK, &records_scoped(&state.publisher, None, scope))
         }
-        "/v1/explain" => match explain_query(&state.publisher.snapshot(), query, scope) {
+        "/v1/explain" => match explain_query(&state.publisher.snapshot(), &state.guard, query, scope) {
             Ok(doc) => json(StatusCode::OK, &doc),
             Err((status, e)) => error(status, e),
         },
         p => match p.strip_prefix("/v1/records/") {
             Some(net) => {
-                let net = percent_decode(net);
+                let net = path_segment(net);
                 let doc = records_scoped(&state.publisher, Some(&net), scope);
                 if doc.networks.is_empty() {
                     // The same answer for a network that does not exist and one this client
@@ -759,33 +763,16 @@ pub struct ExplainDoc {
     pub generation: u64,
 }
 
-/// Decodes `%XX` escapes and `+` in a query-string component.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Decodes the `%XX` escapes of a path segment (RFC 3986 §2.1; a bad escape stays as it is).
+fn path_segment(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn explain_query(
     snap: &Snapshot,
+    guard: &Guard,
     query: &str,
     scope: Scope,
 ) -> Result<ExplainDoc, (StatusCode, String)> {
@@ -794,10 +781,9 @@ fn explain_query(
     let mut qtype = "A".to_string();
     let mut from = None;
     let mut local = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
-        match k {
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let v = v.into_owned();
+        match &*k {
             "name" => name = Some(v),
             "type" => qtype = v,
             "from" => from = Some(v),
@@ -843,6 +829,9 @@ fn explain_query(
             (client, Some(reached))
         }
     };
+    // As the listeners do: a packet from one of this machine's own addresses (the host asking
+    // through a gateway, after Docker's NAT) gets the host view, not the gateway's network view.
+    let local = guard.scope_local(client, local);
     explain(snap, &name, &qtype, client, local).map_err(bad)
 }
 
@@ -856,7 +845,6 @@ pub fn explain(
 ) -> Result<ExplainDoc, String> {
     let rtype = hickory_proto::rr::RecordType::from_str(&qtype.to_ascii_uppercase())
         .map_err(|_| format!("type {qtype:?} is not a DNS record type (A, AAAA, PTR, MX, ...)"))?;
-    let code = u16::from(rtype);
     // PTR for an address: ask for its reverse name.
     let name = match (rtype, name.parse::<IpAddr>()) {
         (hickory_proto::rr::RecordType::PTR, Ok(ip)) => reverse_name(ip),
@@ -867,8 +855,29 @@ pub fn explain(
     let view = snap.view_for(client, local);
     let scope = snap.scope_reason(client, local).to_string();
     let nets = snap.networks();
-    let view_names: Vec<String> = view
-        .networks
+    let entry = snap.entry_for(view, &key);
+    let network = entry.and_then(|(ni, _)| nets.get(ni as usize).map(|n| n.name.clone()));
+    let (result, why, answers) = verdict(snap, view, client, (&key, &name, rtype), &network);
+    Ok(ExplainDoc {
+        name,
+        qtype: rtype.to_string(),
+        client,
+        local,
+        scope,
+        view: view_names(snap, view),
+        forwards_unknown: view.forward,
+        result: result.into(),
+        why,
+        answers,
+        network,
+        generation: snap.generation,
+    })
+}
+
+/// The networks a view holds, by name (`(qualified only)` where plain names are not seen).
+fn view_names(snap: &Snapshot, view: &crate::model::View) -> Vec<String> {
+    let nets = snap.networks();
+    view.networks
         .iter()
         .filter_map(|&(i, plain)| {
             nets.get(i as usize).map(|n| {
@@ -879,10 +888,19 @@ pub fn explain(
                 }
             })
         })
-        .collect();
-    let entry = snap.entry_for(view, &key);
-    let network = entry.and_then(|(ni, _)| nets.get(ni as usize).map(|n| n.name.clone()));
-    let (result, why, answers) = match snap.resolve(view, &key, code, 1) {
+        .collect()
+}
+
+/// The result, the reason and the answers of one question (`key` the normalized form of
+/// `name`) in `view`; `network` is where the name was found.
+fn verdict(
+    snap: &Snapshot,
+    view: &crate::model::View,
+    client: IpAddr,
+    (key, name, rtype): (&[u8], &str, hickory_proto::rr::RecordType),
+    network: &Option<String>,
+) -> (&'static str, String, Vec<String>) {
+    match snap.resolve(view, key, u16::from(rtype), 1) {
         Resolution::Answer { set, .. } => (
             "answer",
             format!(
@@ -917,24 +935,10 @@ pub fn explain(
             Vec::new(),
         ),
         Resolution::NxDomain { soa: false } | Resolution::Forward => {
-            let (result, why) = explain_unanswered(snap, client, view, &key, &name);
+            let (result, why) = explain_unanswered(snap, client, view, key, name);
             (result, why, Vec::new())
         }
-    };
-    Ok(ExplainDoc {
-        name,
-        qtype: rtype.to_string(),
-        client,
-        local,
-        scope,
-        view: view_names,
-        forwards_unknown: view.forward,
-        result: result.into(),
-        why,
-        answers,
-        network,
-        generation: snap.generation,
-    })
+    }
 }
 
 /// Where a name the tables do not answer goes for this client (per-container upstreams,
@@ -975,12 +979,84 @@ fn explain_unanswered(
 mod tests {
     use super::*;
 
+    /// The host asking through a network's gateway arrives (after Docker's NAT) from one of
+    /// this machine's own addresses: the DNS listeners give it the host view, so `/v1/explain`
+    /// (and `dockns query --from`) must too; an unknown client of that network keeps the
+    /// network's view.
+    #[test]
+    fn explain_gives_host_addresses_the_host_view_on_a_gateway() {
+        use crate::model::{BuildSettings, Catalog, Container, Endpoint, Health, Network};
+        let gw: IpAddr = "172.30.0.1".parse().unwrap();
+        let mut cat = Catalog::default();
+        for (net, listen, subnet, ctr, ip) in [
+            ("neta", vec![gw], "172.30.0.0/24", "only-a", "172.30.0.2"),
+            ("netb", vec![], "172.31.0.0/24", "only-b", "172.31.0.2"),
+        ] {
+            cat.networks.insert(
+                net.into(),
+                Network {
+                    name: net.into(),
+                    id: String::new(),
+                    internal: false,
+                    listen_addrs: listen,
+                    subnets: vec![subnet.parse().unwrap()],
+                },
+            );
+            cat.containers.insert(
+                ctr.into(),
+                Container {
+                    id: String::new(),
+                    name: ctr.into(),
+                    hostname: None,
+                    health: Health::None,
+                    extra_names: vec![],
+                    dns: Vec::new(),
+                    endpoints: vec![Endpoint {
+                        network: net.into(),
+                        ipv4: vec![ip.parse().unwrap()],
+                        ipv6: vec![],
+                        aliases: vec![],
+                        links: Vec::new(),
+                    }],
+                    anonymous: false,
+                },
+            );
+        }
+        let snap = Snapshot::build(&cat, BuildSettings::default());
+        let guard = Guard::new(Default::default());
+        guard.set_host_addrs(vec!["192.0.2.10".parse().unwrap()]);
+        let ask = |from: &str| {
+            let q = format!("name=only-b&from={from}&local={gw}");
+            explain_query(&snap, &guard, &q, Scope::Full).unwrap()
+        };
+        let host = ask("192.0.2.10");
+        assert_eq!(host.result, "answer", "{host:?}");
+        assert_eq!(host.answers, ["172.31.0.2"]);
+        assert!(host.scope.starts_with("host view"), "{}", host.scope);
+        let loopback = ask("127.0.0.1");
+        assert_eq!(loopback.answers, ["172.31.0.2"], "{loopback:?}");
+        let member = ask("172.30.0.9");
+        assert_ne!(member.result, "answer", "{member:?}");
+        assert_eq!(member.view, ["neta"]);
+    }
+
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("fd00%3A%3A1"), "fd00::1");
-        assert_eq!(percent_decode("a+b%"), "a b%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(percent_decode("%41"), "A");
+        assert_eq!(path_segment("fd00%3A%3A1"), "fd00::1");
+        assert_eq!(path_segment("%zz%4"), "%zz%4");
+        assert_eq!(path_segment("%41"), "A");
+        // The query string of /v1/explain: `+` is a space, bad escapes stay.
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(b"name=a+b%&from=fd00%3A%3A1&x")
+            .into_owned()
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("name".into(), "a b%".into()),
+                ("from".into(), "fd00::1".into()),
+                ("x".into(), "".into())
+            ]
+        );
     }
 
     #[test]

@@ -18,28 +18,150 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Time allowed for one HTTP request or one DNS question.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Splits `http://host:port[/prefix]` into the address to connect to and the path prefix.
-fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("admin URL {url:?} must start with http:// (e.g. http://127.0.0.1:9153)")
-    })?;
-    let (hostport, prefix) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    if hostport.is_empty() {
-        return Err(format!("admin URL {url:?} has no host"));
+/// Why `dockns records`, `dockns query` or `dockns health` could not do its job. Each message
+/// names the cause and the fix; the underlying error is the `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The admin URL is not `http://...`.
+    #[error("admin URL {0:?} must start with http:// (e.g. http://127.0.0.1:9153)")]
+    NotHttp(String),
+    /// The admin URL names no host.
+    #[error("admin URL {0:?} has no host")]
+    NoHost(String),
+    /// No connection to the admin API.
+    #[error("cannot reach the admin API at {base}: {source}; is dockns running with [admin] listen set (default 127.0.0.1:9153)? pass --admin URL otherwise")]
+    AdminUnreachable {
+        /// The admin URL.
+        base: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed (`what` says which step, with the URL).
+    #[error("{what} failed: {source}")]
+    Http {
+        /// The step: `HTTP handshake with URL`, `GET URL`, `reading the reply of URL`.
+        what: String,
+        /// Why.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The admin token cannot be sent in an HTTP header.
+    #[error("the admin token holds characters an HTTP header cannot carry; write a token of printable ASCII (e.g. `head -c 32 /dev/urandom | base64`)")]
+    BadToken,
+    /// The request could not be built from the path.
+    #[error("bad request path {uri:?}: {source}")]
+    BadPath {
+        /// The path.
+        uri: String,
+        /// Why.
+        #[source]
+        source: hyper::http::Error,
+    },
+    /// The admin API did not answer in time.
+    #[error("the admin API at {base} did not answer within {timeout:?}")]
+    AdminTimeout {
+        /// The admin URL.
+        base: String,
+        /// The time allowed.
+        timeout: Duration,
+    },
+    /// The admin API answered with an error.
+    #[error("{url}: HTTP {status}: {message}")]
+    Status {
+        /// The URL asked.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The `error` text of the answer (or its body).
+        message: String,
+    },
+    /// The answer is not the document asked for.
+    #[error("{url} answered something that is not a dockns document ({source}); is it a dockns admin API?")]
+    NotDocument {
+        /// The URL asked.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `--server` is not an address.
+    #[error("--server {0:?} is not ADDR or ADDR:PORT (e.g. 127.0.0.1:5353, [::1]:53)")]
+    BadServer(String),
+    /// The query name is not a DNS name.
+    #[error("{name:?} is not a DNS name: {source}")]
+    BadName {
+        /// The name given.
+        name: String,
+        /// Why.
+        #[source]
+        source: hickory_proto::ProtoError,
+    },
+    /// The query could not be encoded.
+    #[error("cannot encode the query: {0}")]
+    Encode(#[source] hickory_proto::ProtoError),
+    /// The record type is not one.
+    #[error("{0:?} is not a record type (A, AAAA, PTR, MX, TXT, SRV, or a number)")]
+    BadType(String),
+    /// A socket step of the DNS question failed (`what` says which, with the server).
+    #[error("{what}: {source}")]
+    Socket {
+        /// The step: `cannot connect to SERVER over TCP`, `sending to SERVER failed`, ...
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server refused the UDP query (ICMP port unreachable).
+    #[error("{server} refused the query ({source}): is a dockns listening there? pass --server ADDR:PORT")]
+    Refused {
+        /// The server.
+        server: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No reply in time.
+    #[error("no reply from {server} within {timeout:?}: is a dockns listening there? pass --server ADDR:PORT")]
+    NoReply {
+        /// The server.
+        server: SocketAddr,
+        /// The time allowed.
+        timeout: Duration,
+    },
+}
+
+/// The commands in `main.rs` report errors as text.
+impl From<CliError> for String {
+    fn from(e: CliError) -> String {
+        e.to_string()
     }
-    let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    };
-    Ok((hostport, prefix.to_string()))
+}
+
+/// A socket error with the step that failed.
+fn socket(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
+    let what = what.into();
+    move |source| CliError::Socket { what, source }
+}
+
+/// Splits `http://host:port[/prefix]` into the address to connect to (port 80 when absent)
+/// and the path prefix (no trailing slash).
+fn split_url(url: &str) -> Result<(String, String), CliError> {
+    if !url.starts_with("http://") {
+        return Err(CliError::NotHttp(url.to_string()));
+    }
+    let parsed = url::Url::parse(url).map_err(|_| CliError::NoHost(url.to_string()))?;
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| CliError::NoHost(url.to_string()))?;
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let prefix = parsed.path().trim_end_matches('/');
+    Ok((format!("{host}:{port}"), prefix.to_string()))
 }
 
 /// GETs `path` from the admin API at `base`; returns the status code and the body.
-pub async fn http_get(base: &str, path: &str) -> Result<(u16, String), String> {
+pub async fn http_get(base: &str, path: &str) -> Result<(u16, String), CliError> {
     http_get_authorized(base, path, None).await
 }
 
@@ -49,85 +171,99 @@ pub async fn http_get_authorized(
     base: &str,
     path: &str,
     authorization: Option<&[u8]>,
-) -> Result<(u16, String), String> {
+) -> Result<(u16, String), CliError> {
     let (hostport, prefix) = split_url(base)?;
     let uri = format!("{prefix}{path}");
+    let http = |what: String| move |source| CliError::Http { what, source };
     let fut = async {
-        let stream = tokio::net::TcpStream::connect(&hostport).await.map_err(|e| {
-            format!("cannot reach the admin API at {base}: {e}; is dockns running with [admin] listen set (default 127.0.0.1:9153)? pass --admin URL otherwise")
-        })?;
+        let stream = tokio::net::TcpStream::connect(&hostport)
+            .await
+            .map_err(|source| CliError::AdminUnreachable {
+                base: base.to_string(),
+                source,
+            })?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
-                .map_err(|e| format!("HTTP handshake with {base} failed: {e}"))?;
+                .map_err(http(format!("HTTP handshake with {base}")))?;
         let driver = tokio::spawn(conn);
         let mut req =
             hyper::Request::get(uri.as_str()).header(hyper::header::HOST, hostport.as_str());
         if let Some(a) = authorization {
-            let value = hyper::header::HeaderValue::from_bytes(a).map_err(|_| {
-                "the admin token holds characters an HTTP header cannot carry; write a token of printable ASCII (e.g. `head -c 32 /dev/urandom | base64`)".to_string()
-            })?;
+            let value =
+                hyper::header::HeaderValue::from_bytes(a).map_err(|_| CliError::BadToken)?;
             req = req.header(hyper::header::AUTHORIZATION, value);
         }
         let req = req
             .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("bad request path {uri:?}: {e}"))?;
+            .map_err(|source| CliError::BadPath {
+                uri: uri.clone(),
+                source,
+            })?;
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("GET {base}{path} failed: {e}"))?;
+            .map_err(http(format!("GET {base}{path}")))?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| format!("reading the reply of {base}{path} failed: {e}"))?
+            .map_err(http(format!("reading the reply of {base}{path}")))?
             .to_bytes();
         driver.abort();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(TIMEOUT, fut)
         .await
-        .map_err(|_| format!("the admin API at {base} did not answer within {TIMEOUT:?}"))?
+        .map_err(|_| CliError::AdminTimeout {
+            base: base.to_string(),
+            timeout: TIMEOUT,
+        })?
 }
 
 /// GETs a JSON document; a non-200 answer becomes its `error` text.
-pub async fn get_json<T: serde::de::DeserializeOwned>(base: &str, path: &str) -> Result<T, String> {
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    base: &str,
+    path: &str,
+) -> Result<T, CliError> {
     let (status, body) = http_get(base, path).await?;
     if status != 200 {
-        let msg = serde_json::from_str::<ErrorDoc>(&body)
+        let message = serde_json::from_str::<ErrorDoc>(&body)
             .map(|e| e.error)
             .unwrap_or_else(|_| body.trim().to_string());
-        return Err(format!("{base}{path}: HTTP {status}: {msg}"));
+        return Err(CliError::Status {
+            url: format!("{base}{path}"),
+            status,
+            message,
+        });
     }
-    serde_json::from_str(&body).map_err(|e| {
-        format!("{base}{path} answered something that is not a dockns document ({e}); is it a dockns admin API?")
+    serde_json::from_str(&body).map_err(|source| CliError::NotDocument {
+        url: format!("{base}{path}"),
+        source,
     })
 }
 
+/// Every byte but the unreserved characters of RFC 3986 (ALPHA DIGIT - . _ ~) is escaped.
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes everything but unreserved characters (for query strings and path parts).
 pub fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 /// Parses `ADDR[:PORT]` (`[v6]:PORT` for IPv6 with a port); the port defaults to 53.
-pub fn parse_server(s: &str) -> Result<SocketAddr, String> {
+pub fn parse_server(s: &str) -> Result<SocketAddr, CliError> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
     s.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, 53))
-        .map_err(|_| {
-            format!("--server {s:?} is not ADDR or ADDR:PORT (e.g. 127.0.0.1:5353, [::1]:53)")
-        })
+        .map_err(|_| CliError::BadServer(s.to_string()))
 }
 
 /// Lays out rows as columns separated by two spaces, the first row being the header.
@@ -258,25 +394,27 @@ pub fn format_explain(e: &ExplainDoc) -> String {
 }
 
 /// Builds a query for `name`/`qtype` with a random ID, RD set and EDNS (1232 bytes).
-pub fn build_query(name: &str, qtype: RecordType) -> Result<Vec<u8>, String> {
+pub fn build_query(name: &str, qtype: RecordType) -> Result<Vec<u8>, CliError> {
     let fqdn = if name.ends_with('.') {
         name.to_string()
     } else {
         format!("{name}.")
     };
-    let qname = Name::from_ascii(&fqdn).map_err(|e| format!("{name:?} is not a DNS name: {e}"))?;
+    let qname = Name::from_ascii(&fqdn).map_err(|source| CliError::BadName {
+        name: name.to_string(),
+        source,
+    })?;
     let mut msg = Message::new(rand::random(), MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = true;
     msg.add_query(Query::query(qname, qtype));
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
     msg.set_edns(edns);
-    msg.to_vec()
-        .map_err(|e| format!("cannot encode the query: {e}"))
+    msg.to_vec().map_err(CliError::Encode)
 }
 
 /// Parses a record type name (`A`, `aaaa`, `PTR`, `TYPE65`, `65`).
-pub fn parse_type(s: &str) -> Result<RecordType, String> {
+pub fn parse_type(s: &str) -> Result<RecordType, CliError> {
     let up = s.to_ascii_uppercase();
     if let Ok(t) = RecordType::from_str(&up) {
         return Ok(t);
@@ -285,9 +423,7 @@ pub fn parse_type(s: &str) -> Result<RecordType, String> {
         .unwrap_or(&up)
         .parse::<u16>()
         .map(RecordType::from)
-        .map_err(|_| {
-            format!("{s:?} is not a record type (A, AAAA, PTR, MX, TXT, SRV, or a number)")
-        })
+        .map_err(|_| CliError::BadType(s.to_string()))
 }
 
 /// A reply to `dockns query`.
@@ -301,72 +437,69 @@ pub struct Reply {
 }
 
 /// Sends one query to `server` over UDP or TCP and waits for the matching reply.
-pub async fn ask(server: SocketAddr, query: &[u8], tcp: bool) -> Result<Reply, String> {
+pub async fn ask(server: SocketAddr, query: &[u8], tcp: bool) -> Result<Reply, CliError> {
     let id = [query[0], query[1]];
     let start = Instant::now();
     let fut = async {
         if tcp {
             let mut s = tokio::net::TcpStream::connect(server)
                 .await
-                .map_err(|e| format!("cannot connect to {server} over TCP: {e}"))?;
-            let from = s
-                .local_addr()
-                .map_err(|e| format!("no local address: {e}"))?
-                .ip();
+                .map_err(socket(format!("cannot connect to {server} over TCP")))?;
+            let from = s.local_addr().map_err(socket("no local address"))?.ip();
             let mut frame = (query.len() as u16).to_be_bytes().to_vec();
             frame.extend_from_slice(query);
             s.write_all(&frame)
                 .await
-                .map_err(|e| format!("sending to {server} failed: {e}"))?;
+                .map_err(socket(format!("sending to {server} failed")))?;
             loop {
                 let len = s
                     .read_u16()
                     .await
-                    .map_err(|e| format!("{server} closed the connection: {e}"))?;
+                    .map_err(socket(format!("{server} closed the connection")))?;
                 let mut buf = vec![0u8; usize::from(len)];
                 s.read_exact(&mut buf)
                     .await
-                    .map_err(|e| format!("{server} closed the connection mid-reply: {e}"))?;
+                    .map_err(socket(format!("{server} closed the connection mid-reply")))?;
                 if buf.len() >= 2 && buf[..2] == id {
-                    return Ok::<_, String>((buf, from));
+                    return Ok::<_, CliError>((buf, from));
                 }
             }
         } else {
             let bind: SocketAddr = if server.is_ipv4() {
-                "0.0.0.0:0"
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
             } else {
-                "[::]:0"
-            }
-            .parse()
-            .map_err(|_| "bad bind address".to_string())?;
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
             let s = tokio::net::UdpSocket::bind(bind)
                 .await
-                .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+                .map_err(socket("cannot open a UDP socket"))?;
             s.connect(server)
                 .await
-                .map_err(|e| format!("cannot reach {server}: {e}"))?;
-            let from = s
-                .local_addr()
-                .map_err(|e| format!("no local address: {e}"))?
-                .ip();
+                .map_err(socket(format!("cannot reach {server}")))?;
+            let from = s.local_addr().map_err(socket("no local address"))?.ip();
             s.send(query)
                 .await
-                .map_err(|e| format!("sending to {server} failed: {e}"))?;
+                .map_err(socket(format!("sending to {server} failed")))?;
             let mut buf = vec![0u8; 65535];
             loop {
-                let n = s.recv(&mut buf).await.map_err(|e| {
-                    format!("{server} refused the query ({e}): is a dockns listening there? pass --server ADDR:PORT")
-                })?;
+                let n = s
+                    .recv(&mut buf)
+                    .await
+                    .map_err(|source| CliError::Refused { server, source })?;
                 if n >= 2 && buf[..2] == id {
                     buf.truncate(n);
-                    return Ok::<_, String>((buf, from));
+                    return Ok::<_, CliError>((buf, from));
                 }
             }
         }
     };
-    let (bytes, from) = tokio::time::timeout(TIMEOUT, fut)
-        .await
-        .map_err(|_| format!("no reply from {server} within {TIMEOUT:?}: is a dockns listening there? pass --server ADDR:PORT"))??;
+    let (bytes, from) =
+        tokio::time::timeout(TIMEOUT, fut)
+            .await
+            .map_err(|_| CliError::NoReply {
+                server,
+                timeout: TIMEOUT,
+            })??;
     Ok(Reply {
         bytes,
         from,

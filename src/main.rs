@@ -232,8 +232,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// An error from another module's client code (`cli`), whatever its type.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a client subcommand (`health`, `records`, `query`) failed (exit code 1). Each message is
+/// one line naming the cause and the fix; the cause is also the error's `source`.
+#[derive(Debug, thiserror::Error)]
+enum ClientError {
+    /// `health`: the configuration cannot be used.
+    #[error("unhealthy: {0}")]
+    Config(#[source] ConfigError),
+    /// `health`: Docker is watched but there is no admin API to ask.
+    #[error("unhealthy: {} watches Docker but has no [admin] section, so readiness cannot be read; add [admin] (listen = \"127.0.0.1:9153\")", path.display())]
+    NoAdmin { path: PathBuf },
+    /// `health`: the admin API could not be asked.
+    #[error("unhealthy: {0}")]
+    Unreachable(#[source] BoxError),
+    /// `health`: the admin API says not ready.
+    #[error("unhealthy: {url}: HTTP {status}: {}", body.trim())]
+    NotReady {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    /// The admin API answered with an error status.
+    #[error("{url}: HTTP {status}: {}", body.trim())]
+    Http {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    /// An argument, a request or a reply the client code could not handle.
+    #[error("{0}")]
+    Cli(#[source] BoxError),
+}
+
+impl ClientError {
+    fn cli(e: impl Into<BoxError>) -> ClientError {
+        ClientError::Cli(e.into())
+    }
+}
+
 /// Runs a client subcommand on a small runtime; errors are one line, exit code 1.
-fn client(fut: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
+fn client(fut: impl std::future::Future<Output = Result<String, ClientError>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -256,15 +297,15 @@ fn client(fut: impl std::future::Future<Output = Result<String, String>>) -> Exi
     }
 }
 
-async fn health(args: HealthArgs) -> Result<String, String> {
+async fn health(args: HealthArgs) -> Result<String, ClientError> {
     // The token of `[admin] token_file`, presented when configured: the admin API may admit
     // loopback only with it (e.g. `allow = []`, `full_access = []`).
     let mut authorization = None;
     let admin = match args.admin {
         Some(a) => a,
         None => {
-            let cfg = Config::load(&args.config, &Overrides::default())
-                .map_err(|e| format!("unhealthy: {e}"))?;
+            let cfg =
+                Config::load(&args.config, &Overrides::default()).map_err(ClientError::Config)?;
             authorization = cfg.admin_access.token.as_ref().map(|t| t.authorization());
             match cfg.admin {
                 Some(addr) => {
@@ -286,53 +327,53 @@ async fn health(args: HealthArgs) -> Result<String, String> {
                         args.config.display()
                     ))
                 }
-                None => {
-                    return Err(format!(
-                        "unhealthy: {} watches Docker but has no [admin] section, so readiness cannot be read; add [admin] (listen = \"127.0.0.1:9153\")",
-                        args.config.display()
-                    ))
-                }
+                None => return Err(ClientError::NoAdmin { path: args.config }),
             }
         }
     };
     let (status, body) = cli::http_get_authorized(&admin, "/readyz", authorization.as_deref())
         .await
-        .map_err(|e| format!("unhealthy: {e}"))?;
+        .map_err(|e| ClientError::Unreachable(e.into()))?;
     if status == 200 {
         Ok(body)
     } else {
-        Err(format!(
-            "unhealthy: {admin}/readyz: HTTP {status}: {}",
-            body.trim()
-        ))
+        Err(ClientError::NotReady {
+            url: format!("{admin}/readyz"),
+            status,
+            body,
+        })
     }
 }
 
-async fn records(args: RecordsArgs) -> Result<String, String> {
+async fn records(args: RecordsArgs) -> Result<String, ClientError> {
     let path = match &args.network {
         Some(n) => format!("/v1/records/{}", cli::url_encode(n)),
         None => "/v1/records".to_string(),
     };
     if args.json {
-        let (status, body) = cli::http_get(&args.admin, &path).await?;
+        let (status, body) = cli::http_get(&args.admin, &path)
+            .await
+            .map_err(ClientError::cli)?;
         if status != 200 {
-            return Err(format!(
-                "{}{path}: HTTP {status}: {}",
-                args.admin,
-                body.trim()
-            ));
+            return Err(ClientError::Http {
+                url: format!("{}{path}", args.admin),
+                status,
+                body,
+            });
         }
         return Ok(body);
     }
-    let doc: RecordsDoc = cli::get_json(&args.admin, &path).await?;
+    let doc: RecordsDoc = cli::get_json(&args.admin, &path)
+        .await
+        .map_err(ClientError::cli)?;
     Ok(cli::format_records(&doc))
 }
 
-async fn query(args: QueryArgs) -> Result<String, String> {
-    let server = cli::parse_server(&args.server)?;
+async fn query(args: QueryArgs) -> Result<String, ClientError> {
+    let server = cli::parse_server(&args.server).map_err(ClientError::cli)?;
     let ip_name = args.name.parse::<std::net::IpAddr>().ok();
     let qtype = match (&args.qtype, ip_name) {
-        (Some(t), _) => cli::parse_type(t)?,
+        (Some(t), _) => cli::parse_type(t).map_err(ClientError::cli)?,
         (None, Some(_)) => RecordType::PTR,
         (None, None) => RecordType::A,
     };
@@ -352,15 +393,19 @@ async fn query(args: QueryArgs) -> Result<String, String> {
     let mut out = String::new();
     match args.from {
         Some(from) => {
-            let doc: ExplainDoc = cli::get_json(&args.admin, &explain_path(from)).await?;
+            let doc: ExplainDoc = cli::get_json(&args.admin, &explain_path(from))
+                .await
+                .map_err(ClientError::cli)?;
             out.push_str(&format!(
                 ";; QUESTION: {} {} as client {from} would ask it on {server} (from the tables)\n",
                 doc.name, doc.qtype
             ));
             out.push_str(&cli::format_explain(&doc));
             if doc.result == "forward" {
-                let q = cli::build_query(&name, qtype)?;
-                let reply = cli::ask(server, &q, args.tcp).await?;
+                let q = cli::build_query(&name, qtype).map_err(ClientError::cli)?;
+                let reply = cli::ask(server, &q, args.tcp)
+                    .await
+                    .map_err(ClientError::cli)?;
                 out.push_str(";; forwarded: the answer of the default upstream servers (a client with DNS servers of its own is forwarded to those):\n");
                 out.push_str(&cli::format_reply(
                     &reply.bytes,
@@ -371,8 +416,10 @@ async fn query(args: QueryArgs) -> Result<String, String> {
             }
         }
         None => {
-            let q = cli::build_query(&name, qtype)?;
-            let reply = cli::ask(server, &q, args.tcp).await?;
+            let q = cli::build_query(&name, qtype).map_err(ClientError::cli)?;
+            let reply = cli::ask(server, &q, args.tcp)
+                .await
+                .map_err(ClientError::cli)?;
             out.push_str(&format!(";; QUESTION: {name} {qtype}\n"));
             out.push_str(&cli::format_reply(
                 &reply.bytes,

@@ -318,8 +318,18 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
 pub fn render(i: &Inputs<'_>) -> String {
     let mut o = Out(String::with_capacity(16 * 1024));
-    let q = i.queries;
+    render_replies(&mut o, i.queries);
+    render_latency(&mut o, i.queries);
+    render_forwarder(&mut o, i);
+    render_upstreams(&mut o, i.upstreams);
+    render_cache(&mut o, i.cache);
+    render_tables(&mut o, i.tables, i.listeners);
+    render_server(&mut o, i.server);
+    o.0
+}
 
+/// Replies by transport, question type and rcode; answers by source.
+fn render_replies(o: &mut Out, q: &Detailed) {
     o.head(
         "dockns_queries_total",
         "counter",
@@ -351,7 +361,10 @@ pub fn render(i: &Inputs<'_>) -> String {
     for (s, name) in SOURCES.iter().enumerate() {
         o.sample("dockns_answers_total", &[("source", name)], q.sources[s]);
     }
+}
 
+/// The answer-time histogram, by answer source.
+fn render_latency(o: &mut Out, q: &Detailed) {
     o.head(
         "dockns_answer_duration_seconds",
         "histogram",
@@ -386,7 +399,11 @@ pub fn render(i: &Inputs<'_>) -> String {
             cum,
         );
     }
+}
 
+/// The forwarder's own counters and gauges.
+fn render_forwarder(o: &mut Out, i: &Inputs<'_>) {
+    let q = i.queries;
     o.single(
         "dockns_forwarded_total",
         "counter",
@@ -435,13 +452,16 @@ pub fn render(i: &Inputs<'_>) -> String {
         "Upstream UDP sockets replaced on schedule (after 1000 queries or 10 s), so source ports keep changing.",
         i.pool.reopened,
     );
+}
 
+/// Per-upstream counters and liveness.
+fn render_upstreams(o: &mut Out, upstreams: &[UpstreamTotals]) {
     o.head(
         "dockns_upstream_queries_total",
         "counter",
         "Tries sent to each upstream server.",
     );
-    for u in i.upstreams {
+    for u in upstreams {
         o.sample(
             "dockns_upstream_queries_total",
             &[("server", &u.addr.to_string())],
@@ -453,7 +473,7 @@ pub fn render(i: &Inputs<'_>) -> String {
         "counter",
         "Tries to each upstream server that timed out.",
     );
-    for u in i.upstreams {
+    for u in upstreams {
         o.sample(
             "dockns_upstream_timeouts_total",
             &[("server", &u.addr.to_string())],
@@ -465,7 +485,7 @@ pub fn render(i: &Inputs<'_>) -> String {
         "counter",
         "Tries to each upstream server that failed: kind=io (refused, unreachable, reset) kind=rcode (SERVFAIL, REFUSED, FORMERR, NOTIMP) or kind=malformed (a reply to the try that was structurally invalid: dropped).",
     );
-    for u in i.upstreams {
+    for u in upstreams {
         let server = u.addr.to_string();
         o.sample(
             "dockns_upstream_errors_total",
@@ -488,15 +508,17 @@ pub fn render(i: &Inputs<'_>) -> String {
         "gauge",
         "1 while an upstream server is considered alive, 0 while it is tried last.",
     );
-    for u in i.upstreams {
+    for u in upstreams {
         o.sample(
             "dockns_upstream_up",
             &[("server", &u.addr.to_string())],
             u8::from(u.up),
         );
     }
+}
 
-    let c = i.cache;
+/// The answer cache.
+fn render_cache(o: &mut Out, c: &CacheMetrics) {
     o.single(
         "dockns_cache_enabled",
         "gauge",
@@ -539,8 +561,10 @@ pub fn render(i: &Inputs<'_>) -> String {
         "Cache entries dropped to make room.",
         c.evictions.get(),
     );
+}
 
-    let t = i.tables;
+/// Table sizes and listeners.
+fn render_tables(o: &mut Out, t: TableSizes, listeners: u64) {
     o.single("dockns_networks", "gauge", "Networks served.", t.networks);
     o.single(
         "dockns_containers",
@@ -576,10 +600,12 @@ pub fn render(i: &Inputs<'_>) -> String {
         "dockns_listeners",
         "gauge",
         "DNS listeners (UDP+TCP address pairs) running.",
-        i.listeners,
+        listeners,
     );
+}
 
-    let s = i.server;
+/// Docker source counters, readiness, uptime and build.
+fn render_server(o: &mut Out, s: &ServerMetrics) {
     if s.docker_configured {
         o.head(
             "dockns_docker_events_total",
@@ -636,7 +662,6 @@ pub fn render(i: &Inputs<'_>) -> String {
         &[("version", env!("CARGO_PKG_VERSION"))],
         1,
     );
-    o.0
 }
 
 #[cfg(test)]

@@ -6,12 +6,57 @@
 //! It does nothing else: no chroot, no capability juggling (see docs/reliability.md for running
 //! with only CAP_NET_BIND_SERVICE instead).
 
+use nix::unistd::{Gid, Uid, User};
 use std::ffi::CString;
+
+/// Why dropping root failed. Each message names the cause and the fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PrivilegeError {
+    /// The configured name cannot be a user name.
+    #[error("[server] user = {0:?} contains a NUL byte; name a real user")]
+    NulInName(String),
+    /// The password database has no such user (or could not be read).
+    #[error("[server] user = {0:?}: no such user on this system; create it, or name an existing one such as \"nobody\"")]
+    NoSuchUser(String),
+    /// `initgroups` failed.
+    #[error("cannot set the groups of user {name:?}: {source}")]
+    Groups {
+        /// The user.
+        name: String,
+        /// The system's reason.
+        #[source]
+        source: nix::Error,
+    },
+    /// `setgid` failed.
+    #[error("cannot switch to group {gid} of user {name:?}: {source}")]
+    Group {
+        /// The user.
+        name: String,
+        /// Its primary group.
+        gid: u32,
+        /// The system's reason.
+        #[source]
+        source: nix::Error,
+    },
+    /// `setuid` failed.
+    #[error("cannot switch to user {name:?} (uid {uid}): {source}")]
+    User {
+        /// The user.
+        name: String,
+        /// Its user ID.
+        uid: u32,
+        /// The system's reason.
+        #[source]
+        source: nix::Error,
+    },
+    /// After the switch, `setuid(0)` still worked.
+    #[error("switched to user {0:?} but could regain root; refusing to run like this")]
+    RootRegainable(String),
+}
 
 /// Whether the process runs with effective user ID 0.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    Uid::effective().is_root()
 }
 
 /// A user's IDs, from the password database.
@@ -24,65 +69,43 @@ pub struct UserIds {
 }
 
 /// Looks `name` up in the password database.
-pub fn lookup(name: &str) -> Result<UserIds, String> {
-    let c = CString::new(name)
-        .map_err(|_| format!("[server] user = {name:?} contains a NUL byte; name a real user"))?;
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; buf outlives the use of pwd's strings (none).
-    let rc = unsafe {
-        libc::getpwnam_r(
-            c.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return Err(format!(
-            "[server] user = {name:?}: no such user on this system; create it, or name an existing one such as \"nobody\""
-        ));
+pub fn lookup(name: &str) -> Result<UserIds, PrivilegeError> {
+    if name.contains('\0') {
+        return Err(PrivilegeError::NulInName(name.to_string()));
     }
-    Ok(UserIds {
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-    })
+    match User::from_name(name) {
+        Ok(Some(u)) => Ok(UserIds {
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        }),
+        _ => Err(PrivilegeError::NoSuchUser(name.to_string())),
+    }
 }
 
 /// Switches the process to `name` (groups, group, user). Must run as root.
-pub fn drop_to(name: &str) -> Result<UserIds, String> {
+pub fn drop_to(name: &str) -> Result<UserIds, PrivilegeError> {
     let ids = lookup(name)?;
-    let c = CString::new(name).map_err(|e| e.to_string())?;
-    // SAFETY: plain syscalls with valid arguments; the process is single-purpose and the order
-    // (groups, gid, uid) is the one that cannot leave root half-kept.
-    unsafe {
-        if libc::initgroups(c.as_ptr(), ids.gid as _) != 0 {
-            return Err(format!(
-                "cannot set the groups of user {name:?}: {}",
-                std::io::Error::last_os_error()
-            ));
+    let c = CString::new(name).map_err(|_| PrivilegeError::NulInName(name.to_string()))?;
+    let named = || name.to_string();
+    // The order (groups, gid, uid) is the one that cannot leave root half-kept.
+    nix::unistd::initgroups(&c, Gid::from_raw(ids.gid)).map_err(|source| {
+        PrivilegeError::Groups {
+            name: named(),
+            source,
         }
-        if libc::setgid(ids.gid) != 0 {
-            return Err(format!(
-                "cannot switch to group {} of user {name:?}: {}",
-                ids.gid,
-                std::io::Error::last_os_error()
-            ));
-        }
-        if libc::setuid(ids.uid) != 0 {
-            return Err(format!(
-                "cannot switch to user {name:?} (uid {}): {}",
-                ids.uid,
-                std::io::Error::last_os_error()
-            ));
-        }
-        if ids.uid != 0 && libc::setuid(0) == 0 {
-            return Err(format!(
-                "switched to user {name:?} but could regain root; refusing to run like this"
-            ));
-        }
+    })?;
+    nix::unistd::setgid(Gid::from_raw(ids.gid)).map_err(|source| PrivilegeError::Group {
+        name: named(),
+        gid: ids.gid,
+        source,
+    })?;
+    nix::unistd::setuid(Uid::from_raw(ids.uid)).map_err(|source| PrivilegeError::User {
+        name: named(),
+        uid: ids.uid,
+        source,
+    })?;
+    if ids.uid != 0 && nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err(PrivilegeError::RootRegainable(named()));
     }
     Ok(ids)
 }
@@ -94,8 +117,8 @@ mod tests {
     #[test]
     fn lookup_known_and_unknown_users() {
         assert_eq!(lookup("root"), Ok(UserIds { uid: 0, gid: 0 }));
-        let e = lookup("no-such-user-dockns-test").unwrap_err();
+        let e = lookup("no-such-user-dockns-test").unwrap_err().to_string();
         assert!(e.contains("no such user"), "{e}");
-        assert!(lookup("a\0b").is_err());
+        assert!(lookup("a\0b").unwrap_err().to_string().contains("NUL byte"));
     }
 }

@@ -75,6 +75,7 @@ impl Server {
                     listeners: listeners.clone(),
                     server: metrics.clone(),
                     access: admin_access.clone(),
+                    guard: guard.clone(),
                 };
                 Some(crate::admin::start(addr, state).inspect_err(|_| stop_all(&listeners))?)
             }

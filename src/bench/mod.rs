@@ -10,6 +10,7 @@
 //! on persistent connections. It never touches the dockns server internals: it only speaks DNS
 //! on the wire, and it always stops by itself (duration or count, plus the reply timeout).
 
+mod load;
 mod tcp;
 mod udp;
 
@@ -402,9 +403,11 @@ impl BenchConfig {
     }
 }
 
-/// Runs the load and returns the report.
-pub fn run(cfg: &BenchConfig) -> Result<Report, String> {
-    let start = std::time::Instant::now();
+/// Starts one generator thread per `cfg.threads`, each with its share of the work.
+fn spawn_threads(
+    cfg: &BenchConfig,
+    start: std::time::Instant,
+) -> Result<Vec<std::thread::JoinHandle<Result<ThreadResult, String>>>, String> {
     let threads = cfg.threads;
     let per_socket_window = (cfg.inflight / (threads * cfg.sockets)).max(1);
     let mut handles = Vec::new();
@@ -432,29 +435,32 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, String> {
             .map_err(|e| format!("cannot start a generator thread: {e}"))?;
         handles.push(h);
     }
-    let mut total = ThreadResult::new();
-    for h in handles {
-        let r = h
-            .join()
-            .map_err(|_| "a generator thread panicked".to_string())??;
-        total.sent += r.sent;
-        total.responses += r.responses;
-        total.timeouts += r.timeouts;
-        total.unexpected += r.unexpected;
-        total.lagged += r.lagged;
-        for (a, b) in total.rcodes.iter_mut().zip(r.rcodes) {
+    Ok(handles)
+}
+
+impl ThreadResult {
+    /// Adds another thread's counts and latencies to these.
+    fn add(&mut self, r: &ThreadResult) {
+        self.sent += r.sent;
+        self.responses += r.responses;
+        self.timeouts += r.timeouts;
+        self.unexpected += r.unexpected;
+        self.lagged += r.lagged;
+        for (a, b) in self.rcodes.iter_mut().zip(r.rcodes) {
             *a += b;
         }
-        let _ = total.hist.add(&r.hist);
-        total.send_ns = total.send_ns.max(r.send_ns);
+        let _ = self.hist.add(&r.hist);
+        self.send_ns = self.send_ns.max(r.send_ns);
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let send_s = (total.send_ns as f64 / 1e9).max(1e-9);
-    let h = &total.hist;
-    let us = |v: u64| v as f64 / 1000.0;
-    let latency = if h.is_empty() {
-        Latency::default()
-    } else {
+}
+
+impl Latency {
+    /// The summary of a histogram of nanoseconds, in microseconds.
+    fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        let us = |v: u64| v as f64 / 1000.0;
         Latency {
             min: us(h.min()),
             mean: h.mean() / 1000.0,
@@ -464,7 +470,21 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, String> {
             p999: us(h.value_at_quantile(0.999)),
             max: us(h.max()),
         }
-    };
+    }
+}
+
+/// Runs the load and returns the report.
+pub fn run(cfg: &BenchConfig) -> Result<Report, String> {
+    let start = std::time::Instant::now();
+    let mut total = ThreadResult::new();
+    for h in spawn_threads(cfg, start)? {
+        let r = h
+            .join()
+            .map_err(|_| "a generator thread panicked".to_string())??;
+        total.add(&r);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let send_s = (total.send_ns as f64 / 1e9).max(1e-9);
     Ok(Report {
         server: cfg.server.to_string(),
         transport: if cfg.tcp { "tcp" } else { "udp" },
@@ -483,7 +503,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, String> {
             .filter(|(_, &n)| n > 0)
             .map(|(i, &n)| (rcode_name(i), n))
             .collect(),
-        latency_us: latency,
+        latency_us: Latency::of(&total.hist),
     })
 }
 

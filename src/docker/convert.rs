@@ -213,62 +213,10 @@ pub fn container(
         .and_then(|l| l.get(LABEL_ALIAS))
         .map(|v| label_names(v))
         .unwrap_or_default();
-
-    let mut eps: Vec<(&str, &EndpointSettings, &NetInfo)> = info
-        .network_settings
-        .as_ref()
-        .and_then(|n| n.networks.as_ref())
+    let endpoints: Vec<Endpoint> = ordered_endpoints(info, networks)
         .into_iter()
-        .flatten()
-        .filter_map(|(net_name, ep)| {
-            networks
-                .get(net_name)
-                .map(|net| (net_name.as_str(), ep, net))
-        })
+        .filter_map(|(net, ep)| endpoint(net, ep, [short_id.as_ref(), hostname.as_ref()]))
         .collect();
-    eps.sort_by(|a, b| order_key(a.0, a.1, a.2).cmp(&order_key(b.0, b.1, b.2)));
-
-    let mut endpoints = Vec::with_capacity(eps.len());
-    for (net_name, ep, _) in eps {
-        let ipv4: Vec<Ipv4Addr> = ep
-            .ip_address
-            .as_deref()
-            .and_then(|a| a.parse().ok())
-            .into_iter()
-            .collect();
-        let ipv6: Vec<Ipv6Addr> = ep
-            .global_ipv6_address
-            .as_deref()
-            .and_then(|a| a.parse().ok())
-            .into_iter()
-            .collect();
-        if ipv4.is_empty() && ipv6.is_empty() {
-            continue;
-        }
-        // DNSNames (API 1.44+) is the daemon's own list; 20.10 keeps aliases, the short ID and
-        // the hostname in Aliases. Take both, plus the short ID and hostname ourselves (the
-        // default bridge, when served, gets neither list): names are deduplicated later.
-        let mut aliases: Vec<String> = Vec::new();
-        for n in ep
-            .dns_names
-            .iter()
-            .flatten()
-            .chain(ep.aliases.iter().flatten())
-            .chain(short_id.iter())
-            .chain(hostname.iter())
-        {
-            if !n.is_empty() && !aliases.iter().any(|a| a.eq_ignore_ascii_case(n)) {
-                aliases.push(n.clone());
-            }
-        }
-        endpoints.push(Endpoint {
-            network: net_name.to_string(),
-            ipv4,
-            ipv6,
-            aliases,
-            links: endpoint_links(ep),
-        });
-    }
     if endpoints.is_empty() {
         return None;
     }
@@ -282,6 +230,70 @@ pub fn container(
         dns: own_dns_servers(info),
         // Decided by the watcher (`anonymous_in_config`): the API does not say.
         anonymous: false,
+    })
+}
+
+/// A container's endpoints on served networks, in the order Docker's resolver walks them
+/// (see [`order_key`]).
+fn ordered_endpoints<'a>(
+    info: &'a ContainerInspectResponse,
+    networks: &'a HashMap<String, NetInfo>,
+) -> Vec<(&'a str, &'a EndpointSettings)> {
+    let mut eps: Vec<(&str, &EndpointSettings, &NetInfo)> = info
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|(net_name, ep)| {
+            networks
+                .get(net_name)
+                .map(|net| (net_name.as_str(), ep, net))
+        })
+        .collect();
+    eps.sort_by(|a, b| order_key(a.0, a.1, a.2).cmp(&order_key(b.0, b.1, b.2)));
+    eps.into_iter().map(|(n, ep, _)| (n, ep)).collect()
+}
+
+/// One endpoint in the model; `None` when it has no address. `own` are the container's short
+/// ID and hostname, answered on every network.
+fn endpoint(net_name: &str, ep: &EndpointSettings, own: [Option<&String>; 2]) -> Option<Endpoint> {
+    let ipv4: Vec<Ipv4Addr> = ep
+        .ip_address
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .into_iter()
+        .collect();
+    let ipv6: Vec<Ipv6Addr> = ep
+        .global_ipv6_address
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .into_iter()
+        .collect();
+    if ipv4.is_empty() && ipv6.is_empty() {
+        return None;
+    }
+    // DNSNames (API 1.44+) is the daemon's own list; 20.10 keeps aliases, the short ID and
+    // the hostname in Aliases. Take both, plus the short ID and hostname ourselves (the
+    // default bridge, when served, gets neither list): names are deduplicated later.
+    let mut aliases: Vec<String> = Vec::new();
+    for n in ep
+        .dns_names
+        .iter()
+        .flatten()
+        .chain(ep.aliases.iter().flatten())
+        .chain(own.into_iter().flatten())
+    {
+        if !n.is_empty() && !aliases.iter().any(|a| a.eq_ignore_ascii_case(n)) {
+            aliases.push(n.clone());
+        }
+    }
+    Some(Endpoint {
+        network: net_name.to_string(),
+        ipv4,
+        ipv6,
+        aliases,
+        links: endpoint_links(ep),
     })
 }
 

@@ -130,49 +130,32 @@ pub fn sidecar_addresses() -> Vec<IpNet> {
 
 /// Interface addresses with their prefix lengths (from the netmask).
 pub fn local_interfaces() -> Vec<IpNet> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we only read and then free exactly once.
-    unsafe {
-        if libc::getifaddrs(&mut head) != 0 {
-            return out;
-        }
-        let mut cur = head;
-        while !cur.is_null() {
-            let ifa = &*cur;
-            if !ifa.ifa_addr.is_null() {
-                let mask = ifa.ifa_netmask;
-                match i32::from((*ifa.ifa_addr).sa_family) {
-                    libc::AF_INET => {
-                        let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        let ip = IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes());
-                        let len = if mask.is_null() {
-                            32
-                        } else {
-                            let m = &*(mask as *const libc::sockaddr_in);
-                            u32::from_be(m.sin_addr.s_addr).count_ones() as u8
-                        };
-                        out.push(IpNet::new(ip, len.min(32)).unwrap_or(IpNet::from(ip)));
-                    }
-                    libc::AF_INET6 => {
-                        let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                        let ip = IpAddr::from(sa.sin6_addr.s6_addr);
-                        let len = if mask.is_null() {
-                            128
-                        } else {
-                            let m = &*(mask as *const libc::sockaddr_in6);
-                            u128::from_be_bytes(m.sin6_addr.s6_addr).count_ones() as u8
-                        };
-                        out.push(IpNet::new(ip, len.min(128)).unwrap_or(IpNet::from(ip)));
-                    }
-                    _ => {}
-                }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|ifa| {
+            let addr = ifa.address?;
+            let mask = ifa.netmask;
+            if let Some(sa) = addr.as_sockaddr_in() {
+                let ip = IpAddr::V4(sa.ip());
+                let len = mask
+                    .as_ref()
+                    .and_then(|m| m.as_sockaddr_in())
+                    .map_or(32, |m| u32::from(m.ip()).count_ones() as u8);
+                Some(IpNet::new(ip, len.min(32)).unwrap_or(IpNet::from(ip)))
+            } else if let Some(sa) = addr.as_sockaddr_in6() {
+                let ip = IpAddr::V6(sa.ip());
+                let len = mask
+                    .as_ref()
+                    .and_then(|m| m.as_sockaddr_in6())
+                    .map_or(128, |m| u128::from(m.ip()).count_ones() as u8);
+                Some(IpNet::new(ip, len.min(128)).unwrap_or(IpNet::from(ip)))
+            } else {
+                None
             }
-            cur = ifa.ifa_next;
-        }
-        libc::freeifaddrs(head);
-    }
-    out
+        })
+        .collect()
 }
 
 #[cfg(test)]

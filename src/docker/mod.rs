@@ -6,16 +6,27 @@
 //! - `watch`: the long-running watcher (subscribe, list, inspect, follow events, reconnect,
 //!   resync, sweep) that owns the connection and the `docker` publisher source.
 //! - `listeners`: gateway and sidecar listeners that follow the served networks.
+//! - `swarm`: the service records of overlay networks (every node's tasks and containers,
+//!   services, aliases), read from the node's own verbose network inspection; pure.
+//! - `state`, `sync`, `connect`, `error`: the watcher's parts (what it knows and the catalog
+//!   made from it; reading the daemon into it; reaching the daemon; typed errors).
 //!
 //! This module must not answer queries or touch other sources: it only feeds the
 //! [`Publisher`](crate::model::Publisher) and the server's listener set. It must not import the
 //! configuration or the server either: `config` builds its [`DockerConfig`] and
 //! [`WatchOptions`], and `Server::watch_docker` starts it.
 
+mod connect;
 pub mod convert;
+mod error;
 pub mod listeners;
+pub mod peers;
+mod state;
+pub mod swarm;
+mod sync;
 pub mod watch;
 
+pub use error::WatchError;
 pub use watch::{DockerWatcher, WatchOptions, WatchStatus, DOCKER_SOURCE};
 
 /// Docker settings after validation.

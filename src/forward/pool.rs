@@ -811,16 +811,15 @@ fn read_error(fd: RawFd) -> Option<(SocketAddr, u16)> {
     loop {
         let mut payload = [0u8; 64];
         let mut control = [0u64; 64];
-        // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-        let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut name = socket2::SockAddrStorage::zeroed();
         let mut iov = libc::iovec {
             iov_base: payload.as_mut_ptr().cast(),
             iov_len: payload.len(),
         };
         // SAFETY: msghdr is plain old data; all-zero is a valid value.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_name = (&mut name as *mut socket2::SockAddrStorage).cast();
+        msg.msg_namelen = name.size_of();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
@@ -878,23 +877,7 @@ fn receiver<W: Send + 'static, A: 'static>(
         if pool.stop.load(Ordering::Relaxed) {
             return;
         }
-        let now = Instant::now();
-        let wait_ms = if spin_until.is_some_and(|t| now < t) {
-            0
-        } else {
-            spin_until = None;
-            pool.idle.store(true, Ordering::SeqCst);
-            if pool.inflight.load(Ordering::SeqCst) == 0 {
-                // Nothing to time out: sleep until a submit wakes us (or a while passes).
-                IDLE_WAIT_MS
-            } else {
-                pool.idle.store(false, Ordering::SeqCst);
-                next_sweep
-                    .saturating_duration_since(now)
-                    .as_millis()
-                    .clamp(1, SWEEP.as_millis()) as i32
-            }
-        };
+        let wait_ms = pool.wait_ms(Instant::now(), next_sweep, &mut spin_until);
         let epfd = pool.epfd;
         // Not kept alive across the wait, so dropping the forwarder is not delayed by it.
         drop(pool);
@@ -907,46 +890,8 @@ fn receiver<W: Send + 'static, A: 'static>(
             return;
         };
         pool.idle.store(false, Ordering::SeqCst);
-        let mut got = 0;
-        for ev in events.iter().take(n.max(0) as usize) {
-            let sid = ev.u64;
-            if sid == WAKE {
-                let mut b = [0u8; 8];
-                // SAFETY: reading 8 bytes from our own eventfd into a local buffer.
-                unsafe { libc::read(pool.wake, b.as_mut_ptr().cast(), 8) };
-                continue;
-            }
-            let s = match socks.get(&sid) {
-                Some(s) => s.clone(),
-                None => {
-                    socks = pool
-                        .open
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                        .map(|(k, v)| (*k, v.clone()))
-                        .collect();
-                    match socks.get(&sid) {
-                        Some(s) => s.clone(),
-                        None => continue,
-                    }
-                }
-            };
-            if ev.events & libc::EPOLLERR as u32 != 0 {
-                pool.on_errors(&*policy, &s);
-            }
-            let Ok(k) = batch.recv(s.sock.as_raw_fd(), BATCH, libc::MSG_DONTWAIT) else {
-                continue;
-            };
-            got += k;
-            for i in 0..k {
-                let (Some(from), false) = (batch.addr(i), batch.truncated(i)) else {
-                    pool.stats.mismatched.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                pool.on_reply(&*policy, &s, from, batch.packet(i));
-            }
-        }
+        let ready = &events[..n.max(0) as usize];
+        let got = pool.drain(&*policy, ready, &mut socks, &mut batch);
         if got >= 4 {
             spin_until = Some(Instant::now() + Duration::from_micros(50));
         }
@@ -958,6 +903,87 @@ fn receiver<W: Send + 'static, A: 'static>(
             let open = pool.open.lock().unwrap_or_else(|e| e.into_inner());
             socks.retain(|k, _| open.contains_key(k));
         }
+    }
+}
+
+impl<W: Send + 'static, A: 'static> Pool<W, A> {
+    /// How long the receiver may wait for events now: 0 while spinning after a busy round,
+    /// until the next sweep while queries are in flight, else until a submit wakes it.
+    fn wait_ms(&self, now: Instant, next_sweep: Instant, spin_until: &mut Option<Instant>) -> i32 {
+        if spin_until.is_some_and(|t| now < t) {
+            return 0;
+        }
+        *spin_until = None;
+        self.idle.store(true, Ordering::SeqCst);
+        if self.inflight.load(Ordering::SeqCst) == 0 {
+            // Nothing to time out: sleep until a submit wakes us (or a while passes).
+            IDLE_WAIT_MS
+        } else {
+            self.idle.store(false, Ordering::SeqCst);
+            next_sweep
+                .saturating_duration_since(now)
+                .as_millis()
+                .clamp(1, SWEEP.as_millis()) as i32
+        }
+    }
+
+    /// The socket with id `sid`, from the receiver's copy `socks` of the open sockets
+    /// (refreshed when it lacks `sid`: a socket opened since).
+    fn socket_for(
+        &self,
+        socks: &mut FxHashMap<u64, Arc<PoolSock<W>>>,
+        sid: u64,
+    ) -> Option<Arc<PoolSock<W>>> {
+        if let Some(s) = socks.get(&sid) {
+            return Some(s.clone());
+        }
+        *socks = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        socks.get(&sid).cloned()
+    }
+
+    /// Handles the `ready` epoll events: the wake-up eventfd, socket errors and replies.
+    /// Returns the number of datagrams read.
+    fn drain(
+        &self,
+        policy: &dyn Policy<W, A>,
+        ready: &[libc::epoll_event],
+        socks: &mut FxHashMap<u64, Arc<PoolSock<W>>>,
+        batch: &mut MsgBatch,
+    ) -> usize {
+        let mut got = 0;
+        for ev in ready {
+            let sid = ev.u64;
+            if sid == WAKE {
+                let mut b = [0u8; 8];
+                // SAFETY: reading 8 bytes from our own eventfd into a local buffer.
+                unsafe { libc::read(self.wake, b.as_mut_ptr().cast(), 8) };
+                continue;
+            }
+            let Some(s) = self.socket_for(socks, sid) else {
+                continue;
+            };
+            if ev.events & libc::EPOLLERR as u32 != 0 {
+                self.on_errors(policy, &s);
+            }
+            let Ok(k) = batch.recv(s.sock.as_raw_fd(), BATCH, libc::MSG_DONTWAIT) else {
+                continue;
+            };
+            got += k;
+            for i in 0..k {
+                let (Some(from), false) = (batch.addr(i), batch.truncated(i)) else {
+                    self.stats.mismatched.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                self.on_reply(policy, &s, from, batch.packet(i));
+            }
+        }
+        got
     }
 }
 

@@ -202,6 +202,119 @@ fn rcode_fails(rcode: u16) -> bool {
     matches!(rcode, 1 | 2 | 4 | 5) || rcode > 15
 }
 
+/// Checks the header and the question of `resp` against what was sent; `Err` carries the
+/// judgement when that already decides (not a reply to this query, or a bare failure).
+#[inline]
+fn check_question(
+    sent_id: u16,
+    sent_question: &[u8],
+    resp: &[u8],
+    case_exact: bool,
+) -> Result<u16, Judgement> {
+    let qlen = sent_question.len();
+    if resp.len() < HEADER_LEN || be16(resp, 0) != sent_id {
+        return Err(Judgement::Ignore);
+    }
+    let flags = be16(resp, 2);
+    if flags & QR == 0 || (flags >> 11) & 0xF != 0 {
+        return Err(Judgement::Ignore);
+    }
+    let qd = be16(resp, 4);
+    if qd == 0 {
+        // Some servers answer a query they cannot handle with no question at all.
+        let rcode = flags & 0xF;
+        let bare = be16(resp, 6) == 0 && be16(resp, 8) == 0 && resp.len() == HEADER_LEN;
+        return Err(if bare && rcode_fails(rcode) {
+            Judgement::Failed(rcode)
+        } else {
+            Judgement::Ignore
+        });
+    }
+    if qd != 1 || qlen < 5 || resp.len() < HEADER_LEN + qlen {
+        return Err(Judgement::Ignore);
+    }
+    let got = &resp[HEADER_LEN..HEADER_LEN + qlen];
+    let (name, tail) = sent_question.split_at(qlen - 4);
+    let same_name = if case_exact {
+        &got[..qlen - 4] == name
+    } else {
+        got[..qlen - 4].eq_ignore_ascii_case(name)
+    };
+    if !same_name || &got[qlen - 4..] != tail {
+        return Err(Judgement::Ignore);
+    }
+    Ok(flags)
+}
+
+/// What a walk over a reply's records found.
+struct Records {
+    /// Offset and capped value of every kept record's TTL.
+    ttls: Vec<(u16, u32)>,
+    /// Where the OPT record starts (the kept part ends there), if there is one.
+    kept_end: Option<usize>,
+    /// Additional records kept (those before the OPT).
+    kept_ar: usize,
+    /// The upper rcode bits from the OPT, shifted into place.
+    ext: u16,
+    /// Smallest kept TTL.
+    min_ttl: u32,
+    /// The negative-caching TTL of an SOA in the authority section (RFC 2308 §5).
+    soa_ttl: Option<u32>,
+}
+
+/// Walks the `an + ns + ar` records from `at` to the end of `resp`; `None` when they are
+/// malformed (bad names, overruns, a misplaced or second OPT, trailing bytes).
+#[inline]
+fn walk_records(
+    resp: &[u8],
+    mut at: usize,
+    (an, ns, ar): (usize, usize, usize),
+    ttl_cap: u32,
+) -> Option<Records> {
+    let mut r = Records {
+        ttls: Vec::new(),
+        kept_end: None,
+        kept_ar: ar,
+        ext: 0,
+        min_ttl: u32::MAX,
+        soa_ttl: None,
+    };
+    for i in 0..an + ns + ar {
+        let owner = at;
+        at = skip_name(resp, at)?;
+        if at + 10 > resp.len() {
+            return None;
+        }
+        let rtype = be16(resp, at);
+        let ttl = be32(resp, at + 4);
+        let rdlen = usize::from(be16(resp, at + 8));
+        let rdata = at + 10;
+        if rdata + rdlen > resp.len() {
+            return None;
+        }
+        if rtype == TYPE_OPT {
+            // One OPT, in the additional section, owned by the root (RFC 6891 §6.1.1).
+            if i < an + ns || r.kept_end.is_some() || resp[owner] != 0 {
+                return None;
+            }
+            r.kept_end = Some(owner);
+            r.kept_ar = i - an - ns;
+            r.ext = u16::from(resp[at + 4]) << 4;
+        } else if r.kept_end.is_none() {
+            // A TTL with the top bit set counts as zero (RFC 2181 §8).
+            let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl }.min(ttl_cap);
+            r.ttls.push(((at + 4) as u16, ttl));
+            r.min_ttl = r.min_ttl.min(ttl);
+            if rtype == TYPE_SOA && i >= an && i < an + ns && rdlen >= 22 {
+                let minimum = be32(resp, rdata + rdlen - 4);
+                r.soa_ttl = Some(ttl.min(minimum));
+            }
+        }
+        at = rdata + rdlen;
+    }
+    (at == resp.len() && resp.len() <= wire::MAX_MESSAGE).then_some(r)
+}
+
 /// Judges `resp`, received for a query sent with ID `sent_id` and question section
 /// `sent_question` (see the module docs). `case_exact`: the name must match byte for byte (use
 /// when the question's case was randomised). TTLs are capped at `ttl_cap` (and [`MAX_TTL`]).
@@ -212,111 +325,37 @@ pub fn judge(
     case_exact: bool,
     ttl_cap: u32,
 ) -> Judgement {
-    let qlen = sent_question.len();
-    if resp.len() < HEADER_LEN || be16(resp, 0) != sent_id {
-        return Judgement::Ignore;
-    }
-    let flags = be16(resp, 2);
-    if flags & QR == 0 || (flags >> 11) & 0xF != 0 {
-        return Judgement::Ignore;
-    }
-    let qd = be16(resp, 4);
-    if qd == 0 {
-        // Some servers answer a query they cannot handle with no question at all.
-        let rcode = flags & 0xF;
-        let bare = be16(resp, 6) == 0 && be16(resp, 8) == 0 && resp.len() == HEADER_LEN;
-        return if bare && rcode_fails(rcode) {
-            Judgement::Failed(rcode)
-        } else {
-            Judgement::Ignore
-        };
-    }
-    if qd != 1 || qlen < 5 || resp.len() < HEADER_LEN + qlen {
-        return Judgement::Ignore;
-    }
-    let got = &resp[HEADER_LEN..HEADER_LEN + qlen];
-    let (name, tail) = sent_question.split_at(qlen - 4);
-    let same_name = if case_exact {
-        &got[..qlen - 4] == name
-    } else {
-        got[..qlen - 4].eq_ignore_ascii_case(name)
+    let flags = match check_question(sent_id, sent_question, resp, case_exact) {
+        Ok(flags) => flags,
+        Err(j) => return j,
     };
-    if !same_name || &got[qlen - 4..] != tail {
-        return Judgement::Ignore;
-    }
-    let (an, ns, ar) = (
-        usize::from(be16(resp, 6)),
-        usize::from(be16(resp, 8)),
-        usize::from(be16(resp, 10)),
-    );
-    let ttl_cap = ttl_cap.min(MAX_TTL);
-    let mut at = HEADER_LEN + qlen;
-    let mut ttls = Vec::new();
-    let mut kept_end = None;
-    let mut kept_ar = ar;
-    let mut ext = 0u16;
-    let mut min_ttl = u32::MAX;
-    let mut soa_ttl: Option<u32> = None;
-    for i in 0..an + ns + ar {
-        let owner = at;
-        let Some(after) = skip_name(resp, at) else {
-            return Judgement::Malformed;
-        };
-        at = after;
-        if at + 10 > resp.len() {
-            return Judgement::Malformed;
-        }
-        let rtype = be16(resp, at);
-        let ttl = be32(resp, at + 4);
-        let rdlen = usize::from(be16(resp, at + 8));
-        let rdata = at + 10;
-        if rdata + rdlen > resp.len() {
-            return Judgement::Malformed;
-        }
-        if rtype == TYPE_OPT {
-            // One OPT, in the additional section, owned by the root (RFC 6891 §6.1.1).
-            if i < an + ns || kept_end.is_some() || resp[owner] != 0 {
-                return Judgement::Malformed;
-            }
-            kept_end = Some(owner);
-            kept_ar = i - an - ns;
-            ext = u16::from(resp[at + 4]) << 4;
-        } else if kept_end.is_none() {
-            // A TTL with the top bit set counts as zero (RFC 2181 §8).
-            let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl }.min(ttl_cap);
-            ttls.push(((at + 4) as u16, ttl));
-            min_ttl = min_ttl.min(ttl);
-            if rtype == TYPE_SOA && i >= an && i < an + ns && rdlen >= 22 {
-                let minimum = be32(resp, rdata + rdlen - 4);
-                soa_ttl = Some(ttl.min(minimum));
-            }
-        }
-        at = rdata + rdlen;
-    }
-    if at != resp.len() || resp.len() > wire::MAX_MESSAGE {
+    let an = usize::from(be16(resp, 6));
+    let counts = (an, usize::from(be16(resp, 8)), usize::from(be16(resp, 10)));
+    let start = HEADER_LEN + sent_question.len();
+    let Some(r) = walk_records(resp, start, counts, ttl_cap.min(MAX_TTL)) else {
         return Judgement::Malformed;
-    }
-    let rcode = ext | (flags & 0xF);
+    };
+    let rcode = r.ext | (flags & 0xF);
     if rcode_fails(rcode) {
         return Judgement::Failed(rcode);
     }
-    let end = kept_end.unwrap_or(resp.len());
+    let end = r.kept_end.unwrap_or(resp.len());
     let mut msg = resp[..end].to_vec();
-    msg[10..12].copy_from_slice(&(kept_ar as u16).to_be_bytes());
+    msg[10..12].copy_from_slice(&(r.kept_ar as u16).to_be_bytes());
     let life = if flags & TC != 0 {
         None
     } else if rcode == 0 && an > 0 {
-        Some(min_ttl)
+        Some(r.min_ttl)
     } else if rcode == 0 || rcode == 3 {
         // Negative answer: only with an SOA (RFC 2308 §5), and no longer than any record it
         // carries (a CNAME before the NXDOMAIN).
-        soa_ttl.map(|t| t.min(min_ttl))
+        r.soa_ttl.map(|t| t.min(r.min_ttl))
     } else {
         None
     };
     Judgement::Accept(Answer {
         msg,
-        ttls,
+        ttls: r.ttls,
         rcode,
         life: life.filter(|&l| l > 0),
     })
@@ -653,7 +692,7 @@ mod tests {
 
     #[test]
     fn client_reply_never_panics_on_any_stored_bytes() {
-        use rand::{Rng, SeedableRng};
+        use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         for _ in 0..20_000 {
             let len = rng.random_range(0..200);
@@ -677,7 +716,7 @@ mod tests {
 
     #[test]
     fn never_panics_on_junk() {
-        use rand::{Rng, SeedableRng};
+        use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let base = upstream_reply(3);
         for _ in 0..20_000 {

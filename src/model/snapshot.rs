@@ -410,6 +410,13 @@ fn dirty_networks<'c>(old: &'c Catalog, new: &'c Catalog) -> FxHashSet<&'c str> 
 /// Compiles one network's table from its inputs.
 fn compile_network(network: &str, input: &NetInput<'_>, settings: &BuildSettings) -> NetTable {
     let mut accs: BTreeMap<Vec<u8>, Acc> = BTreeMap::new();
+    add_member_names(&mut accs, network, input);
+    add_service_names(&mut accs, network, input);
+    table_of(accs, network, settings)
+}
+
+/// Adds the names of the network's container endpoints (plain, `name.network`, reverse).
+fn add_member_names(accs: &mut BTreeMap<Vec<u8>, Acc>, network: &str, input: &NetInput<'_>) {
     for &(_, container, ep) in &input.members {
         let serving = container.health.is_serving();
         let addrs: Vec<IpAddr> = ep
@@ -454,6 +461,10 @@ fn compile_network(network: &str, input: &NetInput<'_>, settings: &BuildSettings
             }
         }
     }
+}
+
+/// Adds the names of the network's swarm services (`name`, `tasks.name`, both qualified too).
+fn add_service_names(accs: &mut BTreeMap<Vec<u8>, Acc>, network: &str, input: &NetInput<'_>) {
     for svc in &input.services {
         let main = if svc.vips.is_empty() {
             &svc.tasks
@@ -477,6 +488,10 @@ fn compile_network(network: &str, input: &NetInput<'_>, settings: &BuildSettings
             }
         }
     }
+}
+
+/// Compiles the gathered names into the network's lookup table.
+fn table_of(accs: BTreeMap<Vec<u8>, Acc>, network: &str, settings: &BuildSettings) -> NetTable {
     let mut table = NetTable {
         entries: Vec::with_capacity(accs.len()),
         all: FxHashMap::with_capacity_and_hasher(accs.len(), Default::default()),
@@ -537,6 +552,142 @@ fn add_empty_non_terminals(table: &mut NetTable, network: &str) {
     table.ents_qualified = ents_qualified.into_iter().collect();
 }
 
+/// The per-network tables: reused from the previous snapshot when a network's inputs are the
+/// same and the settings that shape entries (TTL, health filtering) did not change, compiled
+/// otherwise.
+fn compile_tables(
+    catalog: &Catalog,
+    settings: &BuildSettings,
+    prev: Option<(&Snapshot, &Catalog)>,
+    net_index: &FxHashMap<&str, u32>,
+) -> Vec<Arc<NetTable>> {
+    let net_names: Vec<&String> = catalog.networks.keys().collect();
+    let reusable = prev.filter(|(snap, _)| {
+        snap.settings.ttl == settings.ttl && snap.settings.health_aware == settings.health_aware
+    });
+    let mut reused: Vec<Option<Arc<NetTable>>> = vec![None; net_names.len()];
+    if let Some((snap, old_cat)) = reusable {
+        let dirty = dirty_networks(old_cat, catalog);
+        for (oi, name) in old_cat.networks.keys().enumerate() {
+            if dirty.contains(name.as_str()) {
+                continue;
+            }
+            if let (Some(&ni), Some(table)) = (net_index.get(name.as_str()), snap.nets.get(oi)) {
+                reused[ni as usize] = Some(table.clone());
+            }
+        }
+    }
+    let need: Vec<bool> = reused.iter().map(Option::is_none).collect();
+    let inputs = group_inputs(catalog, net_index, &need);
+    reused
+        .into_iter()
+        .zip(net_names.iter().zip(&inputs))
+        .map(|(table, (name, input))| {
+            table.unwrap_or_else(|| Arc::new(compile_network(name, input, settings)))
+        })
+        .collect()
+}
+
+/// The networks the host (and any client the tables do not know) sees: `host_view`, or all
+/// of the `count` networks; plus, qualified only, the others when `host_sees_all_qualified`.
+fn host_spec(
+    settings: &BuildSettings,
+    net_index: &FxHashMap<&str, u32>,
+    count: usize,
+) -> Vec<(u32, bool)> {
+    let plain: Vec<u32> = match &settings.host_view {
+        None => (0..count as u32).collect(),
+        Some(list) => list
+            .iter()
+            .filter_map(|n| net_index.get(n.as_str()).copied())
+            .collect(),
+    };
+    let mut spec: Vec<(u32, bool)> = plain.iter().map(|&i| (i, true)).collect();
+    if settings.host_sees_all_qualified {
+        for i in 0..count as u32 {
+            if !plain.contains(&i) {
+                spec.push((i, false));
+            }
+        }
+    }
+    spec
+}
+
+/// Each container address's view: the container's networks, plus its links.
+fn client_views(
+    builder: &mut ViewBuilder<'_>,
+    catalog: &Catalog,
+    net_index: &FxHashMap<&str, u32>,
+) -> FxHashMap<IpAddr, ViewId> {
+    let mut client_views = FxHashMap::default();
+    for container in catalog.containers.values() {
+        let spec: Vec<(u32, bool)> = container
+            .endpoints
+            .iter()
+            .filter_map(|ep| net_index.get(ep.network.as_str()).map(|&i| (i, true)))
+            .collect();
+        if spec.is_empty() {
+            continue;
+        }
+        let mut vid = builder.view(spec);
+        if container.endpoints.iter().any(|ep| !ep.links.is_empty()) {
+            let links = link_overlay(container, net_index, builder.nets);
+            if !links.is_empty() {
+                vid = builder.linked_view(vid, links);
+            }
+        }
+        for ep in &container.endpoints {
+            if !net_index.contains_key(ep.network.as_str()) {
+                continue;
+            }
+            for ip in ep.ipv4.iter().map(|a| IpAddr::V4(*a)) {
+                client_views.entry(ip).or_insert(vid);
+            }
+            for ip in ep.ipv6.iter().map(|a| IpAddr::V6(*a)) {
+                client_views.entry(ip).or_insert(vid);
+            }
+        }
+    }
+    client_views
+}
+
+/// The zone's name-server addresses, from the configured ones and every listening address
+/// (see [`zone::ns_addresses`]).
+fn zone_ns_addresses(catalog: &Catalog, settings: &BuildSettings) -> Vec<IpAddr> {
+    let listeners: Vec<IpAddr> = settings
+        .listen_addresses
+        .iter()
+        .chain(
+            catalog
+                .networks
+                .values()
+                .flat_map(|n| n.listen_addrs.iter()),
+        )
+        .copied()
+        .collect();
+    zone::ns_addresses(&settings.ns_addresses, &listeners)
+}
+
+/// The view of each per-network listener address: that network alone.
+fn listener_views(
+    builder: &mut ViewBuilder<'_>,
+    catalog: &Catalog,
+    net_index: &FxHashMap<&str, u32>,
+) -> FxHashMap<IpAddr, ViewId> {
+    let mut listener_views = FxHashMap::default();
+    for net in catalog.networks.values() {
+        let ni = net_index[net.name.as_str()];
+        if net.listen_addrs.is_empty() {
+            continue;
+        }
+        let vid = builder.view(vec![(ni, true)]);
+        for addr in &net.listen_addrs {
+            listener_views.entry(*addr).or_insert(vid);
+        }
+    }
+    listener_views
+}
+
 impl Snapshot {
     /// An empty snapshot: answers nothing locally, forwards everything.
     pub fn empty(settings: BuildSettings) -> Snapshot {
@@ -565,37 +716,9 @@ impl Snapshot {
         settings: BuildSettings,
         prev: Option<(&Snapshot, &Catalog)>,
     ) -> Snapshot {
-        let net_names: Vec<&String> = catalog.networks.keys().collect();
         let net_index = network_index(catalog);
-
-        // 1. Per-network tables: reused from the previous snapshot when the inputs are the same
-        //    and the settings that shape entries (TTL, health filtering) did not change.
-        let reusable = prev.filter(|(snap, _)| {
-            snap.settings.ttl == settings.ttl && snap.settings.health_aware == settings.health_aware
-        });
-        let mut reused: Vec<Option<Arc<NetTable>>> = vec![None; net_names.len()];
-        if let Some((snap, old_cat)) = reusable {
-            let dirty = dirty_networks(old_cat, catalog);
-            for (oi, name) in old_cat.networks.keys().enumerate() {
-                if dirty.contains(name.as_str()) {
-                    continue;
-                }
-                if let (Some(&ni), Some(table)) = (net_index.get(name.as_str()), snap.nets.get(oi))
-                {
-                    reused[ni as usize] = Some(table.clone());
-                }
-            }
-        }
-        let need: Vec<bool> = reused.iter().map(Option::is_none).collect();
-        let inputs = group_inputs(catalog, &net_index, &need);
-        let nets: Vec<Arc<NetTable>> = reused
-            .into_iter()
-            .zip(net_names.iter().zip(&inputs))
-            .map(|(table, (name, input))| {
-                table.unwrap_or_else(|| Arc::new(compile_network(name, input, &settings)))
-            })
-            .collect();
-
+        // 1. Per-network tables.
+        let nets = compile_tables(catalog, &settings, prev, &net_index);
         let networks: Vec<NetworkInfo> = catalog
             .networks
             .values()
@@ -612,65 +735,9 @@ impl Snapshot {
             views: Vec::new(),
             by_spec: FxHashMap::default(),
         };
-        let host_spec: Vec<(u32, bool)> = {
-            let plain: Vec<u32> = match &settings.host_view {
-                None => (0..net_names.len() as u32).collect(),
-                Some(list) => list
-                    .iter()
-                    .filter_map(|n| net_index.get(n.as_str()).copied())
-                    .collect(),
-            };
-            let mut spec: Vec<(u32, bool)> = plain.iter().map(|&i| (i, true)).collect();
-            if settings.host_sees_all_qualified {
-                for i in 0..net_names.len() as u32 {
-                    if !plain.contains(&i) {
-                        spec.push((i, false));
-                    }
-                }
-            }
-            spec
-        };
-        let host_view = builder.view(host_spec);
-        let mut client_views = FxHashMap::default();
-        for container in catalog.containers.values() {
-            let spec: Vec<(u32, bool)> = container
-                .endpoints
-                .iter()
-                .filter_map(|ep| net_index.get(ep.network.as_str()).map(|&i| (i, true)))
-                .collect();
-            if spec.is_empty() {
-                continue;
-            }
-            let mut vid = builder.view(spec);
-            if container.endpoints.iter().any(|ep| !ep.links.is_empty()) {
-                let links = link_overlay(container, &net_index, &nets);
-                if !links.is_empty() {
-                    vid = builder.linked_view(vid, links);
-                }
-            }
-            for ep in &container.endpoints {
-                if !net_index.contains_key(ep.network.as_str()) {
-                    continue;
-                }
-                for ip in ep.ipv4.iter().map(|a| IpAddr::V4(*a)) {
-                    client_views.entry(ip).or_insert(vid);
-                }
-                for ip in ep.ipv6.iter().map(|a| IpAddr::V6(*a)) {
-                    client_views.entry(ip).or_insert(vid);
-                }
-            }
-        }
-        let mut listener_views = FxHashMap::default();
-        for net in catalog.networks.values() {
-            let ni = net_index[net.name.as_str()];
-            if net.listen_addrs.is_empty() {
-                continue;
-            }
-            let vid = builder.view(vec![(ni, true)]);
-            for addr in &net.listen_addrs {
-                listener_views.entry(*addr).or_insert(vid);
-            }
-        }
+        let host_view = builder.view(host_spec(&settings, &net_index, catalog.networks.len()));
+        let client_views = client_views(&mut builder, catalog, &net_index);
+        let listener_views = listener_views(&mut builder, catalog, &net_index);
         let views = builder.views;
 
         // 3. The zone.
@@ -679,18 +746,7 @@ impl Snapshot {
             .as_deref()
             .and_then(normalize_name)
             .map(Vec::into_boxed_slice);
-        let listeners: Vec<IpAddr> = settings
-            .listen_addresses
-            .iter()
-            .chain(
-                catalog
-                    .networks
-                    .values()
-                    .flat_map(|n| n.listen_addrs.iter()),
-            )
-            .copied()
-            .collect();
-        let ns_addrs = zone::ns_addresses(&settings.ns_addresses, &listeners);
+        let ns_addrs = zone_ns_addresses(catalog, &settings);
         let zone = ZoneData::build(settings.domain.as_deref(), settings.ttl, 1, &ns_addrs);
 
         let served_subnets = catalog

@@ -1,0 +1,1 @@
+//! Empty: the comparison is `cargo bench` (benches/hot.rs).
