@@ -308,10 +308,17 @@ impl WorkerStats {
     }
 }
 
-/// All workers' counters.
+/// All workers' counters: the live workers' and, folded into one sum, those of workers that
+/// were retired (a removed listener's), so totals never go back when a listener goes away.
 #[derive(Debug, Default)]
 pub struct Stats {
-    workers: Mutex<Vec<Arc<WorkerStats>>>,
+    workers: Mutex<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    live: Vec<Arc<WorkerStats>>,
+    retired: Detailed,
 }
 
 impl Stats {
@@ -331,50 +338,83 @@ impl Stats {
 
     fn register(&self, w: WorkerStats) -> Arc<WorkerStats> {
         let w = Arc::new(w);
-        self.workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(w.clone());
+        self.lock().live.push(w.clone());
         w
     }
 
-    /// Sums every worker's counters (including stopped workers').
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Unregisters counters whose writers are gone (a removed listener's): their counts are
+    /// added to the retired sum and the registry drops its reference, so the memory is freed
+    /// with the writers' last one. Unknown counters are ignored.
+    pub fn retire(&self, w: &Arc<WorkerStats>) {
+        let mut reg = self.lock();
+        if let Some(i) = reg.live.iter().position(|x| Arc::ptr_eq(x, w)) {
+            let gone = reg.live.swap_remove(i);
+            gone.add_to(&mut reg.retired);
+        }
+    }
+
+    /// Number of live (registered, not retired) counter sets.
+    pub fn live_workers(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    /// Sums every worker's counters (including retired workers').
     pub fn totals(&self) -> Totals {
         self.detailed().totals
     }
 
-    /// Sums every counter of every worker (including stopped workers').
+    /// Sums every counter of every worker (including retired workers').
     pub fn detailed(&self) -> Detailed {
-        let ws = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-        let mut d = Detailed::default();
-        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        for w in ws.iter() {
-            let t = &mut d.totals;
-            t.udp_local += ld(&w.udp_local);
-            t.tcp_local += ld(&w.tcp_local);
-            t.errors += ld(&w.errors);
-            t.forwarded += ld(&w.forwarded);
-            t.refused += ld(&w.refused);
-            t.dropped += ld(&w.dropped);
-            d.rate_limited += ld(&w.rate_limited);
-            for (dt, wt) in d.replies.iter_mut().zip(&w.replies) {
-                for (dq, wq) in dt.iter_mut().zip(wt) {
-                    for (dr, wr) in dq.iter_mut().zip(wq) {
-                        *dr += ld(wr);
-                    }
-                }
-            }
-            for (ds, ws) in d.sources.iter_mut().zip(&w.sources) {
-                *ds += ld(ws);
-            }
-            for (dh, wh) in d.latency.iter_mut().zip(&w.latency) {
-                for (db, wb) in dh.buckets.iter_mut().zip(&wh.buckets) {
-                    *db += ld(wb);
-                }
-                dh.sum_ns += ld(&wh.sum_ns);
-            }
+        let reg = self.lock();
+        let mut d = reg.retired.clone();
+        for w in &reg.live {
+            w.add_to(&mut d);
         }
         d
+    }
+
+    /// Sums the counters of some workers only (one listener's, say).
+    pub fn sum<'a>(workers: impl IntoIterator<Item = &'a Arc<WorkerStats>>) -> Detailed {
+        let mut d = Detailed::default();
+        for w in workers {
+            w.add_to(&mut d);
+        }
+        d
+    }
+}
+
+impl WorkerStats {
+    /// Adds these counters into `d`.
+    fn add_to(&self, d: &mut Detailed) {
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let t = &mut d.totals;
+        t.udp_local += ld(&self.udp_local);
+        t.tcp_local += ld(&self.tcp_local);
+        t.errors += ld(&self.errors);
+        t.forwarded += ld(&self.forwarded);
+        t.refused += ld(&self.refused);
+        t.dropped += ld(&self.dropped);
+        d.rate_limited += ld(&self.rate_limited);
+        for (dt, wt) in d.replies.iter_mut().zip(&self.replies) {
+            for (dq, wq) in dt.iter_mut().zip(wt) {
+                for (dr, wr) in dq.iter_mut().zip(wq) {
+                    *dr += ld(wr);
+                }
+            }
+        }
+        for (ds, ws) in d.sources.iter_mut().zip(&self.sources) {
+            *ds += ld(ws);
+        }
+        for (dh, wh) in d.latency.iter_mut().zip(&self.latency) {
+            for (db, wb) in dh.buckets.iter_mut().zip(&wh.buckets) {
+                *db += ld(wb);
+            }
+            dh.sum_ns += ld(&wh.sum_ns);
+        }
     }
 }
 
@@ -526,5 +566,24 @@ mod tests {
         assert_eq!(d.latency[2].buckets[LATENCY_BUCKETS - 1], 1);
         assert_eq!(d.rate_limited, 1);
         assert_eq!(stats.totals().udp_local, 1);
+    }
+
+    #[test]
+    fn retired_counters_are_freed_and_still_counted() {
+        let stats = Stats::default();
+        let keep = stats.worker();
+        let gone = stats.worker_owned();
+        let a = msg(b"\x02db\x00", 1, 0, None);
+        gone.answered(false, AnswerSource::Local, &a, 5_000);
+        gone.record(Outcome::Local, false);
+        keep.dropped();
+        let before = stats.detailed();
+        stats.retire(&gone);
+        assert_eq!(stats.live_workers(), 1);
+        assert_eq!(Arc::strong_count(&gone), 1, "the registry let go of it");
+        assert_eq!(stats.detailed(), before, "totals never go back");
+        stats.retire(&gone);
+        assert_eq!(stats.detailed(), before, "retiring twice counts once");
+        assert_eq!(Stats::sum([&keep]).totals.dropped, 1);
     }
 }

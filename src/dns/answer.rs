@@ -136,50 +136,64 @@ fn respond(
         meta_qtype_rcode(q.qtype, tcp)
     };
     if let Some(code) = early {
-        let n = wire::write_response(
-            out,
-            q.id,
-            q.flags,
-            q.question,
-            q.edns,
-            Body {
-                rcode: code,
-                no_recursion,
-                ..Default::default()
-            },
-            limit,
-        );
+        let body = Body {
+            rcode: code,
+            no_recursion,
+            ..Default::default()
+        };
+        let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
         return Action::Reply(n, Outcome::Error);
     }
     let view = snap.view_for(client, local);
-    let mut body = match snap.resolve(view, q.key, q.qtype, q.qclass) {
+    let mut body = match from_tables(snap, client, view, &q, out, limit) {
+        Ok(body) => body,
+        Err(done) => return done,
+    };
+    body.no_recursion = no_recursion;
+    let outcome = if matches!(body.rcode, rcode::REFUSED | rcode::SERVFAIL) {
+        Outcome::Error
+    } else {
+        Outcome::Local
+    };
+    let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
+    Action::Reply(n, outcome)
+}
+
+/// The body of the answer the tables give, or the action already taken when the answer is
+/// written elsewhere (forwarded or kept home by [`unanswered`], a reverse zone's negative
+/// answer).
+#[inline(always)]
+fn from_tables<'s>(
+    snap: &'s Snapshot,
+    client: IpAddr,
+    view: &'s crate::model::View,
+    q: &Query<'_>,
+    out: &mut [u8],
+    limit: usize,
+) -> Result<Body<'s>, Action> {
+    let no_recursion = !snap.settings.recursion;
+    let rcode_only = |rcode| Body {
+        rcode,
+        ..Default::default()
+    };
+    Ok(match snap.resolve(view, q.key, q.qtype, q.qclass) {
         // Authoritative only (`recursion = false`): nothing that is not local is answered.
-        Resolution::Forward if no_recursion => Body {
-            rcode: rcode::REFUSED,
-            ..Default::default()
-        },
-        Resolution::NxDomain { soa: false } if !view.forward && no_recursion => Body {
-            rcode: rcode::REFUSED,
-            ..Default::default()
-        },
+        Resolution::Forward if no_recursion => rcode_only(rcode::REFUSED),
+        Resolution::NxDomain { soa: false } if !view.forward && no_recursion => {
+            rcode_only(rcode::REFUSED)
+        }
         // Not in the tables: forwarded, unless the client's upstream rules keep it home.
-        Resolution::Forward => return unanswered(snap, client, view, &q, out, limit),
+        Resolution::Forward => return Err(unanswered(snap, client, view, q, out, limit)),
         // Not in the tables of a client that sees internal networks only: its own DNS servers
         // on those networks, else SERVFAIL at once (current Docker).
         Resolution::NxDomain { soa: false } if !view.forward => {
-            return unanswered(snap, client, view, &q, out, limit)
+            return Err(unanswered(snap, client, view, q, out, limit))
         }
         Resolution::Reverse { nxdomain, zone_at } => {
-            return reply_reverse(snap, &q, nxdomain, zone_at, out, limit)
+            return Err(reply_reverse(snap, q, nxdomain, zone_at, out, limit))
         }
-        Resolution::Refused => Body {
-            rcode: rcode::REFUSED,
-            ..Default::default()
-        },
-        Resolution::ServFail => Body {
-            rcode: rcode::SERVFAIL,
-            ..Default::default()
-        },
+        Resolution::Refused => rcode_only(rcode::REFUSED),
+        Resolution::ServFail => rcode_only(rcode::SERVFAIL),
         Resolution::Answer { set, entry } => Body {
             rcode: rcode::NOERROR,
             authoritative: true,
@@ -198,15 +212,7 @@ fn respond(
             authority: if soa { snap.soa_authority() } else { &[] },
             ..Default::default()
         },
-    };
-    body.no_recursion = no_recursion;
-    let outcome = if matches!(body.rcode, rcode::REFUSED | rcode::SERVFAIL) {
-        Outcome::Error
-    } else {
-        Outcome::Local
-    };
-    let n = wire::write_response(out, q.id, q.flags, q.question, q.edns, body, limit);
-    Action::Reply(n, outcome)
+    })
 }
 
 /// QTYPEs answered the same way for every name, never forwarded: zone transfers (dockns

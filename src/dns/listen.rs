@@ -5,16 +5,16 @@
 //! A fixed port is first probed without SO_REUSEPORT, so a port already held by another server
 //! (even another dockns) is reported instead of silently shared.
 
+use super::engine::{worker_stats, UdpEngine};
 use super::guard::Guard;
 use super::tcp::{accept_loop, TcpContext};
-use super::udp::UdpWorker;
+use super::udp::{Slot, UdpDeps};
 use crate::forward::Forwarder;
 use crate::model::SnapshotHandle;
-use crate::stats::Stats;
+use crate::stats::{Detailed, Stats, WorkerStats};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
@@ -121,7 +121,7 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 pub struct BoundSockets {
     /// The address actually bound (port resolved when 0 was asked).
     pub addr: SocketAddr,
-    /// One UDP socket per worker.
+    /// One non-blocking UDP socket per worker.
     pub udp: Vec<UdpSocket>,
     /// The TCP listener.
     pub tcp: std::net::TcpListener,
@@ -162,7 +162,7 @@ pub fn bind(addr: SocketAddr, workers: usize) -> Result<BoundSockets, BindError>
         let udp = udp
             .into_iter()
             .map(|s| {
-                s.set_read_timeout(Some(Duration::from_millis(100)))?;
+                s.set_nonblocking(true)?;
                 Ok(UdpSocket::from(s))
             })
             .collect::<std::io::Result<Vec<_>>>()
@@ -190,38 +190,49 @@ pub struct ListenerDeps {
     pub tcp_idle_timeout: Duration,
     /// TCP connection slots, shared by all listeners.
     pub tcp_connections: Arc<Semaphore>,
-    /// UDP workers per listener.
+    /// UDP worker threads (shared by every listener).
     pub workers: usize,
     /// Access control and forward rate limits.
     pub guard: Arc<Guard>,
 }
 
+/// One running listener: its UDP sockets live in the engine's workers under `id`.
 struct Running {
-    stop_udp: Arc<AtomicBool>,
+    bound: SocketAddr,
+    id: usize,
+    /// Counters of its UDP sockets, one per worker (retired on removal).
+    udp_stats: Vec<Arc<WorkerStats>>,
+    /// Counters of its TCP connections (retired when the last connection ends).
+    tcp_stats: Arc<WorkerStats>,
     stop_tcp: watch::Sender<bool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
     tcp_task: tokio::task::JoinHandle<()>,
 }
 
-impl Running {
-    fn stop(
-        self,
-    ) -> (
-        Vec<std::thread::JoinHandle<()>>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        self.stop_udp.store(true, Ordering::Relaxed);
-        let _ = self.stop_tcp.send(true);
-        (self.threads, self.tcp_task)
-    }
+/// A running listener, for reports (`/metrics`, the admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveListener {
+    /// The address asked for.
+    pub asked: SocketAddr,
+    /// The address bound (port resolved when 0 was asked).
+    pub bound: SocketAddr,
+    /// What it answered itself, UDP and TCP (forwarded replies are counted per worker).
+    pub queries: Detailed,
 }
 
-/// The set of running listeners, keyed by the address asked for.
+struct Inner {
+    engine: Option<UdpEngine>,
+    next_id: usize,
+    running: BTreeMap<SocketAddr, Running>,
+}
+
+/// The set of running listeners, keyed by the address asked for. Its UDP sockets are served by
+/// one [`UdpEngine`] (a fixed number of threads, started with the first listener), its TCP
+/// listeners by one accept task each on the runtime: no thread per listener.
 pub struct ListenerSet {
     deps: ListenerDeps,
     /// All TCP connection slots (to wait for every connection to drain on shutdown).
     tcp_slots: u32,
-    running: Mutex<BTreeMap<SocketAddr, (SocketAddr, Running)>>,
+    inner: Mutex<Inner>,
 }
 
 impl ListenerSet {
@@ -230,114 +241,165 @@ impl ListenerSet {
         ListenerSet {
             tcp_slots: deps.tcp_connections.available_permits() as u32,
             deps,
-            running: Mutex::new(BTreeMap::new()),
+            inner: Mutex::new(Inner {
+                engine: None,
+                next_id: 0,
+                running: BTreeMap::new(),
+            }),
         }
     }
 
-    /// Starts a listener on `addr` (UDP workers and TCP); returns the bound address.
-    /// Starting an address that is already running returns its bound address.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a listener on `addr` (UDP on every engine worker, and TCP); returns the bound
+    /// address. Starting an address that is already running returns its bound address.
     pub fn add(&self, addr: SocketAddr) -> Result<SocketAddr, BindError> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((bound, _)) = running.get(&addr) {
-            return Ok(*bound);
+        let mut inner = self.lock();
+        if let Some(r) = inner.running.get(&addr) {
+            return Ok(r.bound);
         }
-        let sockets = bind(addr, self.deps.workers)?;
-        let bound = sockets.addr;
-        let local = (!bound.ip().is_unspecified()).then(|| bound.ip());
-        let stop_udp = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let forward_stats = self.deps.stats.worker();
-        for (i, sock) in sockets.udp.into_iter().enumerate() {
-            let worker = UdpWorker {
-                socket: Arc::new(sock),
-                local,
+        if inner.engine.is_none() {
+            let deps = UdpDeps {
                 snapshot: self.deps.snapshot.clone(),
                 forwarder: self.deps.forwarder.clone(),
                 runtime: self.deps.runtime.clone(),
-                stop: stop_udp.clone(),
-                stats: self.deps.stats.worker_owned(),
-                forward_stats: forward_stats.clone(),
                 guard: self.deps.guard.clone(),
             };
-            let t = std::thread::Builder::new()
-                .name(format!("udp-{}-{i}", bound.port()))
-                .spawn(move || worker.run())
+            let engine = UdpEngine::start(self.deps.workers, &deps, &self.deps.stats)
                 .map_err(|source| BindError::Thread { source })?;
-            threads.push(t);
+            inner.engine = Some(engine);
         }
+        let workers = inner.engine.as_ref().map_or(1, UdpEngine::workers);
+        let sockets = bind(addr, workers)?;
+        let bound = sockets.addr;
+        let local = (!bound.ip().is_unspecified()).then(|| bound.ip());
+        let (stop_tcp, tcp_task, tcp_stats) = self.start_tcp(sockets.tcp, bound, local)?;
+        let udp_stats = worker_stats(&self.deps.stats, workers);
+        let slots = sockets
+            .udp
+            .into_iter()
+            .zip(&udp_stats)
+            .map(|(socket, stats)| Slot {
+                socket: Arc::new(socket),
+                local,
+                stats: stats.clone(),
+            })
+            .collect();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        if let Some(engine) = &inner.engine {
+            engine.add(id, slots);
+        }
+        inner.running.insert(
+            addr,
+            Running {
+                bound,
+                id,
+                udp_stats,
+                tcp_stats,
+                stop_tcp,
+                tcp_task,
+            },
+        );
+        tracing::info!(%bound, "listening (udp+tcp)");
+        Ok(bound)
+    }
+
+    /// Starts the accept task of a TCP listener.
+    fn start_tcp(
+        &self,
+        listener: std::net::TcpListener,
+        bound: SocketAddr,
+        local: Option<IpAddr>,
+    ) -> Result<TcpStart, BindError> {
         let (stop_tcp, stop_rx) = watch::channel(false);
+        let stats = self.deps.stats.worker();
         let ctx = Arc::new(TcpContext {
             local,
             snapshot: self.deps.snapshot.clone(),
             forwarder: self.deps.forwarder.clone(),
-            stats: self.deps.stats.worker(),
+            stats: stats.clone(),
+            registry: self.deps.stats.clone(),
             idle_timeout: self.deps.tcp_idle_timeout,
             connections: self.deps.tcp_connections.clone(),
             guard: self.deps.guard.clone(),
         });
         let tcp = {
             let _guard = self.deps.runtime.enter();
-            tokio::net::TcpListener::from_std(sockets.tcp)
-                .map_err(|e| bind_error(bound, "tcp", &e))?
+            tokio::net::TcpListener::from_std(listener).map_err(|e| bind_error(bound, "tcp", &e))?
         };
-        let tcp_task = self.deps.runtime.spawn(accept_loop(tcp, ctx, stop_rx));
-        running.insert(
-            addr,
-            (
-                bound,
-                Running {
-                    stop_udp,
-                    stop_tcp,
-                    threads,
-                    tcp_task,
-                },
-            ),
-        );
-        tracing::info!(%bound, "listening (udp+tcp)");
-        Ok(bound)
+        let task = self.deps.runtime.spawn(accept_loop(tcp, ctx, stop_rx));
+        Ok((stop_tcp, task, stats))
     }
 
-    /// Stops the listener started for `addr`, if any. Its threads finish within ~100 ms.
+    /// Stops the listener started for `addr`, if any: its UDP sockets are closed and their
+    /// counters retired before this returns; its TCP connections finish on their own.
     pub fn remove(&self, addr: SocketAddr) {
-        let r = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&addr);
-        if let Some((bound, r)) = r {
-            let _ = r.stop();
-            tracing::info!(%bound, "stopped listening");
+        let mut inner = self.lock();
+        let Some(r) = inner.running.remove(&addr) else {
+            return;
+        };
+        if let Some(engine) = &inner.engine {
+            engine.remove(r.id);
         }
+        drop(inner);
+        let _ = r.stop_tcp.send(true);
+        for w in &r.udp_stats {
+            self.deps.stats.retire(w);
+        }
+        drop(r);
+        release_freed_memory();
+        tracing::info!(bound = %addr, "stopped listening");
     }
 
     /// The addresses asked for, with what they are bound to.
     pub fn addresses(&self) -> Vec<(SocketAddr, SocketAddr)> {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.lock()
+            .running
             .iter()
-            .map(|(a, (b, _))| (*a, *b))
+            .map(|(a, r)| (*a, r.bound))
             .collect()
     }
 
-    /// Stops every listener and waits for the UDP threads and the accept loops to end, then for
-    /// open TCP connections to drain (answer what they read, wait up to `SHUTDOWN_DRAIN` for
-    /// their forwards, flush, close).
-    pub async fn stop_all(&self) {
-        let all: Vec<Running> =
-            std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()))
-                .into_values()
-                .map(|(_, r)| r)
-                .collect();
-        for r in all {
-            let (threads, task) = r.stop();
-            let _ = task.await;
-            let _ = tokio::task::spawn_blocking(move || {
-                for t in threads {
-                    let _ = t.join();
-                }
+    /// The running listeners with what each answered so far.
+    pub fn live(&self) -> Vec<LiveListener> {
+        self.lock()
+            .running
+            .iter()
+            .map(|(a, r)| LiveListener {
+                asked: *a,
+                bound: r.bound,
+                queries: Stats::sum(r.udp_stats.iter().chain([&r.tcp_stats])),
             })
-            .await;
+            .collect()
+    }
+
+    /// Number of UDP worker threads running (0 before the first listener).
+    pub fn udp_workers(&self) -> usize {
+        self.lock().engine.as_ref().map_or(0, UdpEngine::workers)
+    }
+
+    /// Stops every listener and the UDP workers and waits for them and the accept loops to
+    /// end, then for open TCP connections to drain (answer what they read, wait up to
+    /// `SHUTDOWN_DRAIN` for their forwards, flush, close).
+    pub async fn stop_all(&self) {
+        let (engine, all) = {
+            let mut inner = self.lock();
+            (inner.engine.take(), std::mem::take(&mut inner.running))
+        };
+        for r in all.values() {
+            let _ = r.stop_tcp.send(true);
+        }
+        if let Some(engine) = engine {
+            let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
+        }
+        for r in all.into_values() {
+            let _ = r.tcp_task.await;
+            for w in &r.udp_stats {
+                self.deps.stats.retire(w);
+            }
         }
         let drain = super::tcp::SHUTDOWN_DRAIN + Duration::from_millis(300);
         let _ = tokio::time::timeout(
@@ -347,3 +409,20 @@ impl ListenerSet {
         .await;
     }
 }
+
+/// Hands heap pages freed by a removed listener back to the OS: glibc keeps freed pages in its
+/// heap otherwise, and RSS would stay at its high-water mark after network churn (each listener
+/// costs a few KiB of counters and task state).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims glibc's own heap; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+type TcpStart = (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    Arc<WorkerStats>,
+);

@@ -1,5 +1,4 @@
-//! UDP workers: one OS thread and one SO_REUSEPORT socket each, so the kernel spreads queries
-//! over the workers with no shared queue.
+//! Answering UDP: one worker's receive-answer-send cycle on one listener socket.
 //!
 //! A worker receives a batch of datagrams (`recvmmsg`), loads the current snapshot once for the
 //! batch (a lock-free `arc-swap` guard), answers local names into a batch of reply buffers and
@@ -7,43 +6,47 @@
 //! Forwarded questions the cache can answer go out in the same batch (one shard lock, no
 //! allocation); the others are sent upstream from this thread on the forwarder's socket pool
 //! (`forward/pool.rs`: no task, no socket per question) and answered by its receiver thread,
-//! bounded by the forwarder's in-flight limit (REFUSED beyond it). The thread polls a stop flag between
-//! batches (the socket has a short read timeout), which is how listeners are removed.
+//! bounded by the forwarder's in-flight limit (REFUSED beyond it).
+//!
+//! Replies never go to a source that cannot be one (port 0, unspecified, broadcast or multicast
+//! addresses, RFC 1122 §3.2.1.3 and RFC 768): such datagrams are dropped and counted. Which
+//! sockets to serve and when is the engine's job (`engine.rs`); this module never blocks.
 
 use super::answer::{self, Action};
 use super::guard::Guard;
+use super::report::{ForwardAdmission, Reporter};
 use crate::forward::engine::UdpClient;
 use crate::forward::Forwarder;
 use crate::mmsg::MsgBatch;
-use crate::model::SnapshotHandle;
-use crate::stats::{log_reply, since, stamp, AnswerSource, Stamp, WorkerStats};
-use crate::wire::{rcode, MAX_MESSAGE};
+use crate::model::{Snapshot, SnapshotHandle};
+use crate::stats::{stamp, Stamp, WorkerStats};
+use crate::wire::MAX_MESSAGE;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-/// What a UDP worker needs.
-pub struct UdpWorker {
-    /// The socket (shared with the upstream receiver thread, which sends forwarded replies).
-    pub socket: Arc<UdpSocket>,
-    /// Address the socket is bound to; `None` for a wildcard bind.
-    pub local: Option<IpAddr>,
+/// What every UDP worker needs from the server.
+#[derive(Clone)]
+pub struct UdpDeps {
     /// Current tables.
     pub snapshot: SnapshotHandle,
     /// Upstream pool.
     pub forwarder: Arc<Forwarder>,
     /// Runtime (for the health probes the upstream receiver starts).
     pub runtime: tokio::runtime::Handle,
-    /// Set to stop the worker.
-    pub stop: Arc<AtomicBool>,
-    /// Counters.
-    pub stats: Arc<WorkerStats>,
-    /// Counters for forwarded replies (the worker's own are written only by its thread).
-    pub forward_stats: Arc<WorkerStats>,
     /// Access control and forward rate limits.
     pub guard: Arc<Guard>,
+}
+
+/// One listener socket as one worker serves it.
+pub struct Slot {
+    /// The socket (non-blocking; shared with the upstream receiver thread, which sends
+    /// forwarded replies from it).
+    pub socket: Arc<UdpSocket>,
+    /// Address the socket is bound to; `None` for a wildcard bind.
+    pub local: Option<IpAddr>,
+    /// This worker's counters for this listener (written by the worker's thread only).
+    pub stats: Arc<WorkerStats>,
 }
 
 /// Clients may reach us over an IPv4-mapped IPv6 address: scope by the IPv4 address.
@@ -55,8 +58,20 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether a datagram from `port` at `ip` (canonical) may be answered: not from port 0 (RFC 768:
+/// no reply is expected) and not from an address that is never a host's own (unspecified,
+/// broadcast, multicast: RFC 1122 §3.2.1.3 says to discard such datagrams).
+#[inline]
+pub fn replyable(ip: IpAddr, port: u16) -> bool {
+    port != 0
+        && match ip {
+            IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
+            IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+        }
+}
+
 /// Datagrams moved per system call.
-const BATCH: usize = 32;
+pub const BATCH: usize = 32;
 /// Receive buffer per datagram: any UDP payload fits (a 64 KiB datagram of garbage still gets
 /// its FORMERR). The kernel only touches the bytes it writes, so the untouched tail of each
 /// buffer costs address space, not memory.
@@ -65,153 +80,206 @@ const MAX_UDP_QUERY: usize = MAX_MESSAGE + 1;
 /// cached responses are checked against this size before they are written).
 const UDP_OUT: usize = 4096;
 
-/// Batch size from which the worker keeps polling instead of sleeping, and for how long.
-const SPIN_MIN_BATCH: usize = 4;
-const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+/// How a [`UdpWorker::serve`] turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// The socket has nothing more to read now; `busy` when its last batch was large (the
+    /// worker may poll a little longer before it sleeps).
+    Drained {
+        /// The last batch held several datagrams.
+        busy: bool,
+    },
+    /// The turn's budget ran out with datagrams possibly still queued.
+    More,
+}
+
+/// Batch size from which a drained socket counts as busy.
+const BUSY_BATCH: usize = 4;
+
+/// One worker's buffers and what it answers with; serves any number of listener sockets, one
+/// turn at a time.
+pub struct UdpWorker {
+    deps: UdpDeps,
+    /// Counters for forwarded replies (written by the upstream receiver thread).
+    forward_stats: Arc<WorkerStats>,
+    inb: MsgBatch,
+    outb: MsgBatch,
+    scratch: Vec<u8>,
+}
 
 impl UdpWorker {
-    /// Runs until the stop flag is set.
-    ///
-    /// Each round receives up to [`BATCH`] datagrams with one `recvmmsg` (blocking for the
-    /// first only), answers them against one snapshot load into a second batch, and sends all
-    /// replies with one `sendmmsg`. Buffers are allocated once, before the loop.
-    pub fn run(self) {
-        let fd = self.socket.as_raw_fd();
-        let mut inb = MsgBatch::new(BATCH, MAX_UDP_QUERY, true);
-        let mut outb = MsgBatch::new(BATCH, UDP_OUT, true);
-        let mut scratch = vec![0u8; UDP_OUT];
-        // Under load (the last batch held several datagrams) the worker polls without sleeping
-        // for a short while before it blocks again: a sleep/wake cycle per batch costs more
-        // CPU than a few empty non-blocking receives.
-        let mut spin_until: Option<Instant> = None;
-        while !self.stop.load(Ordering::Relaxed) {
-            let flags = if spin_until.is_some() {
-                libc::MSG_DONTWAIT
-            } else {
-                libc::MSG_WAITFORONE
-            };
-            // Timeouts (the socket's 100 ms read timeout, so the stop flag is polled), EINTR
-            // and ICMP errors from earlier sends (ECONNREFUSED) are all not fatal.
-            let n = match inb.recv(fd, BATCH, flags) {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    if spin_until.is_some_and(|t| Instant::now() >= t) {
-                        spin_until = None;
-                    }
-                    continue;
-                }
-            };
-            // One clock read per batch: latency is counted from the batch's arrival.
-            let t0 = stamp();
-            spin_until = (n >= SPIN_MIN_BATCH).then(|| Instant::now() + SPIN);
-            let mut replies = 0;
-            {
-                let snap = self.snapshot.load();
-                for i in 0..n {
-                    let (Some(src), false) = (inb.addr(i), inb.truncated(i)) else {
-                        self.stats.dropped();
-                        continue;
-                    };
-                    let pkt = inb.packet(i);
-                    let client = canonical(src.ip());
-                    let out = outb.buf_mut(replies);
-                    let action = match self.guard.screen(&snap, client, pkt, out, false) {
-                        Some(refused) => refused,
-                        None => {
-                            let local = self.guard.scope_local(client, self.local);
-                            answer::handle(&snap, client, local, pkt, out, false)
-                        }
-                    };
-                    let (len, source) = match action {
-                        Action::Reply(len, outcome) => {
-                            self.stats.record(outcome, false);
-                            (len, AnswerSource::Local)
-                        }
-                        Action::Drop => {
-                            self.stats.dropped();
-                            continue;
-                        }
-                        // A cached forward answer goes out with this batch; only a miss
-                        // becomes a task.
-                        Action::Forward => match self.forwarder.answer_from_cache(
-                            pkt,
-                            outb.buf_mut(replies),
-                            false,
-                            snap.client_servers(client),
-                        ) {
-                            Some(len) => {
-                                self.stats.forwarded();
-                                (len, AnswerSource::Cache)
-                            }
-                            None => {
-                                let servers = snap.client_servers(client);
-                                let within_rate = self.guard.allow_forward(&snap, client);
-                                self.forward(pkt, src, servers, within_rate, &mut scratch, t0);
-                                continue;
-                            }
-                        },
-                    };
-                    outb.set_len(replies, len);
-                    outb.copy_addr(replies, &inb, i);
-                    let reply = &outb.buf_mut(replies)[..len];
-                    self.stats.answered(false, source, reply, since(t0));
-                    log_reply(src, false, source, reply);
-                    replies += 1;
-                }
-            }
-            if replies > 0 {
-                outb.send_all(fd, replies);
-            }
+    /// A worker; its buffers are allocated here, once.
+    pub fn new(deps: UdpDeps, forward_stats: Arc<WorkerStats>) -> UdpWorker {
+        UdpWorker {
+            deps,
+            forward_stats,
+            inb: MsgBatch::new(BATCH, MAX_UDP_QUERY, true),
+            outb: MsgBatch::new(BATCH, UDP_OUT, true),
+            scratch: vec![0u8; UDP_OUT],
         }
     }
 
-    fn forward(
-        &self,
-        pkt: &[u8],
-        src: SocketAddr,
-        servers: Option<&Arc<[SocketAddr]>>,
-        within_rate: bool,
-        out: &mut [u8],
+    /// Serves `slot` for up to `budget` batches: each receives up to [`BATCH`] datagrams with
+    /// one non-blocking `recvmmsg`, answers them against one snapshot load and sends all replies
+    /// with one `sendmmsg`.
+    pub fn serve(&mut self, slot: &Slot, budget: usize) -> Served {
+        let fd = slot.socket.as_raw_fd();
+        let mut busy = false;
+        for _ in 0..budget {
+            // EAGAIN ends the turn; EINTR and ICMP errors from earlier sends (ECONNREFUSED)
+            // only cost a try.
+            let n = match self.inb.recv(fd, BATCH, libc::MSG_DONTWAIT) {
+                Ok(0) => return Served::Drained { busy },
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Served::Drained { busy }
+                }
+                Err(_) => continue,
+            };
+            busy = n >= BUSY_BATCH;
+            // One clock read per batch: latency is counted from the batch's arrival.
+            let replies = self.answer_batch(slot, n, stamp());
+            if replies > 0 {
+                self.outb.send_all(fd, replies);
+            }
+            // A short batch emptied the queue: whatever arrives later raises a new
+            // (edge-triggered) readiness event, so no read is spent to hear EAGAIN.
+            if n < BATCH {
+                return Served::Drained { busy };
+            }
+        }
+        Served::More
+    }
+
+    /// Answers received datagrams `0..n` into the out batch; returns how many replies it holds.
+    fn answer_batch(&mut self, slot: &Slot, n: usize, t0: Stamp) -> usize {
+        let report = Reporter::new(&slot.stats, false);
+        let snap = self.deps.snapshot.load();
+        let mut replies = 0;
+        for i in 0..n {
+            let Some(src) = self.inb.addr(i).filter(|_| !self.inb.truncated(i)) else {
+                report.dropped();
+                continue;
+            };
+            let client = canonical(src.ip());
+            if !replyable(client, src.port()) {
+                report.dropped();
+                continue;
+            }
+            if let Some(len) = self.answer_one(&snap, slot, report, i, (client, src), replies, t0) {
+                self.outb.set_len(replies, len);
+                self.outb.copy_addr(replies, &self.inb, i);
+                replies += 1;
+            }
+        }
+        replies
+    }
+
+    /// Answers datagram `i` into reply slot `at`; `None` when it gets no reply in this batch
+    /// (dropped, or sent upstream).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn answer_one(
+        &mut self,
+        snap: &Snapshot,
+        slot: &Slot,
+        report: Reporter<'_>,
+        i: usize,
+        (client, src): (IpAddr, SocketAddr),
+        at: usize,
         t0: Stamp,
-    ) {
-        // Over the in-flight bound: REFUSED; over the client's rate: SERVFAIL (see guard).
-        let mut limited_rcode = rcode::REFUSED;
-        let permit = if within_rate {
-            let p = self.forwarder.try_acquire();
-            if p.is_none() {
-                self.stats.refused();
+    ) -> Option<usize> {
+        let pkt = self.inb.packet(i);
+        let out = self.outb.buf_mut(at);
+        let action = match self.deps.guard.screen(snap, client, pkt, out, false) {
+            Some(refused) => refused,
+            None => {
+                let local = self.deps.guard.scope_local(client, slot.local);
+                answer::handle(snap, client, local, pkt, out, false)
             }
-            p
-        } else {
-            self.stats.rate_limited();
-            limited_rcode = Guard::OVER_RATE_RCODE;
-            None
         };
-        let Some(permit) = permit else {
-            let n = answer::error_response(pkt, limited_rcode, out, false);
-            if n > 0 {
-                let reply = &out[..n];
-                self.stats
-                    .answered(false, AnswerSource::Local, reply, since(t0));
-                log_reply(src, false, AnswerSource::Local, reply);
-                let _ = self.socket.send_to(reply, src);
+        match action {
+            Action::Reply(len, outcome) => {
+                report.local(src, outcome, &out[..len], t0);
+                Some(len)
             }
-            return;
-        };
-        self.stats.forwarded();
-        // Sent upstream from this thread on a pool socket; the pool's receiver thread answers
-        // the client from this listener socket. No task, no socket, no await.
-        self.forwarder.forward_udp(
-            pkt,
-            UdpClient {
-                socket: self.socket.clone(),
-                to: src,
-                t0,
-                stats: self.forward_stats.clone(),
-                permit: Some(permit),
-            },
-            servers,
-            &self.runtime,
-        );
+            Action::Drop => {
+                report.dropped();
+                None
+            }
+            // A cached forward answer goes out with this batch; only a miss goes upstream.
+            Action::Forward => {
+                let servers = snap.client_servers(client);
+                match self
+                    .deps
+                    .forwarder
+                    .answer_from_cache(pkt, out, false, servers)
+                {
+                    Some(len) => {
+                        report.cache_hit(src, &out[..len], t0);
+                        Some(len)
+                    }
+                    None => {
+                        let deps = &self.deps;
+                        let admitted = report.admit_forward(
+                            (&deps.guard, snap),
+                            &deps.forwarder,
+                            (client, src),
+                            pkt,
+                            &mut self.scratch,
+                            t0,
+                        );
+                        match admitted {
+                            ForwardAdmission::Refused(0) => {}
+                            ForwardAdmission::Refused(n) => {
+                                let _ = slot.socket.send_to(&self.scratch[..n], src);
+                            }
+                            // Sent upstream from this thread on a pool socket; the pool's
+                            // receiver thread answers the client from this listener socket.
+                            ForwardAdmission::Go(permit) => deps.forwarder.forward_udp(
+                                pkt,
+                                UdpClient {
+                                    socket: slot.socket.clone(),
+                                    to: src,
+                                    t0,
+                                    stats: self.forward_stats.clone(),
+                                    permit: Some(permit),
+                                },
+                                servers,
+                                &deps.runtime,
+                            ),
+                        }
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn sources_that_cannot_take_a_reply() {
+        let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        // RFC 768: source port 0 means no reply is expected.
+        assert!(!replyable(v4(127, 0, 0, 1), 0));
+        // RFC 1122 §3.2.1.3: never a host's own address.
+        assert!(!replyable(v4(0, 0, 0, 0), 5353));
+        assert!(!replyable(v4(255, 255, 255, 255), 5353));
+        assert!(!replyable(v4(224, 0, 0, 251), 5353));
+        assert!(!replyable(v4(239, 1, 2, 3), 5353));
+        assert!(!replyable(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 5353));
+        assert!(!replyable("ff02::fb".parse().unwrap(), 5353));
+        // Ordinary clients.
+        assert!(replyable(v4(127, 0, 0, 1), 40000));
+        assert!(replyable(v4(172, 18, 0, 5), 1));
+        assert!(replyable("fd00::5".parse().unwrap(), 40000));
+        // An IPv4-mapped source is judged by its IPv4 address once canonical.
+        let mapped: IpAddr = "::ffff:255.255.255.255".parse().unwrap();
+        assert!(!replyable(canonical(mapped), 5353));
     }
 }
