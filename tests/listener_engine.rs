@@ -89,6 +89,12 @@ fn answers(addr: SocketAddr, id: u16) -> bool {
 async fn thread_count_does_not_depend_on_listener_count() {
     let _one = ONE_AT_A_TIME.lock().await;
     let server = start();
+    // A new thread names itself when it starts to run: wait for the workers' names (not
+    // for their number, which the assertion below checks).
+    let named = Instant::now() + Duration::from_secs(5);
+    while udp_threads().len() < WORKERS && Instant::now() < named {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let before = threads().len();
     assert_eq!(udp_threads().len(), WORKERS, "one UDP thread per worker");
     let extra = gateways(40);
