@@ -163,6 +163,13 @@ impl Guard {
         }
     }
 
+    /// Whether `client` (canonical) is one of this machine's own interface addresses: the
+    /// one test behind admission, the host view and the loopback rate exemption. Lock-free.
+    #[inline]
+    fn is_host_address(&self, client: IpAddr) -> bool {
+        self.host_addrs.load().binary_search(&client).is_ok()
+    }
+
     /// Whether `client` is answered at all. Allocation-free and lock-free.
     #[inline]
     pub fn admit(&self, snap: &Snapshot, client: IpAddr) -> Admission {
@@ -172,7 +179,7 @@ impl Guard {
         if (s.allow_loopback && client.is_loopback())
             || snap.is_served_client(client)
             || s.allow.iter().any(|n| n.contains(&client))
-            || (s.allow_loopback && self.host_addrs.load().binary_search(&client).is_ok())
+            || (s.allow_loopback && self.is_host_address(client))
             || self.provisional.load().iter().any(|n| n.contains(&client))
         {
             Admission::Allow
@@ -194,7 +201,7 @@ impl Guard {
     pub fn scope_local(&self, client: IpAddr, local: Option<IpAddr>) -> Option<IpAddr> {
         let l = local?;
         let client = client.to_canonical();
-        if client.is_loopback() || self.host_addrs.load().binary_search(&client).is_ok() {
+        if client.is_loopback() || self.is_host_address(client) {
             None
         } else {
             Some(l)
@@ -228,8 +235,7 @@ impl Guard {
         let s = self.settings.load();
         let client = client.to_canonical();
         if s.forward_rate == 0
-            || (!s.rate_limit_loopback
-                && (client.is_loopback() || self.host_addrs.load().binary_search(&client).is_ok()))
+            || (!s.rate_limit_loopback && (client.is_loopback() || self.is_host_address(client)))
         {
             return true;
         }
