@@ -484,6 +484,36 @@ fn host_resolves_through_a_gateway_address() {
     assert!(d.upstream.saw(&web), "forwarded as Docker would forward it");
 }
 
+/// Runs the static musl lookup client (`tests/clients/lookups.c`) in a new container on `net`
+/// with `resolv` as its resolv.conf: `count` unique names under `<prefix>-<tag>.NX_ZONE` at
+/// `rate` per second, a lookup over 200 ms counted slow. Returns its output (one line per
+/// lookup, then a summary).
+fn musl_lookups(
+    lab: &Lab,
+    net: &str,
+    resolv: &str,
+    img: &str,
+    (name, count, rate, tag): (&str, u32, u32, &str),
+) -> String {
+    let client = lab.name(name);
+    lab.track_container(&client);
+    dk(&[
+        "run",
+        "--name",
+        &client,
+        "--network",
+        net,
+        "-v",
+        &format!("{resolv}:/etc/resolv.conf:ro"),
+        img,
+        &count.to_string(),
+        &rate.to_string(),
+        &format!("{}-{tag}", lab.prefix),
+        NX_ZONE,
+        "200",
+    ])
+}
+
 /// Compiles `tests/clients/lookups.c` with `cc` (musl-gcc: static) into `dir`.
 fn build_lookups(cc: &str, static_link: bool, dir: &Path) -> String {
     let out = dir.join(format!("lookups-{}", cc.replace('/', "_")));
@@ -582,23 +612,7 @@ fn default_rate_limit_never_stalls_a_musl_client() {
         "resolv.conf",
         &format!("nameserver {server_ip}\n"),
     );
-    let client = lab.name("client");
-    lab.track_container(&client);
-    let out = dk(&[
-        "run",
-        "--name",
-        &client,
-        "--network",
-        &net,
-        "-v",
-        &format!("{resolv}:/etc/resolv.conf:ro"),
-        &client_img,
-        "300",
-        "100",
-        &format!("{}-u", lab.prefix),
-        NX_ZONE,
-        "200",
-    ]);
+    let out = musl_lookups(&lab, &net, &resolv, &client_img, ("client", 300, 100, "u"));
     let summary = out.lines().last().unwrap_or_default().to_string();
     let lines = out.lines().count();
     assert_eq!(lines, 301, "300 lookups and a summary:\n{out}");
@@ -612,23 +626,13 @@ fn default_rate_limit_never_stalls_a_musl_client() {
             .join("\n")
     );
     eprintln!("musl, 300 lookups at 100/s: {summary}");
-    let client = lab.name("client1000");
-    lab.track_container(&client);
-    let out = dk(&[
-        "run",
-        "--name",
-        &client,
-        "--network",
+    let out = musl_lookups(
+        &lab,
         &net,
-        "-v",
-        &format!("{resolv}:/etc/resolv.conf:ro"),
+        &resolv,
         &client_img,
-        "2000",
-        "1000",
-        &format!("{}-k", lab.prefix),
-        NX_ZONE,
-        "200",
-    ]);
+        ("client1000", 2000, 1000, "k"),
+    );
     let summary = out.lines().last().unwrap_or_default().to_string();
     assert_eq!(out.lines().count(), 2001, "{out}");
     let limited = metric(
