@@ -17,7 +17,7 @@ use super::engine::{Api, Ep, FakeEngine};
 use super::process::Dockns;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
@@ -476,8 +476,8 @@ pub struct CpuSample {
     pub other_ns: u64,
     /// Nanoseconds on CPU of the UDP workers.
     pub udp_ns: u64,
-    /// The threads counted in `other_ns`.
-    pub other_tids: HashSet<u32>,
+    /// The threads counted in `other_ns`, with their time.
+    pub other: HashMap<u32, u64>,
 }
 
 impl Cpu {
@@ -534,7 +534,7 @@ impl Cpu {
                 s.udp_ns += ns;
             } else {
                 s.other_ns += ns;
-                s.other_tids.insert(tid);
+                s.other.insert(tid, ns);
             }
         }
         s
@@ -542,11 +542,25 @@ impl Cpu {
 }
 
 impl CpuSample {
-    /// Nanoseconds the non-UDP threads spent from `earlier` to this sample, and how many of
-    /// the threads counted then had exited (their time since `earlier` is lost).
+    /// Nanoseconds the non-UDP threads spent from `earlier` to this sample, thread by thread
+    /// (a thread that started since counts whole), and how many of the threads counted then
+    /// had exited (their time since `earlier` is lost, never subtracted).
     pub fn other_since(&self, earlier: &CpuSample) -> (i64, usize) {
-        let gone = earlier.other_tids.difference(&self.other_tids).count();
-        (self.other_ns as i64 - earlier.other_ns as i64, gone)
+        let gone = earlier
+            .other
+            .keys()
+            .filter(|t| !self.other.contains_key(t))
+            .count();
+        let spent: u64 = self
+            .other
+            .iter()
+            .map(|(tid, &now)| match earlier.other.get(tid) {
+                // A lower count is a new thread that reused the TID.
+                Some(&then) if then <= now => now - then,
+                _ => now,
+            })
+            .sum();
+        (spent as i64, gone)
     }
 
     /// Seconds from `earlier` to this sample.
