@@ -28,7 +28,8 @@
 //! DOCKNS_SCALE_POLL_US [500], DOCKNS_SCALE_TIMEOUT_MS (per event) [5000],
 //! DOCKNS_SCALE_WORKERS [CPUs], DOCKNS_SCALE_CLIENTS (dnsperf -c) [8], DOCKNS_SCALE_INFLIGHT
 //! (dnsperf -q) [500], DOCKNS_SCALE_SYNC_TIMEOUT_S [300], DOCKNS_SCALE_JSON (also write the
-//! JSON to this file). Bounded: ROUNDS × 2 phases of DUR seconds plus the sync and 3 s (about
+//! JSON to this file), DOCKNS_SCALE_BIN (another dockns binary to measure; the commit shown is
+//! then this checkout's, not the binary's). Bounded: ROUNDS × 2 phases of DUR seconds plus the sync and 3 s (about
 //! 70 s at the defaults). Loopback only.
 
 #[path = "../tests/kit/mod.rs"]
@@ -94,6 +95,7 @@ fn main() {
     let inflight: u32 = knob("DOCKNS_SCALE_INFLIGHT", 500);
     let sync_timeout: u64 = knob("DOCKNS_SCALE_SYNC_TIMEOUT_S", 300);
     let json_file: Option<String> = std::env::var("DOCKNS_SCALE_JSON").ok();
+    let bin: String = knob("DOCKNS_SCALE_BIN", kit::process::BIN.to_string());
     if dur < 3 || rate <= 0.0 {
         eprintln!(
             "docker_scale: DOCKNS_SCALE_DUR must be at least 3 s and DOCKNS_SCALE_RATE above 0"
@@ -109,11 +111,8 @@ fn main() {
     let work = tempfile::tempdir().expect("temp dir");
     let queries = work.path().join("queries.txt");
     world.write_queries(&queries);
-    say(format!(
-        "starting dockns ({}), workers = {workers}",
-        kit::process::BIN
-    ));
-    let server = ScaleServer::start(&world, workers);
+    say(format!("starting dockns ({bin}), workers = {workers}"));
+    let server = ScaleServer::start_bin(&world, workers, std::path::Path::new(&bin));
     let synced = match server.wait_answers(&world.samples, Duration::from_secs(sync_timeout)) {
         Ok(d) => d,
         Err(e) => {
@@ -239,8 +238,12 @@ fn main() {
     let qps_a = med(&|r| r.a.qps);
     let qps_b = med(&|r| r.b.qps);
     let idle_rate = med(&|r| r.idle_rate);
-    let commit = describe_commit();
-    let version = std::process::Command::new(kit::process::BIN)
+    let commit = if bin == kit::process::BIN {
+        describe_commit()
+    } else {
+        format!("{} of this checkout, binary {bin}", describe_commit())
+    };
+    let version = std::process::Command::new(&bin)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())

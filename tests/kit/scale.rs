@@ -292,9 +292,15 @@ pub struct ScaleServer {
 }
 
 impl ScaleServer {
-    /// Starts `dockns serve` with `workers` UDP workers on a loopback port-0 listener, the
-    /// world's fake daemon as `[docker] endpoint`, no sweep, and a dead loopback upstream.
+    /// Starts `dockns serve` (the crate's binary) with `workers` UDP workers on a
+    /// loopback port-0 listener, the world's fake daemon as `[docker] endpoint`, no sweep, and
+    /// a dead loopback upstream.
     pub fn start(world: &World, workers: usize) -> ScaleServer {
+        ScaleServer::start_bin(world, workers, Path::new(super::process::BIN))
+    }
+
+    /// [`start`](Self::start) with another `dockns` binary (an older build, for before/after).
+    pub fn start_bin(world: &World, workers: usize, bin: &Path) -> ScaleServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("dockns.toml");
         let text = format!(
@@ -306,7 +312,9 @@ impl ScaleServer {
         );
         std::fs::write(&config, text).expect("write the config");
         let started = Instant::now();
-        let dockns = Dockns::serve(&config, &[]);
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["serve", "--config"]).arg(&config);
+        let dockns = Dockns::spawn(cmd);
         let pid = dockns.child.id();
         let addr = dockns.addr;
         ScaleServer {
