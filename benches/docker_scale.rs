@@ -187,6 +187,7 @@ fn main() {
             b: load_b,
             idle_rate,
             events: got.len(),
+            rss_kib: server.rss_kib(),
         });
         results.extend(got);
     }
@@ -304,14 +305,14 @@ fn main() {
     ));
     line(String::new());
     line(
-        "| round | A: queries/s (lost) | B: queries/s (lost) | B ÷ A | UDP µs/answer A, B | events |"
+        "| round | A: queries/s (lost) | B: queries/s (lost) | B ÷ A | UDP µs/answer A, B | events | RSS MiB |"
             .into(),
     );
-    line("|---|---:|---:|---:|---:|---:|".into());
+    line("|---|---:|---:|---:|---:|---:|---:|".into());
     let us = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:.2}"));
     for (i, r) in rounds_out.iter().enumerate() {
         line(format!(
-            "| {} | {:.0} ({}) | {:.0} ({}) | {:.3} | {}, {} | {} |",
+            "| {} | {:.0} ({}) | {:.0} ({}) | {:.3} | {}, {} | {} | {} |",
             i + 1,
             r.a.qps,
             r.a.lost,
@@ -324,7 +325,8 @@ fn main() {
             },
             us(r.udp_us_a),
             us(r.udp_us_b),
-            r.events
+            r.events,
+            r.rss_kib / 1024
         ));
     }
     line(String::new());
@@ -391,6 +393,7 @@ fn main() {
                     "rcodes_a": r.a.rcodes, "rcodes_b": r.b.rcodes,
                     "udp_us_per_answer_a": r.udp_us_a, "udp_us_per_answer_b": r.udp_us_b,
                     "events": r.events, "idle_other_us_per_s": r.idle_rate / 1e3,
+                    "rss_kib": r.rss_kib,
                 })).collect::<Vec<_>>()},
         "targets_met": {
             "cpu_per_event": cpu_med.is_some_and(|v| v <= 1.0),
@@ -447,4 +450,6 @@ struct Round {
     udp_us_b: Option<f64>,
     /// Events sent in phase B.
     events: usize,
+    /// dockns's RSS at the end of the round.
+    rss_kib: u64,
 }
