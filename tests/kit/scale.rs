@@ -225,17 +225,17 @@ impl World {
         std::fs::write(path, text).expect("write the query file");
     }
 
-    /// Adds container number `j` of the run (stopped when `with_connect`) and returns what
-    /// its start event must make resolvable, and the events to send.
-    fn new_container(&mut self, j: usize, with_connect: bool) -> NewContainer {
+    /// Adds container number `j` of the run (stopped when `with_connect`; on two networks
+    /// when `two_networks`) and returns what its start event must make resolvable, and the
+    /// events to send.
+    fn new_container(&mut self, j: usize, with_connect: bool, two_networks: bool) -> NewContainer {
         let n = self.nets.len();
         // Spread over the networks (a multiplicative hash, so neighbours differ).
         let p = (j.wrapping_mul(2_654_435_761) >> 7) % n;
         let svc = SERVICES[j % SERVICES.len()];
         let name = format!("p{p}-{svc}-n{j}");
         let mut nets = vec![p];
-        // Half of the connect-first ones are on two networks (two connect events).
-        if with_connect && j % 4 == 0 && n > 1 {
+        if two_networks && n > 1 {
             nets.push((p + 1) % n);
         }
         let mut eps = Vec::new();
@@ -646,7 +646,8 @@ pub fn run_events(world: &mut World, server: &ScaleServer, plan: &EventPlan) -> 
         }
         let j = world.added;
         // The container is in the fake before its events, as in the daemon.
-        let c = world.new_container(j, i % 2 == 0);
+        // Half of the connect-first ones are on two networks (two connect events).
+        let c = world.new_container(j, i % 2 == 0, i % 4 == 0);
         let start = cpu.sample();
         close(&mut out, open.take(), &start);
         let t0 = Instant::now();
