@@ -243,7 +243,7 @@ mod tests {
     }
 
     /// An address added to loopback is noticed (rtnetlink(7): RTM_NEWADDR goes to the
-    /// RTMGRP_IPV4_IFADDR group); nothing is noticed while no address changes. Needs root.
+    /// RTMGRP_IPV4_IFADDR group), and getifaddrs lists it by then. Needs root.
     #[tokio::test]
     async fn address_changes_are_noticed() {
         if !nix::unistd::geteuid().is_root() {
@@ -251,11 +251,6 @@ mod tests {
             return;
         }
         let changes = AddressChanges::subscribe().expect("netlink route socket");
-        let wait = std::time::Duration::from_millis(300);
-        assert!(
-            tokio::time::timeout(wait, changes.changed()).await.is_err(),
-            "a change was reported while no address changed"
-        );
         let addr = "127.77.12.34/32";
         let ip = |op: &str| {
             std::process::Command::new("ip")
