@@ -210,7 +210,7 @@ sleep 2
 ta=$(threads "$A")
 ra=$(rss_kib "$A")
 ma=$(metrics_bytes "$ADMIN_A")
-echo "after removing $((N - KEEP)): threads $ta, RSS $((ra / 1024)) MiB, /metrics $ma bytes, UDP sockets on our gateways $(ours "$PORT"), answering $(answering "$WORK/answers.keep" "$PORT") of $KEEP"
+echo "after removing $((N - KEEP)): threads $ta, RSS $((ra / 1024)) MiB (anonymous $(anon_kib "$A") KiB), /metrics $ma bytes, UDP sockets on our gateways $(ours "$PORT"), answering $(answering "$WORK/answers.keep" "$PORT") of $KEEP"
 
 serve b $((PORT + 1)) "$ADMIN_B"
 B=${PIDS[-1]}
@@ -225,5 +225,5 @@ sleep 2
 tb=$(threads "$B")
 rb=$(rss_kib "$B")
 mb=$(metrics_bytes "$ADMIN_B")
-echo "fresh dockns with the $KEEP, after the same load: threads $tb, RSS $((rb / 1024)) MiB, /metrics $mb bytes, answering $(answering "$WORK/answers.keep" $((PORT + 1))) of $KEEP"
+echo "fresh dockns with the $KEEP, after the same load: threads $tb, RSS $((rb / 1024)) MiB (anonymous $(anon_kib "$B") KiB), /metrics $mb bytes, answering $(answering "$WORK/answers.keep" $((PORT + 1))) of $KEEP"
 compare_fresh "$ta" "$ra" "$ma" "$tb" "$rb" "$mb"

@@ -8,6 +8,8 @@
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 threads() { awk '/^Threads:/ {print $2}' "/proc/$1/status"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# Anonymous part of RSS (heap, stacks), without the binary's file-backed pages.
+anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
 metrics_bytes() { curl -fsS "http://127.0.0.1:$1/metrics" | wc -c; }
 # One gauge or counter of /metrics (the first sample of NAME).
 metric() { curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m || index($1, m "{") == 1 {print $2; exit}'; }

@@ -24,6 +24,8 @@ const REMOVED: usize = 30;
 const CONTAINERS: usize = 4;
 const WORKERS: usize = 2;
 const WAIT: Duration = Duration::from_secs(30);
+/// Threads dockns may gain while the networks come (far fewer than the networks).
+const SLACK: usize = 4;
 
 /// Creates the networks `prefix-nI` with subnets 10.B.I.0/24 and gateways 10.B.I.1, for the
 /// first B in 10.242-10.249 that neither this host nor Docker uses yet (the daemon is shared).
@@ -235,9 +237,12 @@ fn host_mode_follows_forty_networks_and_their_removal() {
             gateway(i)
         );
     }
+    // A few threads may come and go (the runtime's blocking pool); one per listener, or per
+    // worker and listener, may not. Issue 14's bound: 2 x CPUs + 16.
     let threads_with = threads(pid);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert!(
-        threads_with <= threads_before + 2,
+        threads_with <= threads_before + SLACK && threads_with <= 2 * cpus + 16,
         "dockns had {threads_before} threads before the {NETWORKS} networks and {threads_with} \
          with them: the thread count must not follow the listeners"
     );
@@ -316,5 +321,5 @@ fn host_mode_follows_forty_networks_and_their_removal() {
         metrics_with.len(),
         metrics_after.len()
     );
-    assert!(threads(pid) <= threads_before + 2);
+    assert!(threads(pid) <= threads_before + SLACK);
 }
