@@ -24,7 +24,7 @@
 
 use super::names::{endpoint_names, normalize_name, ptr_name, reverse_name};
 use super::zone::{self, ReverseKind, ZoneData};
-use super::{Catalog, Container, Endpoint, ServiceRecord};
+use super::{same_container, Catalog, Container, Endpoint, ServiceRecord};
 use crate::wire::RecordSet;
 use crate::wire::{CLASS_ANY, CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_NS, TYPE_PTR, TYPE_SOA};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
@@ -323,9 +323,7 @@ fn group_inputs<'c>(
         for ep in &container.endpoints {
             if let Some(&ni) = net_index.get(ep.network.as_str()) {
                 if need[ni as usize] {
-                    inputs[ni as usize]
-                        .members
-                        .push((key.as_str(), container, ep));
+                    inputs[ni as usize].members.push((&**key, &**container, ep));
                 }
             }
         }
@@ -342,7 +340,8 @@ fn group_inputs<'c>(
 
 /// The networks whose tables going from `old` to `new` can change: every network an added,
 /// removed or changed container is or was attached to, and every network whose services
-/// changed. One merge-join over the two (sorted) container maps; no allocation per container.
+/// changed. One merge-join over the two (sorted) container maps; no allocation per container,
+/// and a container both catalogs share (the same `Arc`) is not read at all.
 fn dirty_networks<'c>(old: &'c Catalog, new: &'c Catalog) -> FxHashSet<&'c str> {
     use std::cmp::Ordering::{Equal, Greater, Less};
     let mut dirty = FxHashSet::default();
@@ -366,7 +365,11 @@ fn dirty_networks<'c>(old: &'c Catalog, new: &'c Catalog) -> FxHashSet<&'c str> 
                 mark(cb);
                 b.next();
             }
-            (Some(&(ka, ca)), Some(&(kb, cb))) => match ka.cmp(kb) {
+            (Some(&(ka, ca)), Some(&(kb, cb))) => match if Arc::ptr_eq(ka, kb) {
+                Equal
+            } else {
+                ka.cmp(kb)
+            } {
                 Less => {
                     mark(ca);
                     a.next();
@@ -376,7 +379,7 @@ fn dirty_networks<'c>(old: &'c Catalog, new: &'c Catalog) -> FxHashSet<&'c str> 
                     b.next();
                 }
                 Equal => {
-                    if ca != cb {
+                    if !same_container(ca, cb) {
                         mark(ca);
                         mark(cb);
                     }
@@ -1568,11 +1571,11 @@ mod tests {
             ("api-3", "10.0.0.13", Health::None),
         ] {
             c.containers
-                .insert(n.into(), ctr(n, "demo", ip, &["api"], h));
+                .insert(n.into(), Arc::new(ctr(n, "demo", ip, &["api"], h)));
         }
         c.containers.insert(
             "vault".into(),
-            ctr("vault", "priv", "10.1.0.2", &[], Health::None),
+            Arc::new(ctr("vault", "priv", "10.1.0.2", &[], Health::None)),
         );
         c
     }
@@ -1645,9 +1648,9 @@ mod tests {
     fn client_servers_follow_the_container() {
         let mut c = catalog();
         let own = vec![sa("10.0.0.53:53"), sa("192.0.2.1:53")];
-        c.containers.get_mut("api-1").unwrap().dns = own.clone();
-        c.containers.get_mut("api-2").unwrap().dns = own.clone();
-        c.containers.get_mut("api-3").unwrap().dns = [
+        Arc::make_mut(c.containers.get_mut("api-1").unwrap()).dns = own.clone();
+        Arc::make_mut(c.containers.get_mut("api-2").unwrap()).dns = own.clone();
+        Arc::make_mut(c.containers.get_mut("api-3").unwrap()).dns = [
             "192.0.2.1:53",
             "192.0.2.2:53",
             "192.0.2.3:53",
@@ -1697,7 +1700,8 @@ mod tests {
             Unanswered::ServFail
         );
         // Its own servers: one off the network (unreachable from there), one on it.
-        c.containers.get_mut("vault").unwrap().dns = vec![sa("192.0.2.1:53"), sa("10.1.0.53:53")];
+        Arc::make_mut(c.containers.get_mut("vault").unwrap()).dns =
+            vec![sa("192.0.2.1:53"), sa("10.1.0.53:53")];
         let s = Snapshot::build(&c, BuildSettings::default());
         let v = s.view_for(vault, None);
         assert_eq!(&s.client_servers(vault).unwrap()[..], &[sa("10.1.0.53:53")]);
@@ -1706,7 +1710,7 @@ mod tests {
             Unanswered::Forward
         );
         // Only off-network servers: SERVFAIL.
-        c.containers.get_mut("vault").unwrap().dns = vec![sa("192.0.2.1:53")];
+        Arc::make_mut(c.containers.get_mut("vault").unwrap()).dns = vec![sa("192.0.2.1:53")];
         let s = Snapshot::build(&c, BuildSettings::default());
         let v = s.view_for(vault, None);
         assert!(s.client_servers(vault).is_none());
@@ -1751,8 +1755,8 @@ mod tests {
         // A client whose own servers are elsewhere is not affected; one whose own list names
         // Docker's resolver is, even when the default list does not.
         let mut c2 = c.clone();
-        c2.containers.get_mut("api-1").unwrap().dns = vec![sa("192.0.2.1:53")];
-        c2.containers.get_mut("api-2").unwrap().dns = vec![sa("127.0.0.11:53")];
+        Arc::make_mut(c2.containers.get_mut("api-1").unwrap()).dns = vec![sa("192.0.2.1:53")];
+        Arc::make_mut(c2.containers.get_mut("api-2").unwrap()).dns = vec![sa("127.0.0.11:53")];
         let s = Snapshot::build(&c2, settings);
         let v = s.view_for(api, None);
         assert_eq!(s.unanswered(api, v, &key("vault")), Unanswered::Forward);
@@ -1805,7 +1809,7 @@ mod tests {
         let mut cat = catalog();
         cat.containers.insert(
             "dotted".into(),
-            ctr("x.y", "demo", "10.0.0.40", &[], Health::None),
+            Arc::new(ctr("x.y", "demo", "10.0.0.40", &[], Health::None)),
         );
         let settings = BuildSettings {
             domain: Some("docker".into()),
@@ -1904,14 +1908,14 @@ mod tests {
             aliases: vec![],
             links: vec![crate::model::Link::parse("far:f").unwrap()],
         });
-        cat.containers.insert("client".into(), client);
+        cat.containers.insert("client".into(), Arc::new(client));
         cat.containers.insert(
             "far".into(),
-            ctr("far", "other", "10.4.0.7", &[], Health::None),
+            Arc::new(ctr("far", "other", "10.4.0.7", &[], Health::None)),
         );
         cat.containers.insert(
             "peer".into(),
-            ctr("peer", "demo", "10.0.0.98", &[], Health::None),
+            Arc::new(ctr("peer", "demo", "10.0.0.98", &[], Health::None)),
         );
         let s = Snapshot::build(&cat, BuildSettings::default());
         let me = s.view_for("10.0.0.99".parse().unwrap(), None);
@@ -1964,11 +1968,11 @@ mod tests {
             Health::None,
         );
         anon.anonymous = true;
-        cat.containers.insert("anon".into(), anon);
+        cat.containers.insert("anon".into(), Arc::new(anon));
         let long = "x".repeat(64);
         cat.containers.insert(
             "long".into(),
-            ctr(&long, "demo", "10.0.0.3", &["short1"], Health::None),
+            Arc::new(ctr(&long, "demo", "10.0.0.3", &["short1"], Health::None)),
         );
         let s = Snapshot::build(&cat, BuildSettings::default());
         let v = s.host_view();
@@ -2082,7 +2086,7 @@ mod tests {
             aliases: vec!["api".into()],
             links: Vec::new(),
         });
-        cat.containers.insert("multi".into(), multi);
+        cat.containers.insert("multi".into(), Arc::new(multi));
         cat.services.push(crate::model::ServiceRecord {
             name: "svc".into(),
             network: "third".into(),
@@ -2100,17 +2104,21 @@ mod tests {
         type Change = Box<dyn Fn(&mut Catalog)>;
         let changes: Vec<Change> = vec![
             Box::new(|_| {}),
-            Box::new(|c| c.containers.get_mut("vault").unwrap().name = "vault2".into()),
+            Box::new(|c| {
+                Arc::make_mut(c.containers.get_mut("vault").unwrap()).name = "vault2".into()
+            }),
             Box::new(|c| {
                 c.containers.remove("api-1");
             }),
-            Box::new(|c| c.containers.get_mut("api-2").unwrap().health = Health::Healthy),
+            Box::new(|c| {
+                Arc::make_mut(c.containers.get_mut("api-2").unwrap()).health = Health::Healthy
+            }),
             Box::new(|c| {
                 c.networks
                     .insert("aaa-first".into(), net("aaa-first", false));
                 c.containers.insert(
                     "new".into(),
-                    ctr("new", "aaa-first", "10.9.0.2", &["api"], Health::None),
+                    Arc::new(ctr("new", "aaa-first", "10.9.0.2", &["api"], Health::None)),
                 );
             }),
             Box::new(|c| c.services[0].tasks.pop().map(drop).unwrap_or(())),
@@ -2118,7 +2126,8 @@ mod tests {
                 c.networks.remove("priv");
             }),
             Box::new(|c| {
-                c.containers.get_mut("multi").unwrap().endpoints[1].aliases = vec!["z".into()]
+                Arc::make_mut(c.containers.get_mut("multi").unwrap()).endpoints[1].aliases =
+                    vec!["z".into()]
             }),
         ];
         let mut prev_cat = cat.clone();
