@@ -318,16 +318,38 @@ fn next_serial(prev: u32, now: u32) -> u32 {
     }
 }
 
-/// One log line per network that appeared or went away between two snapshots.
+/// One log line per network that appeared or went away between two snapshots. Linear in the
+/// number of networks (both lists are in name order), and nothing to do when they are the same.
 fn log_network_changes(old: &Snapshot, new: &Snapshot) {
-    let names =
-        |s: &Snapshot| -> Vec<String> { s.networks().iter().map(|n| n.name.clone()).collect() };
-    let (before, after) = (names(old), names(new));
-    for n in after.iter().filter(|n| !before.contains(n)) {
-        tracing::info!(network = %n, "serving network");
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let (before, after) = (old.networks(), new.networks());
+    if before.len() == after.len() && before.iter().zip(after).all(|(a, b)| a.name == b.name) {
+        return;
     }
-    for n in before.iter().filter(|n| !after.contains(n)) {
-        tracing::info!(network = %n, "network removed, no longer served");
+    let (mut a, mut b) = (before.iter().peekable(), after.iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Less,
+            (None, Some(_)) => Greater,
+            (Some(x), Some(y)) => x.name.cmp(&y.name),
+        };
+        match order {
+            Less => {
+                if let Some(n) = a.next() {
+                    tracing::info!(network = %n.name, "network removed, no longer served");
+                }
+            }
+            Greater => {
+                if let Some(n) = b.next() {
+                    tracing::info!(network = %n.name, "serving network");
+                }
+            }
+            Equal => {
+                a.next();
+                b.next();
+            }
+        }
     }
 }
 

@@ -265,6 +265,9 @@ struct NetTable {
     ents: FxHashSet<Arc<[u8]>>,
     /// The part of `ents` visible where only the qualified names are.
     ents_qualified: Box<[Arc<[u8]>]>,
+    /// The catalog keys of the containers attached to the network, in catalog order: where a
+    /// rebuild finds this network's members without walking every container.
+    members: Box<[Arc<str>]>,
 }
 
 /// Where a view's key points: an entry of one network's table.
@@ -297,7 +300,7 @@ struct Acc {
 /// catalog order, and the services on it. Two equal inputs compile to the same table.
 #[derive(Default)]
 struct NetInput<'c> {
-    members: Vec<(&'c str, &'c Container, &'c Endpoint)>,
+    members: Vec<(&'c Arc<str>, &'c Container, &'c Endpoint)>,
     services: Vec<&'c ServiceRecord>,
 }
 
@@ -336,7 +339,7 @@ fn group_inputs<'c>(
         for ep in &container.endpoints {
             if let Some(&ni) = net_index.get(ep.network.as_str()) {
                 if need[ni as usize] {
-                    inputs[ni as usize].members.push((&**key, &**container, ep));
+                    inputs[ni as usize].members.push((key, &**container, ep));
                 }
             }
         }
@@ -443,7 +446,83 @@ fn compile_network(network: &str, input: &NetInput<'_>, settings: &BuildSettings
     let mut accs: BTreeMap<Vec<u8>, Acc> = BTreeMap::new();
     add_member_names(&mut accs, network, input);
     add_service_names(&mut accs, network, input);
-    table_of(accs, network, settings)
+    let mut table = table_of(accs, network, settings);
+    let mut members: Vec<Arc<str>> = Vec::with_capacity(input.members.len());
+    for &(key, _, _) in &input.members {
+        if members.last() != Some(key) {
+            members.push(key.clone());
+        }
+    }
+    table.members = members.into_boxed_slice();
+    table
+}
+
+/// [`group_inputs`] for a rebuild: the members of a network that had a table are that table's
+/// members and the changed containers now attached to it, looked up by key (work proportional
+/// to those networks, not to every container); networks new since `prev` are found by a walk
+/// over the catalog as in a fresh build.
+fn group_dirty_inputs<'c>(
+    catalog: &'c Catalog,
+    net_index: &FxHashMap<&str, u32>,
+    need: &[bool],
+    prev: (&Snapshot, &Catalog),
+    changes: &[Change<'c>],
+) -> Vec<NetInput<'c>> {
+    let (snap, old_cat) = prev;
+    let old_index: FxHashMap<&str, usize> = old_cat
+        .networks
+        .keys()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let mut fresh = vec![false; need.len()];
+    let mut keys: Vec<Vec<&str>> = vec![Vec::new(); need.len()];
+    for (name, &ni) in net_index {
+        if !need[ni as usize] {
+            continue;
+        }
+        match old_index.get(name).and_then(|&oi| snap.nets.get(oi)) {
+            Some(t) => keys[ni as usize].extend(t.members.iter().map(|k| &**k)),
+            None => fresh[ni as usize] = true,
+        }
+    }
+    for (key, _, new) in changes {
+        for ep in new.map(|c| &c.endpoints[..]).unwrap_or_default() {
+            if let Some(&ni) = net_index.get(ep.network.as_str()) {
+                keys[ni as usize].push(key);
+            }
+        }
+    }
+    let mut inputs: Vec<NetInput<'c>> = if fresh.iter().any(|f| *f) {
+        group_inputs(catalog, net_index, &fresh)
+    } else {
+        (0..need.len()).map(|_| NetInput::default()).collect()
+    };
+    for (ni, list) in keys.iter_mut().enumerate() {
+        if !need[ni] || fresh[ni] {
+            continue;
+        }
+        list.sort_unstable();
+        list.dedup();
+        for key in list.iter() {
+            let Some((key, container)) = catalog.containers.get_key_value(*key) else {
+                continue;
+            };
+            for ep in &container.endpoints {
+                if net_index.get(ep.network.as_str()) == Some(&(ni as u32)) {
+                    inputs[ni].members.push((key, &**container, ep));
+                }
+            }
+        }
+    }
+    for svc in &catalog.services {
+        if let Some(&ni) = net_index.get(svc.network.as_str()) {
+            if need[ni as usize] && !fresh[ni as usize] {
+                inputs[ni as usize].services.push(svc);
+            }
+        }
+    }
+    inputs
 }
 
 /// Adds the names of the network's container endpoints (plain, `name.network`, reverse).
@@ -529,6 +608,7 @@ fn table_of(accs: BTreeMap<Vec<u8>, Acc>, network: &str, settings: &BuildSetting
         qualified: Box::default(),
         ents: FxHashSet::default(),
         ents_qualified: Box::default(),
+        members: Box::default(),
     };
     let mut qualified = Vec::new();
     for (key, acc) in accs {
@@ -612,7 +692,10 @@ fn compile_tables<'c>(
         }
     }
     let need: Vec<bool> = reused.iter().map(Option::is_none).collect();
-    let inputs = group_inputs(catalog, net_index, &need);
+    let inputs = match (reusable, &changes) {
+        (Some(prev), Some(changes)) => group_dirty_inputs(catalog, net_index, &need, prev, changes),
+        _ => group_inputs(catalog, net_index, &need),
+    };
     let tables = reused
         .into_iter()
         .zip(net_names.iter().zip(&inputs))
