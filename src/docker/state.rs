@@ -3,6 +3,10 @@
 //! of every node (see `swarm`), with listener addresses (gateways, the sidecar's own) filled
 //! in and dockns's own addresses taken out of containers' DNS servers.
 //!
+//! Containers are held as `Arc`s and the catalog shares them: deriving the catalog after an
+//! event copies pointers, never a container, and a container rewritten for the catalog (its
+//! DNS servers that name dockns itself, a swarm trim) is copied only when something changes.
+//!
 //! Pure: no I/O except reading this host's addresses for a wildcard listener. It must not talk
 //! to the daemon (that is `sync`) nor decide when to publish (that is `watch`).
 

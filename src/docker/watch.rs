@@ -30,6 +30,11 @@
 //! containers are anonymous (no `--name`) is read from the daemon's state directory when it is
 //! readable (see `convert::anonymous_in_config`); the Engine API does not say.
 //!
+//! Publishing hands the catalog (an `Arc` sharing the state's containers) to the publisher and
+//! returns: the compile runs on the publisher's own thread, never on a tokio worker, and the
+//! change is answered as soon as it is compiled. Only the first sync of a session waits for its
+//! publication (asynchronously), so that "synced" (and `/readyz`) means answerable.
+//!
 //! It owns the Docker connection and the `docker` source of the [`Publisher`]; it must not
 //! touch other sources, and it never blocks the query path (publishing swaps a snapshot).
 
