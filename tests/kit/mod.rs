@@ -1,8 +1,8 @@
 //! The one test kit of every integration test (and of the Docker bench): DNS messages built and
 //! read in one place ([`dns`], on hickory-proto), one fake upstream ([`upstream`]), dockns in
 //! this process ([`server`], [`aio`]) or as the real binary ([`process`]), a real Docker daemon
-//! ([`docker`]) or a fake Engine API ([`engine`]), the fuzz targets' checks ([`fuzz`]), and
-//! visible skips ([`skip`]).
+//! ([`docker`]) or a fake Engine API ([`engine`]), the Docker path at scale against that fake
+//! ([`scale`]), the fuzz targets' checks ([`fuzz`]), and visible skips ([`skip`]).
 //!
 //! It must not send traffic anywhere but loopback and the networks and containers a test
 //! created, must not bind a port it probed and released (every socket it reports is bound and
@@ -20,6 +20,7 @@ pub mod docker;
 pub mod engine;
 pub mod fuzz;
 pub mod process;
+pub mod scale;
 pub mod server;
 pub mod skip;
 pub mod upstream;
