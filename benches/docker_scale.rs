@@ -28,7 +28,8 @@
 //! DOCKNS_SCALE_POLL_US [500], DOCKNS_SCALE_TIMEOUT_MS (per event) [5000],
 //! DOCKNS_SCALE_WORKERS [CPUs], DOCKNS_SCALE_CLIENTS (dnsperf -c) [8], DOCKNS_SCALE_INFLIGHT
 //! (dnsperf -q) [500], DOCKNS_SCALE_SYNC_TIMEOUT_S [300], DOCKNS_SCALE_JSON (also write the
-//! JSON to this file). Bounded: ROUNDS × 2 phases of DUR seconds plus the sync and 3 s (about
+//! JSON to this file), DOCKNS_SCALE_BIN (another dockns binary to measure; the commit shown is
+//! then this checkout's, not the binary's). Bounded: ROUNDS × 2 phases of DUR seconds plus the sync and 3 s (about
 //! 70 s at the defaults). Loopback only.
 
 #[path = "../tests/kit/mod.rs"]
@@ -94,6 +95,7 @@ fn main() {
     let inflight: u32 = knob("DOCKNS_SCALE_INFLIGHT", 500);
     let sync_timeout: u64 = knob("DOCKNS_SCALE_SYNC_TIMEOUT_S", 300);
     let json_file: Option<String> = std::env::var("DOCKNS_SCALE_JSON").ok();
+    let bin: String = knob("DOCKNS_SCALE_BIN", kit::process::BIN.to_string());
     if dur < 3 || rate <= 0.0 {
         eprintln!(
             "docker_scale: DOCKNS_SCALE_DUR must be at least 3 s and DOCKNS_SCALE_RATE above 0"
@@ -109,11 +111,8 @@ fn main() {
     let work = tempfile::tempdir().expect("temp dir");
     let queries = work.path().join("queries.txt");
     world.write_queries(&queries);
-    say(format!(
-        "starting dockns ({}), workers = {workers}",
-        kit::process::BIN
-    ));
-    let server = ScaleServer::start(&world, workers);
+    say(format!("starting dockns ({bin}), workers = {workers}"));
+    let server = ScaleServer::start_bin(&world, workers, std::path::Path::new(&bin));
     let synced = match server.wait_answers(&world.samples, Duration::from_secs(sync_timeout)) {
         Ok(d) => d,
         Err(e) => {
@@ -188,6 +187,7 @@ fn main() {
             b: load_b,
             idle_rate,
             events: got.len(),
+            rss_kib: server.rss_kib(),
         });
         results.extend(got);
     }
@@ -239,8 +239,12 @@ fn main() {
     let qps_a = med(&|r| r.a.qps);
     let qps_b = med(&|r| r.b.qps);
     let idle_rate = med(&|r| r.idle_rate);
-    let commit = describe_commit();
-    let version = std::process::Command::new(kit::process::BIN)
+    let commit = if bin == kit::process::BIN {
+        describe_commit()
+    } else {
+        format!("{} of this checkout, binary {bin}", describe_commit())
+    };
+    let version = std::process::Command::new(&bin)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -301,14 +305,14 @@ fn main() {
     ));
     line(String::new());
     line(
-        "| round | A: queries/s (lost) | B: queries/s (lost) | B ÷ A | UDP µs/answer A, B | events |"
+        "| round | A: queries/s (lost) | B: queries/s (lost) | B ÷ A | UDP µs/answer A, B | events | RSS MiB |"
             .into(),
     );
-    line("|---|---:|---:|---:|---:|---:|".into());
+    line("|---|---:|---:|---:|---:|---:|---:|".into());
     let us = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:.2}"));
     for (i, r) in rounds_out.iter().enumerate() {
         line(format!(
-            "| {} | {:.0} ({}) | {:.0} ({}) | {:.3} | {}, {} | {} |",
+            "| {} | {:.0} ({}) | {:.0} ({}) | {:.3} | {}, {} | {} | {} |",
             i + 1,
             r.a.qps,
             r.a.lost,
@@ -321,7 +325,8 @@ fn main() {
             },
             us(r.udp_us_a),
             us(r.udp_us_b),
-            r.events
+            r.events,
+            r.rss_kib / 1024
         ));
     }
     line(String::new());
@@ -388,6 +393,7 @@ fn main() {
                     "rcodes_a": r.a.rcodes, "rcodes_b": r.b.rcodes,
                     "udp_us_per_answer_a": r.udp_us_a, "udp_us_per_answer_b": r.udp_us_b,
                     "events": r.events, "idle_other_us_per_s": r.idle_rate / 1e3,
+                    "rss_kib": r.rss_kib,
                 })).collect::<Vec<_>>()},
         "targets_met": {
             "cpu_per_event": cpu_med.is_some_and(|v| v <= 1.0),
@@ -444,4 +450,6 @@ struct Round {
     udp_us_b: Option<f64>,
     /// Events sent in phase B.
     events: usize,
+    /// dockns's RSS at the end of the round.
+    rss_kib: u64,
 }

@@ -19,7 +19,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
-/// How often this machine's own addresses are re-read for [`Guard::admit`].
+/// How often this machine's own addresses are re-read for [`Guard::admit`] when the kernel's
+/// address change notices cannot be had.
 const HOST_ADDRS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A running dockns.
@@ -266,15 +267,32 @@ fn stop_all(listeners: &Arc<ListenerSet>) {
 }
 
 /// Keeps the guard's list of this machine's own addresses (admitted like loopback) current: new
-/// bridge networks add gateway addresses.
+/// bridge networks add gateway addresses. Re-read when the kernel announces an address change
+/// (no timer while idle: each read walks every interface, hundreds with many Docker networks);
+/// polled every [`HOST_ADDRS_REFRESH`] only if the announcements cannot be had.
 fn follow_host_addresses(guard: Arc<Guard>) -> tokio::task::JoinHandle<()> {
-    guard.set_host_addrs(crate::docker::listeners::local_addresses());
+    use crate::docker::listeners::{local_addresses, AddressChanges};
+    guard.set_host_addrs(local_addresses());
     tokio::spawn(async move {
+        match AddressChanges::subscribe() {
+            Ok(changes) => {
+                // What changed between the first read and the subscription.
+                guard.set_host_addrs(local_addresses());
+                let e = loop {
+                    if let Err(e) = changes.changed().await {
+                        break e;
+                    }
+                    guard.set_host_addrs(local_addresses());
+                };
+                tracing::warn!("address change notices stopped ({e}); re-reading this machine's addresses every {HOST_ADDRS_REFRESH:?}");
+            }
+            Err(e) => tracing::warn!("cannot follow address changes (netlink: {e}); re-reading this machine's addresses every {HOST_ADDRS_REFRESH:?}"),
+        }
         let mut tick = tokio::time::interval(HOST_ADDRS_REFRESH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            guard.set_host_addrs(crate::docker::listeners::local_addresses());
+            guard.set_host_addrs(local_addresses());
         }
     })
 }

@@ -5,6 +5,10 @@
 //! calls [`ListenerSync::apply`]; this module binds what is new, unbinds what is gone, and reports
 //! each bind failure once. It never decides which networks exist (that is `watch`) and never
 //! touches a listener it did not start (the fixed `[server] listen` ones).
+//!
+//! It also reads this machine's interface addresses, and tells when they change
+//! ([`AddressChanges`], netlink notices instead of a timer: a host with hundreds of Docker
+//! bridges must not re-read them all every few seconds while idle).
 
 use crate::dns::listen::ListenerSet;
 use crate::model::Catalog;
@@ -128,6 +132,67 @@ pub fn sidecar_addresses() -> Vec<IpNet> {
         .collect()
 }
 
+/// Notice of changes to this machine's interface addresses: a netlink route socket subscribed
+/// to the IPv4 and IPv6 address groups (`RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV6_IFADDR`, see
+/// rtnetlink(7)), so whoever follows the addresses sleeps until one is added or removed.
+pub struct AddressChanges {
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+}
+
+impl AddressChanges {
+    /// Subscribes. Must be called on a tokio runtime with I/O enabled.
+    pub fn subscribe() -> std::io::Result<AddressChanges> {
+        use nix::sys::socket::{socket, AddressFamily, NetlinkAddr, SockFlag, SockProtocol};
+        use std::os::fd::AsRawFd;
+        let fd = socket(
+            AddressFamily::Netlink,
+            nix::sys::socket::SockType::Raw,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
+        let groups = (libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+        nix::sys::socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which owns it until it is dropped: the
+        // descriptor stays open and is never replaced meanwhile.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }?;
+        Ok(AddressChanges { fd })
+    }
+
+    /// Waits for the next change, then reads every notice already queued (a burst, such as
+    /// Docker creating many networks, is one change). A notice lost to a full socket buffer
+    /// (`ENOBUFS`) also counts as a change. Errors only when the socket itself fails.
+    pub async fn changed(&self) -> std::io::Result<()> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut ready = self.fd.readable().await?;
+            let mut seen = false;
+            loop {
+                match recv(
+                    self.fd.get_ref().as_raw_fd(),
+                    &mut buf,
+                    MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(_) | Err(Errno::ENOBUFS) => seen = true,
+                    Err(Errno::EINTR) => {}
+                    Err(Errno::EAGAIN) => {
+                        ready.clear_ready();
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if seen {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// Interface addresses with their prefix lengths (from the netmask).
 pub fn local_interfaces() -> Vec<IpNet> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
@@ -175,5 +240,34 @@ mod tests {
             "loopback's netmask is /8: {nets:?}"
         );
         assert!(sidecar_addresses().iter().all(|n| !n.addr().is_loopback()));
+    }
+
+    /// An address added to loopback is noticed (rtnetlink(7): RTM_NEWADDR goes to the
+    /// RTMGRP_IPV4_IFADDR group), and getifaddrs lists it by then. Needs root.
+    #[tokio::test]
+    async fn address_changes_are_noticed() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("address_changes_are_noticed: skipped, needs root to add an address");
+            return;
+        }
+        let changes = AddressChanges::subscribe().expect("netlink route socket");
+        let addr = "127.77.12.34/32";
+        let ip = |op: &str| {
+            std::process::Command::new("ip")
+                .args(["addr", op, addr, "dev", "lo"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        assert!(ip("add"), "ip addr add {addr} dev lo failed");
+        let added =
+            tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed()).await;
+        let seen = local_addresses().contains(&IpAddr::from([127, 77, 12, 34]));
+        ip("del");
+        assert!(
+            matches!(added, Ok(Ok(()))),
+            "adding {addr} was not noticed: {added:?}"
+        );
+        assert!(seen, "getifaddrs did not list {addr} after the notice");
     }
 }

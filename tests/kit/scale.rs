@@ -225,17 +225,17 @@ impl World {
         std::fs::write(path, text).expect("write the query file");
     }
 
-    /// Adds container number `j` of the run (stopped when `with_connect`) and returns what
-    /// its start event must make resolvable, and the events to send.
-    fn new_container(&mut self, j: usize, with_connect: bool) -> NewContainer {
+    /// Adds container number `j` of the run (stopped when `with_connect`; on two networks
+    /// when `two_networks`) and returns what its start event must make resolvable, and the
+    /// events to send.
+    fn new_container(&mut self, j: usize, with_connect: bool, two_networks: bool) -> NewContainer {
         let n = self.nets.len();
         // Spread over the networks (a multiplicative hash, so neighbours differ).
         let p = (j.wrapping_mul(2_654_435_761) >> 7) % n;
         let svc = SERVICES[j % SERVICES.len()];
         let name = format!("p{p}-{svc}-n{j}");
         let mut nets = vec![p];
-        // Half of the connect-first ones are on two networks (two connect events).
-        if with_connect && j % 4 == 0 && n > 1 {
+        if two_networks && n > 1 {
             nets.push((p + 1) % n);
         }
         let mut eps = Vec::new();
@@ -292,9 +292,15 @@ pub struct ScaleServer {
 }
 
 impl ScaleServer {
-    /// Starts `dockns serve` with `workers` UDP workers on a loopback port-0 listener, the
-    /// world's fake daemon as `[docker] endpoint`, no sweep, and a dead loopback upstream.
+    /// Starts `dockns serve` (the crate's binary) with `workers` UDP workers on a
+    /// loopback port-0 listener, the world's fake daemon as `[docker] endpoint`, no sweep, and
+    /// a dead loopback upstream.
     pub fn start(world: &World, workers: usize) -> ScaleServer {
+        ScaleServer::start_bin(world, workers, Path::new(super::process::BIN))
+    }
+
+    /// [`start`](Self::start) with another `dockns` binary (an older build, for before/after).
+    pub fn start_bin(world: &World, workers: usize, bin: &Path) -> ScaleServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("dockns.toml");
         let text = format!(
@@ -306,7 +312,9 @@ impl ScaleServer {
         );
         std::fs::write(&config, text).expect("write the config");
         let started = Instant::now();
-        let dockns = Dockns::serve(&config, &[]);
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["serve", "--config"]).arg(&config);
+        let dockns = Dockns::spawn(cmd);
         let pid = dockns.child.id();
         let addr = dockns.addr;
         ScaleServer {
@@ -638,7 +646,8 @@ pub fn run_events(world: &mut World, server: &ScaleServer, plan: &EventPlan) -> 
         }
         let j = world.added;
         // The container is in the fake before its events, as in the daemon.
-        let c = world.new_container(j, i % 2 == 0);
+        // Half of the connect-first ones are on two networks (two connect events).
+        let c = world.new_container(j, i % 2 == 0, i % 4 == 0);
         let start = cpu.sample();
         close(&mut out, open.take(), &start);
         let t0 = Instant::now();
