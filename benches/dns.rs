@@ -5,6 +5,10 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use dockns::dns::answer::{handle, Action};
+use dockns::docker::convert::NetInfo;
+use dockns::docker::peers::Told;
+use dockns::docker::state::State;
+use dockns::docker::{DockerConfig, WatchOptions, DOCKER_SOURCE};
 use dockns::forward::cache::{Cache, CacheQuestion};
 use dockns::forward::reply::{self, Judgement};
 use dockns::model::{
@@ -13,6 +17,7 @@ use dockns::model::{
 use dockns::wire::{parse_query, Parse, MAX_KEY_LEN};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `containers` containers spread evenly over `networks` networks; network 0 is "bench" and
@@ -48,8 +53,8 @@ fn catalog(containers: usize, networks: usize) -> Catalog {
             i / networks + 1 + if n == 0 { 0 } else { 100_000 * n }
         );
         cat.containers.insert(
-            name.clone(),
-            Container {
+            name.as_str().into(),
+            Arc::new(Container {
                 id: String::new(),
                 name,
                 hostname: None,
@@ -69,10 +74,45 @@ fn catalog(containers: usize, networks: usize) -> Catalog {
                     links: Vec::new(),
                 }],
                 anonymous: false,
-            },
+            }),
         );
     }
     cat
+}
+
+/// The Docker watcher's state holding `cat` (each network a bridge with a gateway), and
+/// watcher options with gateway listeners (the default).
+fn watcher_state(cat: &Catalog) -> (State, WatchOptions) {
+    let mut st = State::default();
+    for (i, n) in cat.networks.values().enumerate() {
+        let mut network = n.clone();
+        network.id = format!("id-{}", n.name);
+        st.add_network(NetInfo {
+            network,
+            driver: "bridge".into(),
+            gateways: vec![IpAddr::V4(Ipv4Addr::new(
+                10,
+                64 + (i >> 8) as u8,
+                i as u8,
+                1,
+            ))],
+            swarm: false,
+        });
+    }
+    st.containers = cat.containers.clone();
+    let opts = WatchOptions {
+        docker: DockerConfig {
+            endpoint: None,
+            default_bridge: false,
+            health_aware: true,
+            sweep_interval: None,
+        },
+        gateways: true,
+        sidecar: false,
+        port: 53,
+        own: Vec::new(),
+    };
+    (st, opts)
 }
 
 fn settings() -> BuildSettings {
@@ -203,7 +243,7 @@ fn benches(c: &mut Criterion) {
     let prev = Snapshot::build(&big, settings());
     let mut one = big.clone();
     if let Some(c) = one.containers.values_mut().nth(77) {
-        c.endpoints[0].aliases = vec!["extra".into()];
+        Arc::make_mut(c).endpoints[0].aliases = vec!["extra".into()];
     }
     g.bench_function("compile_one_change_10k_500", |b| {
         b.iter_batched(
@@ -237,7 +277,7 @@ fn benches(c: &mut Criterion) {
             || {
                 flip = !flip;
                 if let Some(c) = changed.containers.values_mut().nth(77) {
-                    c.endpoints[0].aliases = if flip {
+                    Arc::make_mut(c).endpoints[0].aliases = if flip {
                         vec!["extra".into()]
                     } else {
                         Vec::new()
@@ -248,6 +288,38 @@ fn benches(c: &mut Criterion) {
             |cat| publisher.set_source("static", cat),
             BatchSize::LargeInput,
         )
+    });
+    // One container start (then its stop, alternately) as the Docker watcher handles it: the
+    // state gains (loses) the container, the catalog to publish is derived from the state and
+    // compared with the last one, and the publisher compiles and swaps it in; timed until the
+    // change is visible. Gateway listeners on, the host view on every network (the defaults).
+    let (mut state, opts) = watcher_state(&big);
+    let publisher = Publisher::new(BuildSettings::default());
+    let told = Told::default();
+    let mut last = Arc::new(state.catalog(&opts, &[], &told));
+    publisher.set_source(DOCKER_SOURCE, last.clone());
+    let started = {
+        let mut c = Container::clone(big.containers.values().nth(77).expect("container"));
+        c.name = "started".into();
+        c.endpoints[0].ipv4 = vec![Ipv4Addr::new(10, 64, 77, 250)];
+        Arc::new(c)
+    };
+    let mut flip = false;
+    g.bench_function("watcher_one_start_10k_500", |b| {
+        b.iter(|| {
+            flip = !flip;
+            if flip {
+                state.containers.insert("started".into(), started.clone());
+            } else {
+                state.containers.remove("started");
+            }
+            let cat = state.catalog(&opts, &[], &told);
+            if *last != cat {
+                last = Arc::new(cat);
+                let ticket = publisher.submit_source(DOCKER_SOURCE, last.clone());
+                assert!(publisher.wait_published(ticket, Duration::from_secs(10)));
+            }
+        })
     });
     g.finish();
 }

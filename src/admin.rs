@@ -1004,7 +1004,7 @@ mod tests {
             );
             cat.containers.insert(
                 ctr.into(),
-                Container {
+                std::sync::Arc::new(Container {
                     id: String::new(),
                     name: ctr.into(),
                     hostname: None,
@@ -1019,7 +1019,7 @@ mod tests {
                         links: Vec::new(),
                     }],
                     anonymous: false,
-                },
+                }),
             );
         }
         let snap = Snapshot::build(&cat, BuildSettings::default());

@@ -187,9 +187,10 @@ pub fn build(
         for (ci, c) in net.container.iter().enumerate() {
             let at = format!("{at}, container #{} (name = \"{}\")", ci + 1, c.name);
             let container = container(&at, &net.name, c, subnet, &mut seen, listen)?;
-            t.catalog
-                .containers
-                .insert(format!("{}/{}", net.name, c.name), container);
+            t.catalog.containers.insert(
+                format!("{}/{}", net.name, c.name).into(),
+                std::sync::Arc::new(container),
+            );
         }
         t.catalog.networks.insert(net.name.clone(), network);
         t.networks.push(net.name.clone());

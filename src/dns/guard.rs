@@ -333,7 +333,7 @@ mod tests {
         );
         c.containers.insert(
             "x".into(),
-            Container {
+            std::sync::Arc::new(Container {
                 id: String::new(),
                 name: "x".into(),
                 hostname: None,
@@ -348,7 +348,7 @@ mod tests {
                     links: Vec::new(),
                 }],
                 anonymous: false,
-            },
+            }),
         );
         Snapshot::build(&c, BuildSettings::default())
     }

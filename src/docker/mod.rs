@@ -21,7 +21,7 @@ pub mod convert;
 mod error;
 pub mod listeners;
 pub mod peers;
-mod state;
+pub mod state;
 pub mod swarm;
 mod sync;
 pub mod watch;

@@ -3,6 +3,10 @@
 //! of every node (see `swarm`), with listener addresses (gateways, the sidecar's own) filled
 //! in and dockns's own addresses taken out of containers' DNS servers.
 //!
+//! Containers are held as `Arc`s and the catalog shares them: deriving the catalog after an
+//! event copies pointers, never a container, and a container rewritten for the catalog (its
+//! DNS servers that name dockns itself, a swarm trim) is copied only when something changes.
+//!
 //! Pure: no I/O except reading this host's addresses for a wildcard listener. It must not talk
 //! to the daemon (that is `sync`) nor decide when to publish (that is `watch`).
 
@@ -11,7 +15,7 @@ use super::listeners::local_addresses;
 use super::peers::Told;
 use super::swarm::{self, ClusterInfo, SwarmView};
 use super::watch::WatchOptions;
-use crate::model::{Catalog, Container};
+use crate::model::{Catalog, ContainerMap};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -24,8 +28,9 @@ pub struct State {
     pub net_ids: HashMap<String, String>,
     /// Names of networks seen but not served (so they are not inspected again and again).
     pub unserved: HashSet<String>,
-    /// Running, visible containers by ID.
-    pub containers: BTreeMap<String, Container>,
+    /// Running, visible containers by ID, shared with the catalogs published from them (a
+    /// container that did not change keeps its `Arc` from one catalog to the next).
+    pub containers: ContainerMap,
     /// The service records of each served swarm network, by network name (every node).
     pub swarm: BTreeMap<String, SwarmView>,
     /// Service aliases and task containers (managers only; empty on workers).
@@ -35,6 +40,7 @@ pub struct State {
 }
 
 impl State {
+    /// Serves a network (replacing what was known of it).
     pub fn add_network(&mut self, ni: NetInfo) {
         self.net_ids
             .insert(ni.network.id.clone(), ni.network.name.clone());
@@ -42,6 +48,8 @@ impl State {
         self.networks.insert(ni.network.name.clone(), ni);
     }
 
+    /// Stops serving the network with Docker ID `id` (and drops its swarm records); whether it
+    /// was served.
     pub fn remove_network_id(&mut self, id: &str) -> bool {
         match self.net_ids.remove(id) {
             Some(name) => {
@@ -72,28 +80,36 @@ impl State {
     }
 
     /// The catalog to publish; `local` are this host's addresses (sidecar mode), `peers` what
-    /// the dockns of other swarm nodes told (see `peers`).
+    /// the dockns of other swarm nodes told (see `peers`). The containers are shared with the
+    /// state, not copied: only those whose DNS servers name dockns itself, and those a swarm
+    /// network's records trim, are rewritten.
     pub fn catalog(&self, opts: &WatchOptions, local: &[IpAddr], peers: &Told) -> Catalog {
         let mut cat = Catalog::default();
+        // Sidecar: the container addresses that are this host's own, by network, in container
+        // order (one pass over the containers, not one per network).
+        let mut own: HashMap<&str, Vec<IpAddr>> = HashMap::new();
+        if opts.sidecar && !local.is_empty() {
+            for c in self.containers.values() {
+                for ep in &c.endpoints {
+                    let ips = ep
+                        .ipv4
+                        .iter()
+                        .map(|a| IpAddr::V4(*a))
+                        .chain(ep.ipv6.iter().map(|a| IpAddr::V6(*a)));
+                    for ip in ips.filter(|ip| local.contains(ip)) {
+                        own.entry(ep.network.as_str()).or_default().push(ip);
+                    }
+                }
+            }
+        }
         for (name, ni) in &self.networks {
             let mut n = ni.network.clone();
             if opts.gateways && ni.driver == "bridge" {
                 n.listen_addrs.extend(ni.gateways.iter().copied());
             }
-            if opts.sidecar {
-                for c in self.containers.values() {
-                    for ep in c.endpoints.iter().filter(|e| &e.network == name) {
-                        let ips = ep
-                            .ipv4
-                            .iter()
-                            .map(|a| IpAddr::V4(*a))
-                            .chain(ep.ipv6.iter().map(|a| IpAddr::V6(*a)));
-                        for ip in ips {
-                            if local.contains(&ip) && !n.listen_addrs.contains(&ip) {
-                                n.listen_addrs.push(ip);
-                            }
-                        }
-                    }
+            for ip in own.get(name.as_str()).into_iter().flatten() {
+                if !n.listen_addrs.contains(ip) {
+                    n.listen_addrs.push(*ip);
                 }
             }
             cat.networks.insert(name.clone(), n);
@@ -147,9 +163,12 @@ fn drop_own_dns_servers(cat: &mut Catalog, opts: &WatchOptions, local: &[IpAddr]
     } else {
         local
     };
+    let is_own = |s: &std::net::SocketAddr| crate::addr::is_own_listener(*s, &own, local);
     for c in cat.containers.values_mut() {
-        c.dns
-            .retain(|s| !crate::addr::is_own_listener(*s, &own, local));
+        // Copy-on-write: a container that lists none of dockns's addresses stays shared.
+        if c.dns.iter().any(is_own) {
+            std::sync::Arc::make_mut(c).dns.retain(|s| !is_own(s));
+        }
     }
 }
 
@@ -193,7 +212,8 @@ impl State {
 mod tests {
     use super::*;
     use crate::docker::DockerConfig;
-    use crate::model::{Endpoint, Health, Network, ServiceRecord};
+    use crate::model::{Container, Endpoint, Health, Network, ServiceRecord};
+    use std::sync::Arc;
 
     fn opts(gateways: bool, sidecar: bool) -> WatchOptions {
         WatchOptions {
@@ -228,7 +248,7 @@ mod tests {
         }
         st.containers.insert(
             "c1".into(),
-            Container {
+            Arc::new(Container {
                 id: "c1".into(),
                 name: "self".into(),
                 hostname: None,
@@ -243,7 +263,7 @@ mod tests {
                     links: Vec::new(),
                 }],
                 anonymous: false,
-            },
+            }),
         );
         st
     }
@@ -273,7 +293,7 @@ mod tests {
     fn own_addresses_leave_container_dns_lists() {
         let sa = |s: &str| -> std::net::SocketAddr { s.parse().unwrap() };
         let mut st = state();
-        st.containers.get_mut("c1").unwrap().dns = vec![
+        Arc::make_mut(st.containers.get_mut("c1").unwrap()).dns = vec![
             sa("10.5.0.1:53"),
             sa("192.0.2.53:53"),
             sa("10.5.0.7:53"),

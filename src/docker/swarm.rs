@@ -24,6 +24,7 @@ use crate::model::{Catalog, Container, Endpoint, Health, ServiceRecord};
 use bollard::models::{NetworkInspect, Service, Task, TaskState};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// One entry of a network's service records: a task of a service, or (service `""`) a
 /// standalone container attached to the network, on any node.
@@ -216,7 +217,7 @@ pub fn merge(
         &trimmed
     };
     let local = keep_listed_local(cat, views);
-    let mut remote: Vec<(String, Container)> = Vec::new();
+    let mut remote: Vec<(Arc<str>, Arc<Container>)> = Vec::new();
     let none = PeerNet::default();
     for (net, v) in views {
         let here = &local[net.as_str()];
@@ -228,8 +229,8 @@ pub fn merge(
                 .cloned();
             let names = told.endpoints.get(&ep.ip).map(Vec::as_slice).unwrap_or(&[]);
             remote.push((
-                format!("swarm/{net}/{}/{}", ep.ip, ep.name),
-                remote_container(net, ep, cid, names),
+                Arc::from(format!("swarm/{net}/{}/{}", ep.ip, ep.name)),
+                Arc::new(remote_container(net, ep, cid, names)),
             ));
         }
         let id = ids.get(net).map(String::as_str).unwrap_or("");
@@ -255,9 +256,13 @@ fn keep_listed_local<'v>(
     let mut local: HashMap<&str, HashSet<IpAddr>> = HashMap::new();
     for (net, v) in views {
         let listed: HashSet<IpAddr> = v.endpoints.iter().map(|e| e.ip).collect();
+        let keep =
+            |ep: &Endpoint| ep.network != *net || endpoint_ips(ep).any(|ip| listed.contains(&ip));
         for c in cat.containers.values_mut() {
-            c.endpoints
-                .retain(|ep| ep.network != *net || endpoint_ips(ep).any(|ip| listed.contains(&ip)));
+            // Copy-on-write: a container whose endpoints all stay is still shared.
+            if !c.endpoints.iter().all(keep) {
+                Arc::make_mut(c).endpoints.retain(keep);
+            }
         }
         local.insert(net.as_str(), HashSet::new());
     }
@@ -417,8 +422,8 @@ mod tests {
         assert_eq!(c2.task_id(), None);
     }
 
-    fn local(name: &str, addr: &str, aliases: &[&str]) -> Container {
-        Container {
+    fn local(name: &str, addr: &str, aliases: &[&str]) -> Arc<Container> {
+        Arc::new(Container {
             id: format!("{name}0123456789abcdef"),
             name: name.into(),
             hostname: None,
@@ -433,7 +438,7 @@ mod tests {
             }],
             dns: vec![],
             anonymous: false,
-        }
+        })
     }
 
     #[test]
@@ -472,7 +477,7 @@ mod tests {
             .containers
             .iter()
             .filter(|(k, _)| k.starts_with("swarm/"))
-            .map(|(_, c)| c)
+            .map(|(_, c)| &**c)
             .collect();
         assert_eq!(remote.len(), 5);
         let web2 = remote.iter().find(|c| c.name.starts_with("web.2")).unwrap();

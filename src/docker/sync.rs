@@ -21,6 +21,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Container inspections in flight at once during a full sync.
 const INSPECT_CONCURRENCY: usize = 16;
@@ -125,7 +126,7 @@ impl Watcher {
                 Ok(info) => {
                     if let Some(mut c) = convert::container(&info, &st.networks) {
                         c.anonymous = self.is_anonymous(&id);
-                        st.containers.insert(id, c);
+                        st.containers.insert(id.into(), Arc::new(c));
                     }
                 }
                 // Gone between the listing and the inspect: its destroy event follows.
@@ -299,10 +300,17 @@ impl Watcher {
         match convert::container(&info, &self.state.networks) {
             Some(mut c) => {
                 c.anonymous = self.is_anonymous(&id);
-                self.state.containers.insert(id, c);
+                // An unchanged container keeps its `Arc`: the next compile does not even
+                // compare it (a health probe or a restart that changes nothing is free).
+                match self.state.containers.get(id.as_str()) {
+                    Some(old) if **old == c => {}
+                    _ => {
+                        self.state.containers.insert(id.into(), Arc::new(c));
+                    }
+                }
             }
             None => {
-                self.state.containers.remove(&id);
+                self.state.containers.remove(id.as_str());
             }
         }
         Ok(())

@@ -30,6 +30,11 @@
 //! containers are anonymous (no `--name`) is read from the daemon's state directory when it is
 //! readable (see `convert::anonymous_in_config`); the Engine API does not say.
 //!
+//! Publishing hands the catalog (an `Arc` sharing the state's containers) to the publisher and
+//! returns: the compile runs on the publisher's own thread, never on a tokio worker, and the
+//! change is answered as soon as it is compiled. Only the first sync of a session waits for its
+//! publication (asynchronously), so that "synced" (and `/readyz`) means answerable.
+//!
 //! It owns the Docker connection and the `docker` source of the [`Publisher`]; it must not
 //! touch other sources, and it never blocks the query path (publishing swaps a snapshot).
 
@@ -44,7 +49,7 @@ use super::state::State;
 use super::DockerConfig;
 use crate::dns::listen::ListenerSet;
 use crate::metrics::ServerMetrics;
-use crate::model::{Catalog, Container, Publisher};
+use crate::model::{Catalog, ContainerMap, Publisher};
 use bollard::models::EventMessage;
 use bollard::query_parameters::{EventsOptions, InspectNetworkOptions};
 use bollard::Docker;
@@ -158,6 +163,7 @@ impl DockerWatcher {
             publisher,
             state: State::default(),
             last: None,
+            ticket: 0,
             status: status.clone(),
             metrics,
             up: None,
@@ -226,7 +232,10 @@ pub(super) struct Watcher {
     publisher: Arc<Publisher>,
     listeners: ListenerSync,
     pub(super) state: State,
-    last: Option<Catalog>,
+    /// The catalog last handed to the publisher (shares its containers with `state`).
+    last: Option<Arc<Catalog>>,
+    /// The publisher's ticket for `last` (see [`Publisher::submit_source`]).
+    ticket: u64,
     status: Arc<WatchStatus>,
     /// Server-wide readiness and Docker counters (admin API, /metrics).
     metrics: Arc<ServerMetrics>,
@@ -357,6 +366,8 @@ impl Watcher {
         self.state = fresh;
         self.listeners.retry_failed();
         self.publish();
+        // Synced means answerable: wait (without blocking a worker) for the compile.
+        self.publisher.published(self.ticket).await;
         if self.status.syncs.fetch_add(1, Ordering::Relaxed) > 0 {
             self.metrics.docker.reconnected();
         }
@@ -471,7 +482,10 @@ impl Watcher {
         Ok(())
     }
 
-    /// Publishes the catalog (and follows it with the listeners) when it changed.
+    /// Publishes the catalog (and follows it with the listeners) when it changed. The catalog
+    /// shares the state's containers (no copy), the comparison with the last one reads only
+    /// the containers whose `Arc` differs, and the compile runs on the publisher's thread:
+    /// this returns without waiting for it (the change is visible as soon as it is compiled).
     fn publish(&mut self) {
         let local = if self.opts.sidecar {
             local_addresses()
@@ -482,11 +496,12 @@ impl Watcher {
         if self.opts.sidecar {
             self.serve_peers(&catalog);
         }
-        if self.last.as_ref() == Some(&catalog) {
+        if self.last.as_deref() == Some(&catalog) {
             return;
         }
         self.listeners.apply(&catalog);
-        self.publisher.set_source(DOCKER_SOURCE, catalog.clone());
+        let catalog = Arc::new(catalog);
+        self.ticket = self.publisher.submit_source(DOCKER_SOURCE, catalog.clone());
         self.last = Some(catalog);
     }
 
@@ -502,7 +517,7 @@ impl Watcher {
             }
         }
         let doc = peers::local_doc(
-            self.state.containers.values(),
+            self.state.containers.values().map(|c| &**c),
             &self.state.swarm,
             &self.state.service_aliases(),
             self.state.cluster.retired(&self.state.swarm),
@@ -528,14 +543,14 @@ impl Watcher {
             .containers
             .iter()
             .filter(|(id, c)| self.state.containers.get(*id) != Some(*c))
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect();
         ids.extend(
             self.state
                 .containers
                 .keys()
                 .filter(|id| !fresh.containers.contains_key(*id))
-                .cloned(),
+                .map(|id| id.to_string()),
         );
         let before = self.state.containers.clone();
         for id in &ids {
@@ -638,18 +653,14 @@ struct Drift {
 
 impl Drift {
     /// The differences between the containers before and after re-inspecting `ids`.
-    fn between(
-        before: &BTreeMap<String, Container>,
-        after: &BTreeMap<String, Container>,
-        ids: &[String],
-    ) -> Drift {
+    fn between(before: &ContainerMap, after: &ContainerMap, ids: &[String]) -> Drift {
         let mut d = Drift {
             missing: Vec::new(),
             stale: Vec::new(),
             changed: Vec::new(),
         };
         for id in ids {
-            match (before.get(id), after.get(id)) {
+            match (before.get(id.as_str()), after.get(id.as_str())) {
                 (None, Some(c)) => d.missing.push(c.name.clone()),
                 (Some(c), None) => d.stale.push(c.name.clone()),
                 (Some(a), Some(b)) if a != b => d.changed.push(b.name.clone()),

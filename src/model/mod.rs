@@ -1,8 +1,10 @@
 //! The container model: networks, containers, their endpoints, and the name rules that decide
 //! which names an endpoint answers to.
 //!
-//! A [`Catalog`] is the plain, owned description of everything one source (the static config or
-//! the Docker daemon) knows. Sources build catalogs; [`Publisher`] merges them and compiles the
+//! A [`Catalog`] is the plain description of everything one source (the static config or the
+//! Docker daemon) knows; its containers are shared (`Arc`) between successive catalogs, so a
+//! source derives the next catalog without copying a container, and a change is found by
+//! pointer before any comparison of contents. Sources build catalogs; [`Publisher`] merges them and compiles the
 //! result into an immutable [`Snapshot`] that the DNS listeners read without locks. Nothing on the
 //! query path ever touches a `Catalog`: the model flows one way, sources → catalog → snapshot.
 
@@ -21,6 +23,7 @@ pub use zone::REVERSE_AUTHORITY_LEN;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// Health of a container as far as answers are concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -154,13 +157,26 @@ pub struct ServiceRecord {
     pub tasks: Vec<std::net::IpAddr>,
 }
 
-/// Everything one source knows, keyed for deterministic iteration.
+/// Containers by key, shared: a clone of the map copies pointers, never a container, so
+/// successive catalogs share every container that did not change (and the snapshot compiler
+/// recognises them by pointer, see [`same_container`]).
+pub type ContainerMap = BTreeMap<Arc<str>, Arc<Container>>;
+
+/// Whether two shared containers are the same: the same allocation (the common case between
+/// two catalogs, decided without reading them), else equal contents.
+#[inline]
+pub fn same_container(a: &Arc<Container>, b: &Arc<Container>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
+}
+
+/// Everything one source knows, keyed for deterministic iteration. Cloning it is cheap: the
+/// containers are shared (see [`ContainerMap`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Catalog {
     /// Networks by name.
     pub networks: BTreeMap<String, Network>,
     /// Containers by ID (static entries: by name).
-    pub containers: BTreeMap<String, Container>,
+    pub containers: ContainerMap,
     /// Swarm services.
     pub services: Vec<ServiceRecord>,
 }
