@@ -23,14 +23,14 @@
 //! Prints one table (and JSON with `--json`, on stdout, the table then going to stderr).
 //! Run: `cargo bench --bench docker_scale` (`-- --json` for JSON); needs dnsperf
 //! (`apt-get install dnsperf`). Env knobs, defaults in brackets: DOCKNS_SCALE_CONTAINERS
-//! [10000], DOCKNS_SCALE_NETWORKS [500], DOCKNS_SCALE_DUR (seconds per phase) [10],
-//! DOCKNS_SCALE_ROUNDS [3], DOCKNS_SCALE_EVENTS [300], DOCKNS_SCALE_RATE (events/s) [20],
+//! [10000], DOCKNS_SCALE_NETWORKS [500], DOCKNS_SCALE_DUR (seconds per phase) [6],
+//! DOCKNS_SCALE_ROUNDS [5], DOCKNS_SCALE_EVENTS [300], DOCKNS_SCALE_RATE (events/s) [20],
 //! DOCKNS_SCALE_POLL_US [500], DOCKNS_SCALE_TIMEOUT_MS (per event) [5000],
 //! DOCKNS_SCALE_WORKERS [CPUs], DOCKNS_SCALE_CLIENTS (dnsperf -c) [8], DOCKNS_SCALE_INFLIGHT
 //! (dnsperf -q) [500], DOCKNS_SCALE_SYNC_TIMEOUT_S [300], DOCKNS_SCALE_JSON (also write the
 //! JSON to this file), DOCKNS_SCALE_BIN (another dockns binary to measure; the commit shown is
-//! then this checkout's, not the binary's). Bounded: ROUNDS × 2 phases of DUR seconds plus the sync and 3 s (about
-//! 70 s at the defaults). Loopback only.
+//! then this checkout's, not the binary's). Bounded: ROUNDS × 2 phases of DUR seconds plus the
+//! sync and 3 s (about 70 s at the defaults). Loopback only.
 
 #[path = "../tests/kit/mod.rs"]
 mod kit;
@@ -84,8 +84,8 @@ fn main() {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let containers: usize = knob("DOCKNS_SCALE_CONTAINERS", 10_000);
     let networks: usize = knob("DOCKNS_SCALE_NETWORKS", 500);
-    let dur: u64 = knob("DOCKNS_SCALE_DUR", 10);
-    let rounds: usize = knob("DOCKNS_SCALE_ROUNDS", 3);
+    let dur: u64 = knob("DOCKNS_SCALE_DUR", 6);
+    let rounds: usize = knob("DOCKNS_SCALE_ROUNDS", 5);
     let events: usize = knob("DOCKNS_SCALE_EVENTS", 300);
     let rate: f64 = knob("DOCKNS_SCALE_RATE", 20.0);
     let poll_us: u64 = knob("DOCKNS_SCALE_POLL_US", 500);
