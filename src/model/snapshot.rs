@@ -223,20 +223,8 @@ pub const MAX_CLIENT_SERVERS: usize = 3;
 pub struct Snapshot {
     /// Per-network tables, by network index (shared with other snapshots when unchanged).
     nets: Vec<Arc<NetTable>>,
-    views: Vec<View>,
-    host_view: ViewId,
-    client_views: FxHashMap<IpAddr, ViewId>,
-    listener_views: FxHashMap<IpAddr, ViewId>,
-    /// How many addresses (client and listener; the host view counts one more) use each view:
-    /// a view nobody uses any more after an incremental rebuild is left behind, emptied, until
-    /// enough of them make the next rebuild assemble the views afresh (see [`Views::patch`]).
-    view_users: Vec<u32>,
-    /// Container addresses claimed by more than one container (the first in catalog order
-    /// owns them): a change that touches one reassembles the client views afresh.
-    contested: FxHashSet<IpAddr>,
-    /// Catalog keys of the containers with links (`--link`): those a recompiled network may
-    /// give a new link view.
-    linkers: FxHashSet<Arc<str>>,
+    /// The views and the maps that pick one per address (see [`Views`]).
+    routing: Views,
     networks: Vec<NetworkInfo>,
     domain_key: Option<Box<[u8]>>,
     /// Zone records: SOA, NS, `ns1.<domain>` …, reverse-zone SOA (see `zone.rs`).
@@ -790,13 +778,21 @@ fn container_view(
 }
 
 /// A snapshot's views and the maps that pick one per address.
+#[derive(Debug)]
 struct Views {
     views: Vec<View>,
     host_view: ViewId,
     client_views: FxHashMap<IpAddr, ViewId>,
     listener_views: FxHashMap<IpAddr, ViewId>,
+    /// How many addresses (client and listener; the host view counts one more) use each view:
+    /// a view nobody uses any more after an incremental rebuild is left behind, emptied, until
+    /// enough of them make the next rebuild assemble the views afresh (see [`Views::patch`]).
     users: Vec<u32>,
+    /// Container addresses claimed by more than one container (the first in catalog order
+    /// owns them): a change that touches one reassembles the client views afresh.
     contested: FxHashSet<IpAddr>,
+    /// Catalog keys of the containers with links (`--link`): those a recompiled network may
+    /// give a new link view.
     linkers: FxHashSet<Arc<str>>,
 }
 
@@ -899,14 +895,15 @@ impl Views {
         if n_changed * 4 > i.nets.len().max(4) {
             return None;
         }
-        let mut views = prev.views.clone();
-        let mut users = prev.view_users.clone();
+        let mut views = prev.routing.views.clone();
+        let mut users = prev.routing.users.clone();
         // A container whose links point into a recompiled network is taken again too: its
         // link aliases resolve anew (a target may have come or gone).
         let mut changes: Vec<Change<'_>> = changes.to_vec();
         if n_changed > 0 {
             patch_views(i, prev, &changed, &mut views, &users);
             let relinked: Vec<Change<'_>> = prev
+                .routing
                 .linkers
                 .iter()
                 .filter_map(|k| i.catalog.containers.get_key_value(k))
@@ -929,10 +926,10 @@ impl Views {
             c.is_some_and(|c| {
                 served_ips(c, i.net_index)
                     .iter()
-                    .any(|ip| prev.contested.contains(ip))
+                    .any(|ip| prev.routing.contested.contains(ip))
             })
         };
-        if !prev.contested.is_empty()
+        if !prev.routing.contested.is_empty()
             && changes
                 .iter()
                 .any(|(_, a, b)| touches_contested(*a) || touches_contested(*b))
@@ -940,7 +937,7 @@ impl Views {
             return None;
         }
         // The addresses of the changed containers: every old one leaves, every new one comes.
-        let mut client_views = prev.client_views.clone();
+        let mut client_views = prev.routing.client_views.clone();
         for ip in changes
             .iter()
             .filter_map(|(_, old, _)| *old)
@@ -991,7 +988,7 @@ impl Views {
             v.ents = ViewEnts::Merged(Arc::default());
             v.links = None;
         }
-        let mut linkers = prev.linkers.clone();
+        let mut linkers = prev.routing.linkers.clone();
         for (key, _, new) in &changes {
             match new {
                 Some(c) if has_links(c) => linkers.insert((*key).clone()),
@@ -1000,11 +997,11 @@ impl Views {
         }
         Some(Views {
             views,
-            host_view: prev.host_view,
+            host_view: prev.routing.host_view,
             client_views,
-            listener_views: prev.listener_views.clone(),
+            listener_views: prev.routing.listener_views.clone(),
             users,
-            contested: prev.contested.clone(),
+            contested: prev.routing.contested.clone(),
             linkers,
         })
     }
@@ -1207,15 +1204,7 @@ impl Snapshot {
             _ => None,
         };
         let views_patched = patched.is_some();
-        let Views {
-            views,
-            host_view,
-            client_views,
-            listener_views,
-            users: view_users,
-            contested,
-            linkers,
-        } = patched.unwrap_or_else(|| Views::build(&inputs));
+        let routing = patched.unwrap_or_else(|| Views::build(&inputs));
 
         // 3. The zone.
         let domain_key = settings
@@ -1254,13 +1243,7 @@ impl Snapshot {
         );
         Snapshot {
             nets,
-            views,
-            host_view,
-            client_views,
-            listener_views,
-            view_users,
-            contested,
-            linkers,
+            routing,
             networks,
             domain_key,
             zone,
@@ -1335,34 +1318,35 @@ impl Snapshot {
     #[inline]
     pub fn view_for(&self, client: IpAddr, local: Option<IpAddr>) -> &View {
         let id = self
+            .routing
             .client_views
             .get(&client)
-            .or_else(|| local.and_then(|l| self.listener_views.get(&l)))
+            .or_else(|| local.and_then(|l| self.routing.listener_views.get(&l)))
             .copied()
-            .unwrap_or(self.host_view);
-        &self.views[id as usize]
+            .unwrap_or(self.routing.host_view);
+        &self.routing.views[id as usize]
     }
 
     /// Whether `client` is the address of a known container (Docker's or a static table's): the
     /// forward rate limit gives each its own bucket (`dns::guard`). No allocation.
     #[inline]
     pub fn is_known_container(&self, client: IpAddr) -> bool {
-        self.client_views.contains_key(&client)
+        self.routing.client_views.contains_key(&client)
     }
 
     /// Whether `client` is a known container address or lies in a served network's subnet
     /// (the access check in `dns::guard`). No allocation.
     #[inline]
     pub fn is_served_client(&self, client: IpAddr) -> bool {
-        self.client_views.contains_key(&client)
+        self.routing.client_views.contains_key(&client)
             || self.served_subnets.iter().any(|n| n.contains(&client))
     }
 
     /// Which rule picked the view for a client (for `dockns query` and logs).
     pub fn scope_reason(&self, client: IpAddr, local: Option<IpAddr>) -> &'static str {
-        if self.client_views.contains_key(&client) {
+        if self.routing.client_views.contains_key(&client) {
             "client address belongs to a known container"
-        } else if local.is_some_and(|l| self.listener_views.contains_key(&l)) {
+        } else if local.is_some_and(|l| self.routing.listener_views.contains_key(&l)) {
             "query arrived on a network's own address"
         } else {
             "host view (client is not a known container)"
@@ -1371,7 +1355,7 @@ impl Snapshot {
 
     /// The host view.
     pub fn host_view(&self) -> &View {
-        &self.views[self.host_view as usize]
+        &self.routing.views[self.routing.host_view as usize]
     }
 
     /// The networks, by index.
@@ -1409,7 +1393,7 @@ impl Snapshot {
     /// Number of distinct views in use (an incremental rebuild may leave unused ones behind,
     /// emptied, until the next fresh assembly; they are not counted).
     pub fn view_count(&self) -> usize {
-        self.view_users.iter().filter(|u| **u > 0).count()
+        self.routing.users.iter().filter(|u| **u > 0).count()
     }
 
     /// The encoded SOA record for the authority section of negative answers under the domain
@@ -2564,7 +2548,13 @@ mod tests {
                 .collect()
         };
         let mut views = BTreeMap::new();
-        for (v, _) in s.views.iter().zip(&s.view_users).filter(|(_, u)| **u > 0) {
+        for (v, _) in s
+            .routing
+            .views
+            .iter()
+            .zip(&s.routing.users)
+            .filter(|(_, u)| **u > 0)
+        {
             let keys: Vec<Vec<u8>> = match &v.names {
                 ViewNames::One(ni) => s.nets[*ni as usize]
                     .all
@@ -2590,9 +2580,10 @@ mod tests {
             views.insert(spec(v), names);
         }
         let clients = s
+            .routing
             .client_views
             .iter()
-            .map(|(ip, &vid)| (*ip, spec(&s.views[vid as usize])))
+            .map(|(ip, &vid)| (*ip, spec(&s.routing.views[vid as usize])))
             .collect();
         (views, clients)
     }
@@ -3005,11 +2996,20 @@ mod tests {
         Arc::make_mut(cat.containers.get_mut("api-1").unwrap()).endpoints[0].aliases =
             vec!["renamed".into()];
         let inc = Snapshot::rebuild(&cat, settings, &prev, &prev_cat);
-        assert_eq!(inc.client_views, prev.client_views, "no address moved");
-        let far = inc.client_views[&"10.4.0.7".parse::<IpAddr>().unwrap()];
-        assert!(matches!(inc.views[far as usize].names, ViewNames::One(_)));
-        let both = inc.client_views[&"10.4.0.8".parse::<IpAddr>().unwrap()] as usize;
-        match (&prev.views[both].names, &inc.views[both].names) {
+        assert_eq!(
+            inc.routing.client_views, prev.routing.client_views,
+            "no address moved"
+        );
+        let far = inc.routing.client_views[&"10.4.0.7".parse::<IpAddr>().unwrap()];
+        assert!(matches!(
+            inc.routing.views[far as usize].names,
+            ViewNames::One(_)
+        ));
+        let both = inc.routing.client_views[&"10.4.0.8".parse::<IpAddr>().unwrap()] as usize;
+        match (
+            &prev.routing.views[both].names,
+            &inc.routing.views[both].names,
+        ) {
             (ViewNames::Merged(a), ViewNames::Merged(b)) => {
                 assert!(
                     Arc::ptr_eq(a, b),
