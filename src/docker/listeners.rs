@@ -193,34 +193,34 @@ impl AddressChanges {
     }
 }
 
-/// Interface addresses with their prefix lengths (from the netmask).
+/// Interface addresses with their prefix lengths (from the netmask; a host prefix when the
+/// netmask is missing).
 pub fn local_interfaces() -> Vec<IpNet> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
         return Vec::new();
     };
     addrs
         .filter_map(|ifa| {
-            let addr = ifa.address?;
-            let mask = ifa.netmask;
-            if let Some(sa) = addr.as_sockaddr_in() {
-                let ip = IpAddr::V4(sa.ip());
-                let len = mask
-                    .as_ref()
-                    .and_then(|m| m.as_sockaddr_in())
-                    .map_or(32, |m| u32::from(m.ip()).count_ones() as u8);
-                Some(IpNet::new(ip, len.min(32)).unwrap_or(IpNet::from(ip)))
-            } else if let Some(sa) = addr.as_sockaddr_in6() {
-                let ip = IpAddr::V6(sa.ip());
-                let len = mask
-                    .as_ref()
-                    .and_then(|m| m.as_sockaddr_in6())
-                    .map_or(128, |m| u128::from(m.ip()).count_ones() as u8);
-                Some(IpNet::new(ip, len.min(128)).unwrap_or(IpNet::from(ip)))
-            } else {
-                None
-            }
+            let ip = sockaddr_ip(ifa.address.as_ref()?)?;
+            let prefix = ifa
+                .netmask
+                .as_ref()
+                .and_then(sockaddr_ip)
+                .and_then(|mask| ipnet::ip_mask_to_prefix(mask).ok());
+            Some(prefix.map_or(IpNet::from(ip), |len| {
+                IpNet::new(ip, len).unwrap_or(IpNet::from(ip))
+            }))
         })
         .collect()
+}
+
+/// The IP address of an IPv4 or IPv6 socket address (`None` for other families).
+fn sockaddr_ip(sa: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
+    if let Some(v4) = sa.as_sockaddr_in() {
+        Some(IpAddr::V4(v4.ip()))
+    } else {
+        sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+    }
 }
 
 #[cfg(test)]
