@@ -32,7 +32,7 @@
 
 use super::names::{endpoint_names, normalize_name, ptr_name, reverse_name};
 use super::zone::{self, ReverseKind, ZoneData};
-use super::{same_container, Catalog, Container, Endpoint, ServiceRecord};
+use super::{Catalog, Container, Endpoint, ServiceRecord};
 use crate::wire::RecordSet;
 use crate::wire::{CLASS_ANY, CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_NS, TYPE_PTR, TYPE_SOA};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
@@ -363,11 +363,12 @@ type Change<'c> = (
 
 /// The networks whose tables going from `old` to `new` can change: every network an added,
 /// removed or changed container is or was attached to, and every network whose services
-/// changed; and those containers. One merge-join over the two (sorted) container maps; no
-/// allocation per container, and a container both catalogs share (the same `Arc`) is not read
-/// at all.
+/// changed; and those containers. The container maps are persistent and share what did not
+/// change, so their [`imbl::OrdMap::diff`] skips every shared subtree: the work is
+/// proportional to the change, not to the containers, and a container both catalogs share
+/// (the same `Arc`) is not read at all.
 fn dirty_networks<'c>(old: &'c Catalog, new: &'c Catalog) -> (FxHashSet<&'c str>, Vec<Change<'c>>) {
-    use std::cmp::Ordering::{Equal, Greater, Less};
+    use imbl::ordmap::DiffItem;
     let mut dirty = FxHashSet::default();
     let mut changes: Vec<Change<'c>> = Vec::new();
     let mut mark = |c: &'c Container| {
@@ -375,48 +376,24 @@ fn dirty_networks<'c>(old: &'c Catalog, new: &'c Catalog) -> (FxHashSet<&'c str>
             dirty.insert(ep.network.as_str());
         }
     };
-    let (mut a, mut b) = (
-        old.containers.iter().peekable(),
-        new.containers.iter().peekable(),
-    );
-    loop {
-        match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some(&(ka, ca)), None) => {
-                mark(ca);
-                changes.push((ka, Some(ca), None));
-                a.next();
+    for item in old.containers.diff(&new.containers) {
+        match item {
+            DiffItem::Add(k, c) => {
+                mark(c);
+                changes.push((k, None, Some(c)));
             }
-            (None, Some(&(kb, cb))) => {
-                mark(cb);
-                changes.push((kb, None, Some(cb)));
-                b.next();
+            DiffItem::Remove(k, c) => {
+                mark(c);
+                changes.push((k, Some(c), None));
             }
-            (Some(&(ka, ca)), Some(&(kb, cb))) => match if Arc::ptr_eq(ka, kb) {
-                Equal
-            } else {
-                ka.cmp(kb)
-            } {
-                Less => {
-                    mark(ca);
-                    changes.push((ka, Some(ca), None));
-                    a.next();
-                }
-                Greater => {
-                    mark(cb);
-                    changes.push((kb, None, Some(cb)));
-                    b.next();
-                }
-                Equal => {
-                    if !same_container(ca, cb) {
-                        mark(ca);
-                        mark(cb);
-                        changes.push((kb, Some(ca), Some(cb)));
-                    }
-                    a.next();
-                    b.next();
-                }
-            },
+            DiffItem::Update {
+                old: (_, a),
+                new: (k, b),
+            } => {
+                mark(a);
+                mark(b);
+                changes.push((k, Some(a), Some(b)));
+            }
         }
     }
     let by_network = |c: &'c Catalog| {
