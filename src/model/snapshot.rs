@@ -135,8 +135,9 @@ pub struct View {
     owner: Option<Arc<str>>,
     /// Whether unknown names may be forwarded (at least one visible network is not internal).
     pub forward: bool,
-    /// The networks this view shows, in priority order, with whether plain names are visible.
-    pub networks: Vec<(u32, bool)>,
+    /// The networks this view shows, in priority order, with whether plain names are visible
+    /// (shared: copying a view for a rebuild allocates nothing).
+    pub networks: Arc<[(u32, bool)]>,
     /// The empty non-terminals this view sees (see [`ViewEnts`]).
     ents: ViewEnts,
 }
@@ -1046,7 +1047,8 @@ impl Views {
                 ops.push((ip, None));
             }
         }
-        let mut by_spec: FxHashMap<Vec<(u32, bool)>, ViewId> = FxHashMap::default();
+        let mut by_spec: FxHashMap<Arc<[(u32, bool)]>, ViewId> =
+            FxHashMap::with_capacity_and_hasher(views.len(), Default::default());
         for (vid, v) in views.iter().enumerate() {
             if users[vid] > 0 && v.owner.is_none() {
                 by_spec.entry(v.networks.clone()).or_insert(vid as ViewId);
@@ -1164,11 +1166,61 @@ fn patch_views(
                     if same_ents(&v.networks, i.nets, &prev.nets, changed) {
                         e.clone()
                     } else {
-                        Arc::new(merged_ents(i.nets, &v.networks))
+                        let mut set = Set::clone(e);
+                        patch_ents_in_place(&mut set, &v.networks, i.nets, &prev.nets, changed);
+                        Arc::new(set)
                     }
                 })
                 .clone();
             v.ents = ViewEnts::Merged(merged);
+        }
+    }
+}
+
+/// The empty non-terminals a table shows where a view shows it (`plain`: all of them, else
+/// those of its qualified names).
+fn ents_of(t: &NetTable, plain: bool) -> Box<dyn Iterator<Item = &Arc<[u8]>> + '_> {
+    if plain {
+        Box::new(t.ents.iter())
+    } else {
+        Box::new(t.ents_qualified.iter())
+    }
+}
+
+/// Whether a table shows `key` as an empty non-terminal where a view shows it.
+fn has_ent(t: &NetTable, plain: bool, key: &[u8]) -> bool {
+    if plain {
+        t.ents.contains(key)
+    } else {
+        t.ents_qualified.iter().any(|k| &k[..] == key)
+    }
+}
+
+/// Brings a view's merged empty non-terminals (the union over `spec`, see [`merged_ents`])
+/// from the `old` tables to the `new` ones in place, given which networks `changed`: every
+/// one a changed network now has goes in; one it no longer has goes out unless another
+/// network of the spec still has it. Work in proportion to the changed networks' sets (and
+/// the spec's length only for a key that went).
+fn patch_ents_in_place(
+    set: &mut FxHashSet<Arc<[u8]>>,
+    spec: &[(u32, bool)],
+    new: &[Arc<NetTable>],
+    old: &[Arc<NetTable>],
+    changed: &[bool],
+) {
+    for &(n, plain) in spec.iter().filter(|&&(n, _)| changed[n as usize]) {
+        let (before, after) = (&old[n as usize], &new[n as usize]);
+        for k in ents_of(after, plain) {
+            if !set.contains(k) {
+                set.insert(k.clone());
+            }
+        }
+        for k in ents_of(before, plain) {
+            if !has_ent(after, plain, k)
+                && !spec.iter().any(|&(m, pl)| has_ent(&new[m as usize], pl, k))
+            {
+                set.remove(k);
+            }
         }
     }
 }
@@ -2117,12 +2169,12 @@ struct ViewBuilder<'a> {
     nets: &'a [Arc<NetTable>],
     networks: &'a [NetworkInfo],
     views: Vec<View>,
-    by_spec: FxHashMap<Vec<(u32, bool)>, ViewId>,
+    by_spec: FxHashMap<Arc<[(u32, bool)]>, ViewId>,
 }
 
 impl ViewBuilder<'_> {
     fn view(&mut self, spec: Vec<(u32, bool)>) -> ViewId {
-        if let Some(&id) = self.by_spec.get(&spec) {
+        if let Some(&id) = self.by_spec.get(spec.as_slice()) {
             return id;
         }
         let names = match spec.as_slice() {
@@ -2168,6 +2220,7 @@ impl ViewBuilder<'_> {
             _ => ViewEnts::Merged(Arc::new(merged_ents(self.nets, &spec))),
         };
         let id = self.views.len() as ViewId;
+        let spec: Arc<[(u32, bool)]> = spec.into();
         self.views.push(View {
             names,
             links: None,
@@ -3037,7 +3090,10 @@ mod tests {
             .chain((0..2).map(|i| Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 9, i, 1)))))
             .collect();
         let mut names: Vec<String> = Vec::new();
-        for n in NAMES.iter().chain(&["l1", "l2", "tasks.web", "nothing"]) {
+        for n in NAMES
+            .iter()
+            .chain(&["l1", "l2", "tasks.web", "nothing", "y"])
+        {
             names.push(n.to_string());
             names.push(format!("{n}.docker"));
             for net in NETS {
