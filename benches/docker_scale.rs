@@ -27,7 +27,8 @@
 //! DOCKNS_SCALE_ROUNDS [5], DOCKNS_SCALE_EVENTS [300], DOCKNS_SCALE_RATE (events/s) [20],
 //! DOCKNS_SCALE_POLL_US [500], DOCKNS_SCALE_TIMEOUT_MS (per event) [5000],
 //! DOCKNS_SCALE_WORKERS [CPUs], DOCKNS_SCALE_CLIENTS (dnsperf -c) [8], DOCKNS_SCALE_INFLIGHT
-//! (dnsperf -q) [500], DOCKNS_SCALE_SYNC_TIMEOUT_S [300], DOCKNS_SCALE_JSON (also write the
+//! (dnsperf -q) [500], DOCKNS_SCALE_LOAD (0: no dnsperf, the phases run without query load, to
+//! measure an event's own cost on a quiet server) [1], DOCKNS_SCALE_SYNC_TIMEOUT_S [300], DOCKNS_SCALE_JSON (also write the
 //! JSON to this file), DOCKNS_SCALE_BIN (another dockns binary to measure; the commit shown is
 //! then this checkout's, not the binary's). Bounded: ROUNDS × 2 phases of DUR seconds plus the
 //! sync and 3 s (about 70 s at the defaults). Loopback only.
@@ -77,10 +78,6 @@ fn main() {
         return;
     }
     let as_json = args.iter().any(|a| a == "--json");
-    if let Err(e) = dnsperf_available() {
-        eprintln!("docker_scale: {e}");
-        std::process::exit(1);
-    }
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let containers: usize = knob("DOCKNS_SCALE_CONTAINERS", 10_000);
     let networks: usize = knob("DOCKNS_SCALE_NETWORKS", 500);
@@ -93,9 +90,20 @@ fn main() {
     let workers: usize = knob("DOCKNS_SCALE_WORKERS", cpus);
     let clients: u32 = knob("DOCKNS_SCALE_CLIENTS", 8);
     let inflight: u32 = knob("DOCKNS_SCALE_INFLIGHT", 500);
+    let loaded: u8 = knob("DOCKNS_SCALE_LOAD", 1);
     let sync_timeout: u64 = knob("DOCKNS_SCALE_SYNC_TIMEOUT_S", 300);
     let json_file: Option<String> = std::env::var("DOCKNS_SCALE_JSON").ok();
     let bin: String = knob("DOCKNS_SCALE_BIN", kit::process::BIN.to_string());
+    if loaded != 0 {
+        if let Err(e) = dnsperf_available() {
+            eprintln!("docker_scale: {e}");
+            std::process::exit(1);
+        }
+    }
+    let load = |queries: &std::path::Path, addr| match loaded {
+        0 => start_no_load(dur),
+        _ => start_load(addr, queries, dur, clients, inflight),
+    };
     if dur < 3 || rate <= 0.0 {
         eprintln!(
             "docker_scale: DOCKNS_SCALE_DUR must be at least 3 s and DOCKNS_SCALE_RATE above 0"
@@ -146,11 +154,10 @@ fn main() {
             r + 1
         ));
         let a0 = cpu.sample();
-        let load_a = Load::wait(start_load(server.addr, &queries, dur, clients, inflight))
-            .unwrap_or_else(|e| {
-                eprintln!("docker_scale: phase A: {e}");
-                std::process::exit(1)
-            });
+        let load_a = Load::wait(load(&queries, server.addr)).unwrap_or_else(|e| {
+            eprintln!("docker_scale: phase A: {e}");
+            std::process::exit(1)
+        });
         let a1 = cpu.sample();
         let idle_rate = a1.other_since(&a0).0.max(0) as f64 / a1.secs_since(&a0).max(1e-9);
         let want = events / rounds + usize::from(r < events % rounds);
@@ -159,7 +166,7 @@ fn main() {
             r + 1
         ));
         let b_start = Instant::now();
-        let child = start_load(server.addr, &queries, dur, clients, inflight);
+        let child = load(&queries, server.addr);
         std::thread::sleep(Duration::from_millis(500));
         let plan = EventPlan {
             count: want,
@@ -260,9 +267,16 @@ fn main() {
     };
     line(format!(
         "Docker events at {} containers ({} endpoints, {} links) on {} networks: fake Docker 20.10 \
-         (API 1.41); {version}, commit {commit}; workers {workers}, {cpus} CPUs; dnsperf -c \
-         {clients} -q {inflight}, {rounds} rounds of {dur} s without then with events",
-        world.containers, world.endpoints, world.links, networks
+         (API 1.41); {version}, commit {commit}; workers {workers}, {cpus} CPUs; {}, {rounds} \
+         rounds of {dur} s without then with events",
+        world.containers,
+        world.endpoints,
+        world.links,
+        networks,
+        match loaded {
+            0 => "NO query load (DOCKNS_SCALE_LOAD=0)".to_string(),
+            _ => format!("dnsperf -c {clients} -q {inflight}"),
+        }
     ));
     line(format!(
         "sync: {} sample names answered {:.1} s after the start; RSS {} MiB after the sync, {} \
@@ -368,7 +382,7 @@ fn main() {
         "cpus": cpus,
         "dur_s": dur,
         "rounds": rounds,
-        "dnsperf": {"clients": clients, "inflight": inflight},
+        "dnsperf": {"clients": clients, "inflight": inflight, "load": loaded != 0},
         "sync_s": synced.as_secs_f64(),
         "rss_kib": {"synced": rss_synced, "end": rss_after},
         "threads": threads_after,

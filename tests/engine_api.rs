@@ -468,3 +468,86 @@ fn slow_daemon_in_every_api_generation() {
         fe.hold_inspect(false);
     }
 }
+
+/// Events already queued together are applied with one inspection per container, and nothing
+/// they say is lost. Docker 20.10 reports one `docker run` as `create`, a `network connect`
+/// per network, then `start`: queued behind an inspection in progress, the three events of a
+/// container on two networks must cost one inspection of it, not three. Coalescing must keep
+/// what the events mean in order: a restart (`die` then `start`, with a new address) is seen,
+/// a container started then stopped before the watcher looked is not served, and a stop that
+/// follows a start the watcher already applied is not skipped as a repeat.
+#[test]
+fn events_queued_together_cost_one_inspection_and_keep_their_order() {
+    for api in Api::ALL {
+        let fe = FakeEngine::start(api);
+        let app = fe.add_network("app", "10.201.0.0/24", "10.201.0.1");
+        let back = fe.add_network("back", "10.202.0.0/24", "10.202.0.1");
+        fe.add_container("client", None, &[("app", ep("10.201.0.50", &[], &[]))]);
+        fe.add_container("client-b", None, &[("back", ep("10.202.0.50", &[], &[]))]);
+        let busy = fe.add_container("busy", None, &[("app", ep("10.201.0.40", &[], &[]))]);
+        let z = fe.add_container("z", None, &[("app", ep("10.201.0.41", &[], &[]))]);
+        let d = Dns::start(&fe.endpoint());
+        d.wait_sync(api);
+        let c = "10.201.0.50";
+        let gone = |name: &str| d.ask(c, name, RecordType::A) == Ans::Forward;
+        assert_eq!(d.a(c, "z"), v(&["10.201.0.41"]));
+
+        // The watcher waits on one inspection while the next events queue up behind it.
+        fe.hold_inspect(true);
+        fe.container_event("health_status: healthy", &busy);
+        wait(api, "the watcher to wait on an inspection", W, || fe.held());
+        // x: `docker run --network app` then `docker network connect back`, as 20.10 says it.
+        let x = fe.add_container(
+            "x",
+            None,
+            &[
+                ("app", ep("10.201.0.20", &[], &[])),
+                ("back", ep("10.202.0.20", &[], &[])),
+            ],
+        );
+        fe.container_event("create", &x);
+        fe.network_event("connect", &app, &x);
+        fe.network_event("connect", &back, &x);
+        fe.container_event("start", &x);
+        // y: started, then stopped before the watcher got to it.
+        let y = fe.add_container("y", None, &[("app", ep("10.201.0.21", &[], &[]))]);
+        fe.container_event("start", &y);
+        fe.edit(&y, |r| r.running = false);
+        fe.container_event("die", &y);
+        fe.container_event("stop", &y);
+        // z: restarted with a new address.
+        fe.edit(&z, |r| {
+            if let Some(e) = r.eps.get_mut("app") {
+                e.ip = "10.201.0.42".into();
+            }
+        });
+        fe.container_event("die", &z);
+        fe.container_event("start", &z);
+        // Let the stream deliver them all before the watcher moves on.
+        std::thread::sleep(Duration::from_millis(300));
+        fe.hold_inspect(false);
+
+        wait(api, "x on both networks", W, || {
+            d.a(c, "x") == v(&["10.201.0.20"]) && d.a("10.202.0.50", "x") == v(&["10.202.0.20"])
+        });
+        wait(api, "z's new address", W, || {
+            d.a(c, "z") == v(&["10.201.0.42"])
+        });
+        assert!(gone("y"), "API {}: y was stopped", api.version());
+        let inspections = fe.asked(&format!("/containers/{x}/json"));
+        assert_eq!(
+            inspections,
+            1,
+            "API {}: create + 2 connects + start queued together inspected x {inspections} times",
+            api.version()
+        );
+
+        // A stop right after a start the watcher applied is applied too (no repeat filter).
+        let w = fe.add_container("w", None, &[("app", ep("10.201.0.22", &[], &[]))]);
+        fe.container_event("start", &w);
+        wait(api, "w", W, || d.a(c, "w") == v(&["10.201.0.22"]));
+        fe.edit(&w, |r| r.running = false);
+        fe.container_event("die", &w);
+        wait(api, "w to stop", W, || gone("w"));
+    }
+}

@@ -20,17 +20,57 @@ pub fn endpoint_text(opts: &WatchOptions) -> String {
     })
 }
 
+/// Idle connections to a Unix-socket daemon kept for reuse (one per request in flight at once:
+/// the full sync inspects up to 16 containers at a time).
+const UNIX_POOL_IDLE: usize = 16;
+/// How long an idle connection is kept.
+const UNIX_POOL_IDLE_FOR: Duration = Duration::from_secs(30);
+
 /// Opens a client for the configured endpoint (no I/O yet).
 pub fn client(endpoint: &str) -> Result<Docker, BollardError> {
     if let Some(path) = endpoint.strip_prefix("unix://") {
-        Docker::connect_with_unix(path, REQUEST_TIMEOUT_S, API_DEFAULT_VERSION)
+        unix_client(path)
     } else if endpoint.starts_with('/') {
-        Docker::connect_with_unix(endpoint, REQUEST_TIMEOUT_S, API_DEFAULT_VERSION)
+        unix_client(endpoint)
     } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
         Docker::connect_with_http(endpoint, REQUEST_TIMEOUT_S, API_DEFAULT_VERSION)
     } else {
         Docker::connect_with_host(endpoint)
     }
+}
+
+/// A client for a daemon on a Unix socket that keeps its connections open between requests.
+/// bollard's own Unix client opens a new connection for every request (its pool is off): a
+/// socket, a connect, an accept in the daemon, a new hyper connection task and a close, for
+/// each inspection an event triggers. Here the same requests go through a hyper client whose
+/// pool keeps up to [`UNIX_POOL_IDLE`] idle connections for [`UNIX_POOL_IDLE_FOR`]. The
+/// daemon (Go's `net/http`) keeps HTTP/1.1 connections open; one it closes is dropped from
+/// the pool when hyper sees the close, and every session (each reconnect) builds a fresh
+/// client, so a restarted daemon is never asked on a connection to its previous life.
+fn unix_client(path: &str) -> Result<Docker, BollardError> {
+    if !std::path::Path::new(path).exists() {
+        return Err(BollardError::SocketNotFoundError(path.to_string()));
+    }
+    let pool = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(UNIX_POOL_IDLE)
+        .pool_idle_timeout(UNIX_POOL_IDLE_FOR)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(hyperlocal::UnixConnector);
+    let pool = std::sync::Arc::new(pool);
+    // bollard writes `{scheme}://{client_addr}/v1.NN/...` for a custom transport: the
+    // hex-encoded socket path as the host is what hyperlocal's connector reads.
+    let host: hyper::Uri = hyperlocal::Uri::new(path, "/").into();
+    let authority = host.authority().map(|a| a.as_str().to_string());
+    let addr = format!("unix://{}", authority.unwrap_or_default());
+    Docker::connect_with_custom_transport(
+        move |req: bollard::BollardRequest| {
+            let pool = pool.clone();
+            async move { pool.request(req).await.map_err(BollardError::from) }
+        },
+        Some(addr),
+        REQUEST_TIMEOUT_S,
+        API_DEFAULT_VERSION,
+    )
 }
 
 /// For a Unix-socket endpoint, why connecting fails, in words a user can act on (bollard's

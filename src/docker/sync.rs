@@ -177,6 +177,20 @@ impl Watcher {
         changed
     }
 
+    /// Applies one event; `inspect` false skips the container inspection it would trigger
+    /// (a later event of the same batch inspects the same container, see [`inspected_by`]).
+    pub(super) async fn apply_event(
+        &mut self,
+        docker: &Docker,
+        ev: &EventMessage,
+        inspect: bool,
+    ) -> Result<(), WatchError> {
+        match inspect || inspected_by(ev).is_none() {
+            true => self.apply(docker, ev).await,
+            false => Ok(()),
+        }
+    }
+
     /// Applies one event.
     pub(super) async fn apply(
         &mut self,
@@ -317,6 +331,56 @@ impl Watcher {
     }
 }
 
+/// The container an event makes the watcher inspect again (its current state replaces what
+/// was known), if any: the container of a container event other than `create` and `destroy`
+/// (and the few verbs that change nothing DNS sees), the container a network `connect` or
+/// `disconnect` names. Kept in step with [`Watcher::apply`].
+pub(super) fn inspected_by(ev: &EventMessage) -> Option<&str> {
+    let action = ev.action.as_deref().unwrap_or("");
+    let verb = action.split(':').next().unwrap_or("").trim();
+    let actor = ev.actor.as_ref()?;
+    let id = match ev.typ {
+        Some(EventMessageTypeEnum::CONTAINER) => match verb {
+            "start" | "restart" | "die" | "stop" | "kill" | "rename" | "health_status"
+            | "pause" | "unpause" | "update" | "oom" => actor.id.as_deref(),
+            _ => None,
+        },
+        Some(EventMessageTypeEnum::NETWORK) => match verb {
+            "connect" | "disconnect" => actor
+                .attributes
+                .as_ref()
+                .and_then(|m| m.get("container"))
+                .map(String::as_str),
+            _ => None,
+        },
+        _ => None,
+    };
+    id.filter(|id| !id.is_empty())
+}
+
+/// For each event of a batch (in order), whether the container inspection it triggers is
+/// needed: not when a later event of the same batch inspects the same container, since that
+/// inspection reads the daemon's state after both events (an inspection always replaces what
+/// was known with the current state, so the later one alone gives the same result). Docker
+/// 20.10 sends `create`, a `network connect` per network and `start` for one `docker run`:
+/// queued together, they cost one inspection instead of one per event. Events are never
+/// delayed to be coalesced: only those already queued behind the first are looked at, and
+/// nothing else is skipped (`destroy`, network events and every event of another container
+/// keep their place).
+pub(super) fn needed_inspections(batch: &[&EventMessage]) -> Vec<bool> {
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, ev) in batch.iter().enumerate() {
+        if let Some(id) = inspected_by(ev) {
+            last.insert(id, i);
+        }
+    }
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, ev)| inspected_by(ev).is_none_or(|id| last.get(id) == Some(&i)))
+        .collect()
+}
+
 /// Reads the service records of every served swarm network from its verbose inspection: the
 /// table Docker's resolver answers from, with the tasks and attached containers of every node.
 /// Workers and managers alike return it for the overlays they are attached to.
@@ -370,4 +434,55 @@ fn not_a_manager(e: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::EventActor;
+    use std::collections::HashMap;
+
+    fn ev(
+        typ: EventMessageTypeEnum,
+        action: &str,
+        actor: &str,
+        container: Option<&str>,
+    ) -> EventMessage {
+        EventMessage {
+            typ: Some(typ),
+            action: Some(action.into()),
+            actor: Some(EventActor {
+                id: Some(actor.into()),
+                attributes: container.map(|c| HashMap::from([("container".into(), c.into())])),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_last_inspection_of_a_container_in_a_batch_is_made() {
+        use EventMessageTypeEnum::{CONTAINER, NETWORK};
+        let batch = [
+            ev(CONTAINER, "create", "x", None),
+            ev(NETWORK, "connect", "net1", Some("x")),
+            ev(CONTAINER, "health_status: healthy", "y", None),
+            ev(NETWORK, "connect", "net2", Some("x")),
+            ev(CONTAINER, "start", "x", None),
+            ev(NETWORK, "create", "net3", None),
+            ev(CONTAINER, "die", "y", None),
+            ev(CONTAINER, "destroy", "z", None),
+            ev(CONTAINER, "start", "y", None),
+        ];
+        let refs: Vec<&EventMessage> = batch.iter().collect();
+        assert_eq!(
+            needed_inspections(&refs),
+            [true, false, false, false, true, true, false, true, true]
+        );
+        // Events that inspect nothing are never skipped; a lone event is applied.
+        assert_eq!(inspected_by(&batch[0]), None);
+        assert_eq!(inspected_by(&batch[1]), Some("x"));
+        assert_eq!(inspected_by(&batch[5]), None);
+        assert_eq!(inspected_by(&batch[7]), None);
+        assert_eq!(needed_inspections(&refs[6..7]), [true]);
+    }
 }

@@ -46,6 +46,7 @@ use super::error::{is_not_found, timed, WatchError};
 use super::listeners::{local_addresses, ListenerSync};
 use super::peers::{self, PeerDoc, PeerServer, Told};
 use super::state::State;
+use super::sync::needed_inspections;
 use super::DockerConfig;
 use crate::dns::listen::ListenerSet;
 use crate::metrics::ServerMetrics;
@@ -453,8 +454,11 @@ impl Watcher {
         while let Ok(more) = events.rx.try_recv() {
             batch.push(more);
         }
+        // The events up to the first error (which ends the session where it stands).
+        let ok: Vec<&EventMessage> = batch.iter().map_while(|r| r.as_ref().ok()).collect();
+        let needed = needed_inspections(&ok);
         let mut since_publish = Instant::now();
-        for item in batch {
+        for (i, item) in batch.into_iter().enumerate() {
             // A long burst (compose up) publishes as it goes, not only at its end.
             if since_publish.elapsed() > BURST_PUBLISH {
                 self.publish();
@@ -462,7 +466,10 @@ impl Watcher {
             }
             let ev = item?;
             let kind = ev.typ.map(|t| t.to_string()).unwrap_or_default();
-            events.unless_ended(self.apply(docker, &ev)).await?;
+            let inspect = needed.get(i).copied().unwrap_or(true);
+            events
+                .unless_ended(self.apply_event(docker, &ev, inspect))
+                .await?;
             self.metrics.docker.event_applied(&kind);
             self.status.events.fetch_add(1, Ordering::Relaxed);
         }
