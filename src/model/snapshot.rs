@@ -1619,6 +1619,14 @@ impl Snapshot {
         self.lookup(view, lookup)
     }
 
+    /// Whether `older` can serve as the spare of the next [`Snapshot::rebuild_reusing`] after
+    /// this one: its views are of the same lineage (this snapshot's views were patched from
+    /// its, in any number of steps). After a fresh assembly (networks or view settings
+    /// changed) it cannot, and holding it would only keep the old world in memory.
+    pub fn can_spare(&self, older: &Snapshot) -> bool {
+        self.routing.lineage == older.routing.lineage
+    }
+
     /// Number of distinct views in use (an incremental rebuild may leave unused ones behind,
     /// emptied, until the next fresh assembly; they are not counted).
     pub fn view_count(&self) -> usize {
