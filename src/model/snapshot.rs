@@ -231,7 +231,8 @@ pub struct Snapshot {
     nets: Vec<Arc<NetTable>>,
     /// The views and the maps that pick one per address (see [`Views`]).
     routing: Views,
-    networks: Vec<NetworkInfo>,
+    /// Shared with the previous snapshot while the catalog's networks are the same.
+    networks: Arc<[NetworkInfo]>,
     domain_key: Option<Box<[u8]>>,
     /// Zone records: SOA, NS, `ns1.<domain>` …, reverse-zone SOA (see `zone.rs`).
     zone: ZoneData,
@@ -1408,14 +1409,21 @@ impl Snapshot {
         let net_index = network_index(catalog);
         // 1. Per-network tables.
         let (nets, changes) = compile_tables(catalog, &settings, prev, &net_index);
-        let networks: Vec<NetworkInfo> = catalog
-            .networks
-            .values()
-            .map(|n| NetworkInfo {
-                name: n.name.clone(),
-                internal: n.internal,
-            })
-            .collect();
+        // The networks, their name-server addresses and subnets: the previous snapshot's
+        // while the catalog's networks are the same (a comparison that skips what the two
+        // persistent maps share: O(1) for the same map), else derived again.
+        let same_networks = prev.filter(|(_, old)| old.networks == catalog.networks);
+        let networks: Arc<[NetworkInfo]> = match same_networks {
+            Some((snap, _)) => snap.networks.clone(),
+            None => catalog
+                .networks
+                .values()
+                .map(|n| NetworkInfo {
+                    name: n.name.clone(),
+                    internal: n.internal,
+                })
+                .collect(),
+        };
 
         // 2. Views: patched from the previous snapshot's when it allows, else assembled.
         let inputs = ViewInputs {
@@ -1441,14 +1449,25 @@ impl Snapshot {
             .as_deref()
             .and_then(normalize_name)
             .map(Vec::into_boxed_slice);
-        let ns_addrs = zone_ns_addresses(catalog, &settings);
+        let ns_addrs = match same_networks {
+            Some((snap, _))
+                if snap.settings.ns_addresses == settings.ns_addresses
+                    && snap.settings.listen_addresses == settings.listen_addresses =>
+            {
+                snap.ns_addrs.clone()
+            }
+            _ => zone_ns_addresses(catalog, &settings),
+        };
         let zone = ZoneData::build(settings.domain.as_deref(), settings.ttl, 1, &ns_addrs);
 
-        let served_subnets = catalog
-            .networks
-            .values()
-            .flat_map(|n| n.subnets.iter().copied())
-            .collect();
+        let served_subnets = match same_networks {
+            Some((snap, _)) => snap.served_subnets.clone(),
+            None => catalog
+                .networks
+                .values()
+                .flat_map(|n| n.subnets.iter().copied())
+                .collect(),
+        };
         // 4. Per-container upstreams and the names never asked of Docker's resolver.
         let client_upstreams = match (prev, &changes) {
             (Some((snap, _)), Some(changes)) if views_patched => {
