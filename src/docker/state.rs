@@ -3,9 +3,12 @@
 //! of every node (see `swarm`), with listener addresses (gateways, the sidecar's own) filled
 //! in and dockns's own addresses taken out of containers' DNS servers.
 //!
-//! Containers are held as `Arc`s and the catalog shares them: deriving the catalog after an
-//! event copies pointers, never a container, and a container rewritten for the catalog (its
-//! DNS servers that name dockns itself, a swarm trim) is copied only when something changes.
+//! Containers are held as `Arc`s in a persistent map and the catalog shares them: deriving the
+//! catalog after an event costs in proportion to the change, not to the containers. The state
+//! keeps what it derived last (the served networks with their listeners, the filtered
+//! containers) and redoes only what the change touched; a container rewritten for the catalog
+//! (its DNS servers that name dockns itself, a swarm trim) is copied only when something
+//! changes.
 //!
 //! Pure: no I/O except reading this host's addresses for a wildcard listener. It must not talk
 //! to the daemon (that is `sync`) nor decide when to publish (that is `watch`).

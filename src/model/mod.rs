@@ -2,9 +2,10 @@
 //! which names an endpoint answers to.
 //!
 //! A [`Catalog`] is the plain description of everything one source (the static config or the
-//! Docker daemon) knows; its containers are shared (`Arc`) between successive catalogs, so a
-//! source derives the next catalog without copying a container, and a change is found by
-//! pointer before any comparison of contents. Sources build catalogs; [`Publisher`] merges them and compiles the
+//! Docker daemon) knows. Its containers are shared (`Arc`) between successive catalogs and its
+//! maps are persistent ([`ContainerMap`], [`NetworkMap`]: `imbl::OrdMap`), so a source derives
+//! the next catalog without copying a container or walking the map, and a change is found by
+//! a diff that skips what two catalogs share, before any comparison of contents. Sources build catalogs; [`Publisher`] merges them and compiles the
 //! result into an immutable [`Snapshot`] that the DNS listeners read without locks. Nothing on the
 //! query path ever touches a `Catalog`: the model flows one way, sources → catalog → snapshot.
 

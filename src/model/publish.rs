@@ -318,7 +318,10 @@ fn publish(
     );
     log_network_changes(&prev, &new);
     drop(built_from);
-    *shared.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(prev);
+    // The replaced snapshot becomes the spare only if the next compile can use it; else it
+    // is freed here, as is a snapshot of a world that changed networks.
+    let keep = new.can_spare(&prev).then_some(prev);
+    *shared.spare.lock().unwrap_or_else(|e| e.into_inner()) = keep;
 }
 
 /// Seconds since the Unix epoch, truncated to 32 bits (0 if the clock is before 1970).
@@ -426,5 +429,57 @@ mod tests {
             assert!((now.wrapping_sub(last) as i32) > 0, "{last} -> {now}");
             last = now;
         }
+    }
+
+    /// The double buffer's spare is kept only while the next compile can use it: after a
+    /// container change (views patched) the replaced snapshot stays; after a network change
+    /// (views assembled afresh) it is freed at once, not held with the old world in it.
+    #[test]
+    fn spare_kept_only_for_patched_views() {
+        use crate::model::{Container, Endpoint, Health, Network};
+        let net = |name: &str| Network {
+            name: name.into(),
+            id: String::new(),
+            internal: false,
+            listen_addrs: vec![],
+            subnets: vec![],
+        };
+        let ctr = |name: &str, ip: &str| {
+            Arc::new(Container {
+                id: String::new(),
+                name: name.into(),
+                hostname: None,
+                health: Health::None,
+                extra_names: vec![],
+                endpoints: vec![Endpoint {
+                    network: "app".into(),
+                    ipv4: vec![ip.parse().unwrap()],
+                    ipv6: vec![],
+                    aliases: vec![],
+                    links: vec![],
+                }],
+                dns: vec![],
+                anonymous: false,
+            })
+        };
+        let p = Publisher::new(BuildSettings::default());
+        let mut cat = Catalog::default();
+        cat.networks.insert("app".into(), net("app"));
+        cat.networks.insert("db".into(), net("db"));
+        cat.containers.insert("a".into(), ctr("a", "10.0.0.2"));
+        p.set_source("static", cat.clone());
+        let spare = |p: &Publisher| p.shared.spare.lock().unwrap().is_some();
+        cat.containers.insert("b".into(), ctr("b", "10.0.0.3"));
+        p.set_source("static", cat.clone());
+        assert!(
+            spare(&p),
+            "a container change keeps the replaced snapshot as the spare"
+        );
+        cat.networks.remove("db");
+        p.set_source("static", cat.clone());
+        assert!(!spare(&p), "a network change frees it");
+        cat.containers.remove("a");
+        p.set_source("static", cat);
+        assert!(spare(&p));
     }
 }
