@@ -254,6 +254,12 @@ impl EngineThread {
                         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                     }
                     self.ready.retain(|r| *r != id);
+                    // Hundreds of listeners removed (Docker networks gone) give the table's
+                    // room back: a hash map never shrinks by itself.
+                    if self.slots.capacity() > 4 * self.slots.len().max(8) {
+                        self.slots.shrink_to_fit();
+                        self.ready.shrink_to_fit();
+                    }
                     let _ = ack.send(());
                 }
                 Command::Stop => return false,

@@ -62,6 +62,12 @@ impl State {
             Some(name) => {
                 self.networks.remove(&name);
                 self.swarm.remove(&name);
+                // Tables that held hundreds of networks give their room back when most are
+                // gone (a hash map never shrinks by itself).
+                if self.networks.capacity() > 4 * self.networks.len().max(8) {
+                    self.networks.shrink_to_fit();
+                    self.net_ids.shrink_to_fit();
+                }
                 true
             }
             None => false,
@@ -754,5 +760,36 @@ mod tests {
         assert!(a.same_tables(&b));
         b.containers.clear();
         assert!(!a.same_tables(&b));
+    }
+
+    #[test]
+    fn removing_most_networks_gives_their_room_back() {
+        // Host mode followed 300 networks, then 280 were removed (issue 14): the tables must
+        // not keep room for 300.
+        let mut st = State::default();
+        for i in 0..300 {
+            st.add_network(NetInfo {
+                network: Network {
+                    name: format!("n{i}"),
+                    id: format!("id-n{i}"),
+                    internal: false,
+                    listen_addrs: vec![],
+                    subnets: vec![],
+                },
+                driver: "bridge".into(),
+                gateways: vec![],
+                swarm: false,
+            });
+        }
+        for i in 20..300 {
+            assert!(st.remove_network_id(&format!("id-n{i}")));
+        }
+        assert_eq!(st.networks.len(), 20);
+        assert!(
+            st.networks.capacity() < 4 * 20 && st.net_ids.capacity() < 4 * 20,
+            "capacity {} / {} for 20 networks",
+            st.networks.capacity(),
+            st.net_ids.capacity()
+        );
     }
 }
