@@ -242,7 +242,8 @@ fn benches(c: &mut Criterion) {
     // the previous snapshot's unchanged network tables are reused.
     let prev = Snapshot::build(&big, settings());
     let mut one = big.clone();
-    if let Some(c) = one.containers.values_mut().nth(77) {
+    let key77 = big.containers.keys().nth(77).expect("container").clone();
+    if let Some(c) = one.containers.get_mut(&key77) {
         Arc::make_mut(c).endpoints[0].aliases = vec!["extra".into()];
     }
     g.bench_function("compile_one_change_10k_500", |b| {
@@ -276,7 +277,7 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || {
                 flip = !flip;
-                if let Some(c) = changed.containers.values_mut().nth(77) {
+                if let Some(c) = changed.containers.get_mut(&key77) {
                     Arc::make_mut(c).endpoints[0].aliases = if flip {
                         vec!["extra".into()]
                     } else {

@@ -187,6 +187,10 @@ impl Server {
         let mut prebound = Vec::new();
         if opts.sidecar {
             let nets = crate::docker::listeners::sidecar_addresses();
+            // Admission first: a question that reaches a socket bound below is answered, not
+            // REFUSED for a policy not yet in place.
+            self.guard
+                .set_provisional(nets.iter().map(|n| n.trunc()).collect());
             for n in &nets {
                 let addr = SocketAddr::new(n.addr(), opts.port);
                 match self.listeners.add(addr) {
@@ -196,8 +200,6 @@ impl Server {
                     }
                 }
             }
-            self.guard
-                .set_provisional(nets.iter().map(|n| n.trunc()).collect());
             let (guard, metrics) = (self.guard.clone(), self.metrics.clone());
             tokio::spawn(async move {
                 while !metrics.is_synced() {

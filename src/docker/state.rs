@@ -15,9 +15,11 @@ use super::listeners::local_addresses;
 use super::peers::Told;
 use super::swarm::{self, ClusterInfo, SwarmView};
 use super::watch::WatchOptions;
-use crate::model::{Catalog, ContainerMap};
+use crate::model::{Catalog, Container, ContainerMap, NetworkMap};
+use imbl::ordmap::DiffItem;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// Everything known about the daemon, keyed for deterministic output.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub struct State {
     pub cluster: ClusterInfo,
     /// Whether the daemon is a swarm manager.
     pub manager: bool,
+    /// What [`State::catalog`] derived last (see there).
+    derived: DerivedCache,
 }
 
 impl State {
@@ -83,91 +87,353 @@ impl State {
     /// the dockns of other swarm nodes told (see `peers`). The containers are shared with the
     /// state, not copied: only those whose DNS servers name dockns itself, and those a swarm
     /// network's records trim, are rewritten.
-    pub fn catalog(&self, opts: &WatchOptions, local: &[IpAddr], peers: &Told) -> Catalog {
-        let mut cat = Catalog::default();
+    ///
+    /// Derived from the last catalog, in proportion to the change: the served networks (with
+    /// their listener addresses) are reused as long as the networks, the options and `local`
+    /// are the same, and only the containers that changed since (a diff of the persistent
+    /// maps, which skips what they share) have their DNS servers filtered again. Swarm
+    /// networks, a wildcard listener that needs this host's addresses, or any other change of
+    /// the inputs derive everything afresh, as a first call does.
+    pub fn catalog(&mut self, opts: &WatchOptions, local: &[IpAddr], peers: &Told) -> Catalog {
+        let key = DeriveKey {
+            gateways: opts.gateways,
+            sidecar: opts.sidecar,
+            port: opts.port,
+            own: opts.own.clone(),
+            local: local.to_vec(),
+        };
+        let prev = self.derived.0.take().filter(|d| d.key == key);
         // Sidecar: the container addresses that are this host's own, by network, in container
-        // order (one pass over the containers, not one per network).
-        let mut own: HashMap<&str, Vec<IpAddr>> = HashMap::new();
-        if opts.sidecar && !local.is_empty() {
-            for c in self.containers.values() {
-                for ep in &c.endpoints {
-                    let ips = ep
-                        .ipv4
-                        .iter()
-                        .map(|a| IpAddr::V4(*a))
-                        .chain(ep.ipv6.iter().map(|a| IpAddr::V6(*a)));
-                    for ip in ips.filter(|ip| local.contains(ip)) {
-                        own.entry(ep.network.as_str()).or_default().push(ip);
-                    }
+        // order; walked again only when a container that changed has one of them.
+        let own = match (&prev, opts.sidecar && !local.is_empty()) {
+            (_, false) => HashMap::new(),
+            (Some(d), true) => {
+                let touched = d.containers_in.diff(&self.containers).any(|item| {
+                    let (a, b) = diff_sides(&item);
+                    a.into_iter().chain(b).any(|c| has_address_in(c, local))
+                });
+                if touched {
+                    own_addresses(&self.containers, local)
+                } else {
+                    d.own.clone()
                 }
             }
+            (None, true) => own_addresses(&self.containers, local),
+        };
+        // The served networks: the last ones while nothing they come from changed.
+        let reused = prev
+            .as_ref()
+            .is_some_and(|d| d.own == own && d.networks_in == self.networks);
+        let (networks, networks_in) = match &prev {
+            Some(d) if reused => (d.networks.clone(), None),
+            _ => (
+                served_networks(&self.networks, opts, &own),
+                Some(self.networks.clone()),
+            ),
+        };
+        let mut cat = Catalog {
+            networks,
+            containers: self.containers.clone(),
+            services: Vec::new(),
+        };
+        let swarm_part = !self.swarm.is_empty();
+        if swarm_part {
+            let ids: HashMap<String, String> = self
+                .networks
+                .iter()
+                .map(|(name, ni)| (name.clone(), ni.network.id.clone()))
+                .collect();
+            let mut retired = self.cluster.retired(&self.swarm);
+            retired.extend(peers.retired.iter().cloned());
+            swarm::merge(
+                &mut cat,
+                &self.swarm,
+                &ids,
+                &self.cluster,
+                &peers.networks,
+                &retired,
+            );
         }
-        for (name, ni) in &self.networks {
-            let mut n = ni.network.clone();
-            if opts.gateways && ni.driver == "bridge" {
-                n.listen_addrs.extend(ni.gateways.iter().copied());
+        // Containers: the last catalog's, with only the changed ones filtered again, when
+        // the filter's inputs (the networks' listeners, the options) are the same and no swarm
+        // part rewrote them; else every container (see `drop_own_dns_servers`).
+        let carried = match prev {
+            Some(d) if reused && !swarm_part && d.swarm_free => {
+                carry_containers(d, &self.containers, &cat, opts, local)
             }
-            for ip in own.get(name.as_str()).into_iter().flatten() {
-                if !n.listen_addrs.contains(ip) {
-                    n.listen_addrs.push(*ip);
+            Some(d) => Err(Some(d)),
+            None => Err(None),
+        };
+        let (containers_out, with_dns, prev) = match carried {
+            Ok((out, with_dns, prev)) => (out, with_dns, Some(prev)),
+            Err(prev) => {
+                let with_dns = self
+                    .containers
+                    .values()
+                    .filter(|c| !c.dns.is_empty())
+                    .count();
+                if with_dns > 0 {
+                    drop_own_dns_servers(&mut cat, opts, local);
                 }
+                (cat.containers.clone(), with_dns, prev)
             }
-            cat.networks.insert(name.clone(), n);
-        }
-        cat.containers = self.containers.clone();
-        let ids: HashMap<String, String> = self
-            .networks
-            .iter()
-            .map(|(name, ni)| (name.clone(), ni.network.id.clone()))
-            .collect();
-        let mut retired = self.cluster.retired(&self.swarm);
-        retired.extend(peers.retired.iter().cloned());
-        swarm::merge(
-            &mut cat,
-            &self.swarm,
-            &ids,
-            &self.cluster,
-            &peers.networks,
-            &retired,
-        );
-        drop_own_dns_servers(&mut cat, opts, local);
+        };
+        cat.containers = containers_out.clone();
+        let networks_in = match (networks_in, prev) {
+            (Some(n), _) => n,
+            (None, Some(d)) => d.networks_in,
+            (None, None) => self.networks.clone(),
+        };
+        self.derived.0 = Some(Box::new(Derived {
+            key,
+            own,
+            networks_in,
+            networks: cat.networks.clone(),
+            swarm_free: !swarm_part,
+            containers_in: self.containers.clone(),
+            containers_out,
+            with_dns,
+        }));
         cat
     }
 }
 
-/// Removes dockns itself from every container's own DNS servers: a gateway or sidecar listener
-/// of any served network, or a fixed listener (a wildcard one covers this host's addresses), so
-/// that `--dns <gateway>` (the usual way to point a container at dockns) never loops. What is
-/// left stays in the container's order; an emptied list means the default servers.
-fn drop_own_dns_servers(cat: &mut Catalog, opts: &WatchOptions, local: &[IpAddr]) {
-    if cat.containers.values().all(|c| c.dns.is_empty()) {
-        return;
+/// The catalog's containers from the last derivation `d`: the containers that changed since
+/// (a diff of the persistent maps) are filtered again, the others kept. With their count of
+/// containers that have DNS servers of their own, and what is left of `d`. `Err` (giving `d`
+/// back) when every container must be filtered afresh: a wildcard listener reads this host's
+/// addresses anew, so nothing is carried over once some container has DNS servers.
+#[allow(clippy::type_complexity)]
+fn carry_containers(
+    d: Box<Derived>,
+    containers: &ContainerMap,
+    cat: &Catalog,
+    opts: &WatchOptions,
+    local: &[IpAddr],
+) -> Result<(ContainerMap, usize, Box<Derived>), Option<Box<Derived>>> {
+    let wildcard = local.is_empty()
+        && opts
+            .own
+            .iter()
+            .any(|l| l.ip().is_unspecified() && l.port() == 53);
+    if wildcard && d.with_dns > 0 {
+        return Err(Some(d));
     }
-    let mut own: Vec<std::net::SocketAddr> = opts.own.clone();
-    for n in cat.networks.values() {
-        own.extend(
-            n.listen_addrs
-                .iter()
-                .map(|ip| std::net::SocketAddr::new(*ip, opts.port)),
-        );
+    let mut out = d.containers_out.clone();
+    let mut with_dns = d.with_dns;
+    let mut filter: Option<OwnFilter> = None;
+    for item in d.containers_in.diff(containers) {
+        let (old, new) = diff_sides(&item);
+        with_dns = with_dns.saturating_sub(usize::from(old.is_some_and(|c| !c.dns.is_empty())));
+        with_dns += usize::from(new.is_some_and(|c| !c.dns.is_empty()));
+        match item {
+            DiffItem::Remove(k, _) => {
+                out.remove(k);
+            }
+            DiffItem::Add(k, c) | DiffItem::Update { new: (k, c), .. } => {
+                if c.dns.is_empty() {
+                    out.insert(k.clone(), c.clone());
+                    continue;
+                }
+                if wildcard {
+                    return Err(Some(d));
+                }
+                let f = filter.get_or_insert_with(|| OwnFilter::new(cat, opts, local));
+                out.insert(k.clone(), f.rewrite(c));
+            }
+        }
     }
-    // A wildcard listener on the servers' port answers on every local address.
-    let wildcard = opts
-        .own
+    Ok((out, with_dns, d))
+}
+
+/// The inputs of [`State::catalog`] besides the state: a cached derivation is reused only for
+/// the same ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DeriveKey {
+    gateways: bool,
+    sidecar: bool,
+    port: u16,
+    own: Vec<SocketAddr>,
+    local: Vec<IpAddr>,
+}
+
+/// What [`State::catalog`] derived last, and from what.
+#[derive(Debug)]
+struct Derived {
+    key: DeriveKey,
+    /// Sidecar: this host's container addresses, by network.
+    own: HashMap<String, Vec<IpAddr>>,
+    /// The state's networks it was derived from (compared by value: a few hundred at most).
+    networks_in: HashMap<String, NetInfo>,
+    /// The catalog's networks.
+    networks: NetworkMap,
+    /// No swarm part was merged (the containers are the state's, DNS servers filtered).
+    swarm_free: bool,
+    /// The state's containers it was derived from (diffed against the next ones).
+    containers_in: ContainerMap,
+    /// The catalog's containers (DNS servers that name dockns dropped).
+    containers_out: ContainerMap,
+    /// How many of `containers_in` have DNS servers of their own.
+    with_dns: usize,
+}
+
+/// The last derivation of [`State::catalog`]; not part of the state's value (a clone starts
+/// without one, and two states compare equal whatever they hold).
+#[derive(Default)]
+struct DerivedCache(Option<Box<Derived>>);
+
+impl Clone for DerivedCache {
+    fn clone(&self) -> Self {
+        DerivedCache(None)
+    }
+}
+
+impl PartialEq for DerivedCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DerivedCache {}
+
+impl std::fmt::Debug for DerivedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "DerivedCache(Some)"
+        } else {
+            "DerivedCache(None)"
+        })
+    }
+}
+
+type ContainerDiff<'a> = DiffItem<'a, 'a, Arc<str>, Arc<Container>>;
+
+/// The old and the new container of a diff item (`None`: absent on that side).
+fn diff_sides<'a>(item: &ContainerDiff<'a>) -> (Option<&'a Container>, Option<&'a Container>) {
+    match item {
+        DiffItem::Add(_, c) => (None, Some(&***c)),
+        DiffItem::Remove(_, c) => (Some(&***c), None),
+        DiffItem::Update {
+            old: (_, a),
+            new: (_, b),
+        } => (Some(&***a), Some(&***b)),
+    }
+}
+
+/// All addresses of an endpoint.
+fn endpoint_ips(ep: &crate::model::Endpoint) -> impl Iterator<Item = IpAddr> + '_ {
+    ep.ipv4
         .iter()
-        .any(|l| l.ip().is_unspecified() && l.port() == 53);
-    let fetched;
-    let local = if wildcard && local.is_empty() {
-        fetched = local_addresses();
-        &fetched[..]
-    } else {
-        local
-    };
-    let is_own = |s: &std::net::SocketAddr| crate::addr::is_own_listener(*s, &own, local);
-    for c in cat.containers.values_mut() {
-        // Copy-on-write: a container that lists none of dockns's addresses stays shared.
-        if c.dns.iter().any(is_own) {
-            std::sync::Arc::make_mut(c).dns.retain(|s| !is_own(s));
+        .map(|a| IpAddr::V4(*a))
+        .chain(ep.ipv6.iter().map(|a| IpAddr::V6(*a)))
+}
+
+/// Whether a container has one of `local`'s addresses on some endpoint.
+fn has_address_in(c: &Container, local: &[IpAddr]) -> bool {
+    c.endpoints
+        .iter()
+        .any(|ep| endpoint_ips(ep).any(|ip| local.contains(&ip)))
+}
+
+/// The container addresses that are this host's own, by network, in container order (one pass
+/// over the containers, not one per network).
+fn own_addresses(containers: &ContainerMap, local: &[IpAddr]) -> HashMap<String, Vec<IpAddr>> {
+    let mut own: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    for c in containers.values() {
+        for ep in &c.endpoints {
+            for ip in endpoint_ips(ep).filter(|ip| local.contains(ip)) {
+                own.entry(ep.network.clone()).or_default().push(ip);
+            }
+        }
+    }
+    own
+}
+
+/// The served networks as the catalog shows them: gateway listeners on bridges (with
+/// `gateways`), the sidecar's own addresses.
+fn served_networks(
+    networks: &HashMap<String, NetInfo>,
+    opts: &WatchOptions,
+    own: &HashMap<String, Vec<IpAddr>>,
+) -> NetworkMap {
+    let mut out = NetworkMap::new();
+    for (name, ni) in networks {
+        let mut n = ni.network.clone();
+        if opts.gateways && ni.driver == "bridge" {
+            n.listen_addrs.extend(ni.gateways.iter().copied());
+        }
+        for ip in own.get(name.as_str()).into_iter().flatten() {
+            if !n.listen_addrs.contains(ip) {
+                n.listen_addrs.push(*ip);
+            }
+        }
+        out.insert(name.clone(), n);
+    }
+    out
+}
+
+/// Which container DNS servers are dockns itself: a gateway or sidecar listener of any served
+/// network, or a fixed listener (a wildcard one covers this host's addresses).
+struct OwnFilter {
+    own: Vec<SocketAddr>,
+    local: Vec<IpAddr>,
+}
+
+impl OwnFilter {
+    fn new(cat: &Catalog, opts: &WatchOptions, local: &[IpAddr]) -> OwnFilter {
+        let mut own: Vec<SocketAddr> = opts.own.clone();
+        for n in cat.networks.values() {
+            own.extend(
+                n.listen_addrs
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, opts.port)),
+            );
+        }
+        // A wildcard listener on the servers' port answers on every local address.
+        let wildcard = opts
+            .own
+            .iter()
+            .any(|l| l.ip().is_unspecified() && l.port() == 53);
+        let local = if wildcard && local.is_empty() {
+            local_addresses()
+        } else {
+            local.to_vec()
+        };
+        OwnFilter { own, local }
+    }
+
+    fn is_own(&self, s: &SocketAddr) -> bool {
+        crate::addr::is_own_listener(*s, &self.own, &self.local)
+    }
+
+    /// The container with dockns's own addresses taken out of its DNS servers; the same `Arc`
+    /// (copy-on-write) when it lists none.
+    fn rewrite(&self, c: &Arc<Container>) -> Arc<Container> {
+        if c.dns.iter().any(|s| self.is_own(s)) {
+            let mut c = Container::clone(c);
+            c.dns.retain(|s| !self.is_own(s));
+            Arc::new(c)
+        } else {
+            c.clone()
+        }
+    }
+}
+
+/// Removes dockns itself from every container's own DNS servers (see [`OwnFilter`]), so that
+/// `--dns <gateway>` (the usual way to point a container at dockns) never loops. What is left
+/// stays in the container's order; an emptied list means the default servers.
+fn drop_own_dns_servers(cat: &mut Catalog, opts: &WatchOptions, local: &[IpAddr]) {
+    let filter = OwnFilter::new(cat, opts, local);
+    // Copy-on-write: a container that lists none of dockns's addresses stays shared.
+    let rewrite: Vec<Arc<str>> = cat
+        .containers
+        .iter()
+        .filter(|(_, c)| c.dns.iter().any(|s| filter.is_own(s)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in rewrite {
+        if let Some(c) = cat.containers.get_mut(&k) {
+            *c = filter.rewrite(c);
         }
     }
 }
@@ -266,6 +532,115 @@ mod tests {
             }),
         );
         st
+    }
+
+    /// A catalog derived from the last one (the cache) is exactly what a state without one
+    /// derives, over seeded random sequences of container, network, swarm and option changes.
+    #[test]
+    fn catalog_from_the_last_one_is_a_fresh_derivation() {
+        let sa = |s: &str| -> std::net::SocketAddr { s.parse().unwrap() };
+        let dns_pool = [
+            sa("10.5.0.1:53"),
+            sa("192.0.2.53:53"),
+            sa("10.5.0.7:53"),
+            sa("127.0.0.1:53"),
+            sa("10.6.0.1:53"),
+            sa("10.9.0.1:53"),
+        ];
+        let nets = ["app", "mv", "n1", "n2", "gone"];
+        for seed in 1..=24u64 {
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut rnd = move |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let mut st = state();
+            let mut o = opts(true, false);
+            let mut local: Vec<IpAddr> = Vec::new();
+            for step in 0..80 {
+                match rnd(12) {
+                    0..=3 => {
+                        let id = format!("c{}", rnd(12));
+                        let mut endpoints = Vec::new();
+                        for _ in 0..=rnd(2) {
+                            endpoints.push(Endpoint {
+                                network: nets[rnd(nets.len() as u64) as usize].into(),
+                                ipv4: vec![format!("10.5.0.{}", 5 + rnd(4)).parse().unwrap()],
+                                ipv6: vec![],
+                                aliases: vec![],
+                                links: Vec::new(),
+                            });
+                        }
+                        let dns = (0..rnd(3))
+                            .map(|_| dns_pool[rnd(dns_pool.len() as u64) as usize])
+                            .collect();
+                        st.containers.insert(
+                            id.as_str().into(),
+                            Arc::new(Container {
+                                id: id.clone(),
+                                name: id,
+                                hostname: None,
+                                health: Health::None,
+                                extra_names: vec![],
+                                dns,
+                                endpoints,
+                                anonymous: false,
+                            }),
+                        );
+                    }
+                    4 | 5 => {
+                        let id = format!("c{}", rnd(12));
+                        st.containers.remove(id.as_str());
+                    }
+                    6 => {
+                        let name = ["n1", "n2"][rnd(2) as usize];
+                        st.add_network(NetInfo {
+                            network: Network {
+                                name: name.into(),
+                                id: format!("id-{name}"),
+                                internal: false,
+                                listen_addrs: vec![],
+                                subnets: vec![],
+                            },
+                            driver: ["bridge", "macvlan"][rnd(2) as usize].into(),
+                            gateways: vec!["10.9.0.1".parse().unwrap()],
+                            swarm: false,
+                        });
+                    }
+                    7 => {
+                        st.remove_network_id(["id-n1", "id-n2"][rnd(2) as usize]);
+                    }
+                    8 => {
+                        if st.swarm.is_empty() && rnd(3) == 0 {
+                            st.swarm.insert("app".into(), SwarmView::default());
+                        } else {
+                            st.swarm.clear();
+                        }
+                    }
+                    9 => {
+                        o = opts(rnd(4) != 0, rnd(3) == 0);
+                        o.own = match rnd(3) {
+                            0 => vec![],
+                            1 => vec![sa("127.0.0.1:53")],
+                            _ => vec![sa("0.0.0.0:53")],
+                        };
+                    }
+                    10 => {
+                        local = if rnd(2) == 0 {
+                            vec![]
+                        } else {
+                            vec!["10.5.0.7".parse().unwrap()]
+                        };
+                    }
+                    _ => {}
+                }
+                let got = st.catalog(&o, &local, &Told::default());
+                let want = st.clone().catalog(&o, &local, &Told::default());
+                assert_eq!(got, want, "seed {seed}, step {step}");
+            }
+        }
     }
 
     #[test]

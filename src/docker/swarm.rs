@@ -258,15 +258,26 @@ fn keep_listed_local<'v>(
         let listed: HashSet<IpAddr> = v.endpoints.iter().map(|e| e.ip).collect();
         let keep =
             |ep: &Endpoint| ep.network != *net || endpoint_ips(ep).any(|ip| listed.contains(&ip));
-        for c in cat.containers.values_mut() {
-            // Copy-on-write: a container whose endpoints all stay is still shared.
-            if !c.endpoints.iter().all(keep) {
-                Arc::make_mut(c).endpoints.retain(keep);
+        // Copy-on-write: a container whose endpoints all stay is still shared.
+        let trim: Vec<Arc<str>> = cat
+            .containers
+            .iter()
+            .filter(|(_, c)| c.endpoints.is_empty() || !c.endpoints.iter().all(keep))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in trim {
+            if let Some(c) = cat.containers.get_mut(&k) {
+                if !c.endpoints.iter().all(keep) {
+                    Arc::make_mut(c).endpoints.retain(keep);
+                }
+                // A container left without endpoints goes.
+                if c.endpoints.is_empty() {
+                    cat.containers.remove(&k);
+                }
             }
         }
         local.insert(net.as_str(), HashSet::new());
     }
-    cat.containers.retain(|_, c| !c.endpoints.is_empty());
     for c in cat.containers.values() {
         for ep in &c.endpoints {
             if let Some(set) = local.get_mut(ep.network.as_str()) {

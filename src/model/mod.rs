@@ -21,7 +21,6 @@ pub use snapshot::{
 };
 pub use zone::REVERSE_AUTHORITY_LEN;
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -157,10 +156,20 @@ pub struct ServiceRecord {
     pub tasks: Vec<std::net::IpAddr>,
 }
 
-/// Containers by key, shared: a clone of the map copies pointers, never a container, so
-/// successive catalogs share every container that did not change (and the snapshot compiler
-/// recognises them by pointer, see [`same_container`]).
-pub type ContainerMap = BTreeMap<Arc<str>, Arc<Container>>;
+/// Containers by key, shared: a persistent ordered map ([`imbl::OrdMap`], a B-tree whose nodes
+/// are shared between copies), so cloning it is O(1), changing a copy copies only the path to
+/// the changed key, dropping it frees only what no other copy holds, and comparing two copies
+/// ([`imbl::OrdMap::diff`], `==`) skips the subtrees they share: successive catalogs and the
+/// watcher's state share every container and every node that did not change, and deriving,
+/// comparing and freeing a catalog after one event costs O(change · log n), not O(containers).
+/// The containers themselves are `Arc`s too (the snapshot compiler recognises an unchanged one
+/// by pointer, see [`same_container`]).
+pub type ContainerMap = imbl::OrdMap<Arc<str>, Arc<Container>>;
+
+/// Networks by name, persistent like [`ContainerMap`] (O(1) clone, comparison that skips
+/// what two copies share): the watcher keeps the map it derived last and changes only the
+/// networks an event touches.
+pub type NetworkMap = imbl::OrdMap<String, Network>;
 
 /// Whether two shared containers are the same: the same allocation (the common case between
 /// two catalogs, decided without reading them), else equal contents.
@@ -169,12 +178,12 @@ pub fn same_container(a: &Arc<Container>, b: &Arc<Container>) -> bool {
     Arc::ptr_eq(a, b) || **a == **b
 }
 
-/// Everything one source knows, keyed for deterministic iteration. Cloning it is cheap: the
-/// containers are shared (see [`ContainerMap`]).
+/// Everything one source knows, keyed for deterministic iteration. Cloning and comparing it
+/// is cheap: its maps are persistent and share what did not change (see [`ContainerMap`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Catalog {
     /// Networks by name.
-    pub networks: BTreeMap<String, Network>,
+    pub networks: NetworkMap,
     /// Containers by ID (static entries: by name).
     pub containers: ContainerMap,
     /// Swarm services.

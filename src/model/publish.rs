@@ -18,8 +18,12 @@
 //! Builds are incremental: the publishing thread keeps the merged catalog the current snapshot
 //! came from, and the next build reuses (shares) the compiled table of every network whose
 //! containers and services are unchanged, so one container change recompiles one network's
-//! table, not ten thousand containers' worth (see [`Snapshot::rebuild`]). The old snapshot and
-//! catalog are freed on that thread too. Scrapes (`/metrics`, `/v1/records`) read the merged
+//! table, not ten thousand containers' worth (see [`Snapshot::rebuild`]). The snapshot a publish
+//! replaces is kept as the spare half of a double buffer: the next compile, once no reader
+//! holds it, patches its big maps (the host view's names over every network, the client
+//! addresses) in place instead of copying the current ones ([`Snapshot::rebuild_reusing`]),
+//! and frees the rest; so the publisher holds two snapshots, sharing their tables. The old
+//! catalog is freed on that thread too. Scrapes (`/metrics`, `/v1/records`) read the merged
 //! catalog through [`Publisher::catalog`], an `Arc` loaded without a lock.
 
 use super::{BuildSettings, Catalog, Snapshot};
@@ -49,6 +53,10 @@ struct Shared {
     handle: SnapshotHandle,
     /// The merged catalog the current snapshot was compiled from.
     catalog: ArcSwap<Catalog>,
+    /// The snapshot the current one replaced: the spare half of the double buffer the next
+    /// compile patches in place once no reader holds it (see [`Snapshot::rebuild_reusing`]).
+    /// Only touched under `compiling`.
+    spare: Mutex<Option<Arc<Snapshot>>>,
     requests: Mutex<Requests>,
     /// Signalled on every request (wakes the thread) and every publish (wakes the waiters).
     changed: Condvar,
@@ -82,6 +90,7 @@ impl Publisher {
         let shared = Arc::new(Shared {
             handle: Arc::new(ArcSwap::from_pointee(snapshot)),
             catalog: ArcSwap::from_pointee(Catalog::default()),
+            spare: Mutex::new(None),
             requests: Mutex::new(Requests {
                 sources: BTreeMap::new(),
                 settings,
@@ -272,8 +281,8 @@ fn publish_pending(shared: &Shared) {
 }
 
 /// Merges the sources, compiles incrementally from the current snapshot and swaps the result
-/// in. The old snapshot and catalog are freed after the swap: a change is visible as soon as
-/// it is compiled.
+/// in. The old catalog is freed after the swap and the old snapshot kept as the spare: a
+/// change is visible as soon as it is compiled.
 fn publish(
     shared: &Shared,
     sources: &BTreeMap<&'static str, Arc<Catalog>>,
@@ -283,7 +292,18 @@ fn publish(
     let merged = merge(sources);
     let prev = shared.handle.load_full();
     let built_from = shared.catalog.load_full();
-    let mut snapshot = Snapshot::rebuild(&merged, settings, &prev, &built_from);
+    // The spare, if no reader holds it any more (a reader that loaded it holds a counted
+    // reference: arc-swap pays its debts when a snapshot is replaced).
+    let spare = shared
+        .spare
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .and_then(|s| Arc::try_unwrap(s).ok());
+    let mut snapshot = match spare {
+        Some(spare) => Snapshot::rebuild_reusing(&merged, settings, &prev, &built_from, spare),
+        None => Snapshot::rebuild(&merged, settings, &prev, &built_from),
+    };
     snapshot.set_serial(next_serial(prev.serial(), unix_seconds()));
     snapshot.generation = shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
     let (generation, entries) = (snapshot.generation, snapshot.entry_count());
@@ -297,7 +317,8 @@ fn publish(
         "snapshot published"
     );
     log_network_changes(&prev, &new);
-    drop((prev, built_from));
+    drop(built_from);
+    *shared.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(prev);
 }
 
 /// Seconds since the Unix epoch, truncated to 32 bits (0 if the clock is before 1970).

@@ -176,8 +176,11 @@ pub fn ns_addresses(configured: &[IpAddr], listeners: &[IpAddr]) -> Vec<IpAddr> 
     } else {
         listeners.iter().filter(usable).copied().collect()
     };
+    // A set, not `out.contains`: with hundreds of gateway listeners a quadratic scan cost
+    // more than the rest of a rebuild.
+    let mut seen: std::collections::HashSet<IpAddr> = std::collections::HashSet::new();
     for ip in picked {
-        if !out.contains(&ip) {
+        if seen.insert(ip) {
             out.push(ip);
         }
     }

@@ -167,7 +167,8 @@ fn hex_id(seed: u64, kind: u8) -> String {
     out
 }
 
-fn now_rfc3339() -> String {
+/// The wall clock as RFC 3339 UTC with nanoseconds (the form dockerd and tracing print).
+pub fn now_rfc3339() -> String {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
