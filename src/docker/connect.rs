@@ -6,7 +6,7 @@
 use super::error::REQUEST_TIMEOUT_S;
 use super::watch::WatchOptions;
 use bollard::errors::Error as BollardError;
-use bollard::{Docker, API_DEFAULT_VERSION};
+use bollard::{ClientVersion, Docker, API_DEFAULT_VERSION};
 use std::time::Duration;
 
 /// Reconnect backoff bounds. The cap is what bounds the resync delay after a long outage
@@ -20,22 +20,34 @@ pub fn endpoint_text(opts: &WatchOptions) -> String {
     })
 }
 
-/// Idle connections to a Unix-socket daemon kept for reuse (one per request in flight at once:
-/// the full sync inspects up to 16 containers at a time).
-const UNIX_POOL_IDLE: usize = 16;
+/// Idle connections to a Unix-socket daemon kept for reuse (the requests events trigger are
+/// made one at a time).
+const UNIX_POOL_IDLE: usize = 2;
 /// How long an idle connection is kept.
 const UNIX_POOL_IDLE_FOR: Duration = Duration::from_secs(30);
 
-/// Opens a client for the configured endpoint (no I/O yet).
+/// Opens a client for the configured endpoint (no I/O yet). It opens a connection for each
+/// request (bollard's clients keep none).
 pub fn client(endpoint: &str) -> Result<Docker, BollardError> {
     if let Some(path) = endpoint.strip_prefix("unix://") {
-        unix_client(path)
+        Docker::connect_with_unix(path, REQUEST_TIMEOUT_S, API_DEFAULT_VERSION)
     } else if endpoint.starts_with('/') {
-        unix_client(endpoint)
+        Docker::connect_with_unix(endpoint, REQUEST_TIMEOUT_S, API_DEFAULT_VERSION)
     } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
         Docker::connect_with_http(endpoint, REQUEST_TIMEOUT_S, API_DEFAULT_VERSION)
     } else {
         Docker::connect_with_host(endpoint)
+    }
+}
+
+/// A client for the configured endpoint speaking API `version` that keeps its connections
+/// open between requests, for the requests events trigger (see [`unix_client`]); on a
+/// `tcp://` endpoint the same as [`client`].
+pub fn pooled_client(endpoint: &str, version: &ClientVersion) -> Result<Docker, BollardError> {
+    match endpoint.strip_prefix("unix://") {
+        Some(path) => unix_client(path, version),
+        None if endpoint.starts_with('/') => unix_client(endpoint, version),
+        None => client(endpoint),
     }
 }
 
@@ -47,7 +59,7 @@ pub fn client(endpoint: &str) -> Result<Docker, BollardError> {
 /// daemon (Go's `net/http`) keeps HTTP/1.1 connections open; one it closes is dropped from
 /// the pool when hyper sees the close, and every session (each reconnect) builds a fresh
 /// client, so a restarted daemon is never asked on a connection to its previous life.
-fn unix_client(path: &str) -> Result<Docker, BollardError> {
+fn unix_client(path: &str, version: &ClientVersion) -> Result<Docker, BollardError> {
     if !std::path::Path::new(path).exists() {
         return Err(BollardError::SocketNotFoundError(path.to_string()));
     }
@@ -69,7 +81,7 @@ fn unix_client(path: &str) -> Result<Docker, BollardError> {
         },
         Some(addr),
         REQUEST_TIMEOUT_S,
-        API_DEFAULT_VERSION,
+        version,
     )
 }
 
@@ -189,6 +201,7 @@ mod tests {
     #[test]
     fn unreachable_endpoint_is_an_error_not_a_panic() {
         assert!(client("unix:///nonexistent/docker.sock").is_err());
+        assert!(pooled_client("unix:///nonexistent/docker.sock", API_DEFAULT_VERSION).is_err());
     }
 
     #[test]

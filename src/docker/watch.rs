@@ -39,7 +39,8 @@
 //! touch other sources, and it never blocks the query path (publishing swaps a snapshot).
 
 use super::connect::{
-    client, endpoint_text, next_backoff, parse_rfc3339, socket_diagnosis, BACKOFF_MIN,
+    client, endpoint_text, next_backoff, parse_rfc3339, pooled_client, socket_diagnosis,
+    BACKOFF_MIN,
 };
 use super::convert::ServeRules;
 use super::error::{is_not_found, timed, WatchError};
@@ -307,7 +308,7 @@ impl Watcher {
 
     /// Connects, syncs and follows events until something breaks.
     async fn session(&mut self, endpoint: &str) -> SessionEnd {
-        let (docker, since) = match self.connect(endpoint).await {
+        let (docker, pooled, since) = match self.connect(endpoint).await {
             Ok(c) => c,
             Err(e) => return SessionEnd::Unreachable(e),
         };
@@ -320,7 +321,7 @@ impl Watcher {
             };
         }
         self.up = Some(true);
-        let e = self.follow(&docker, &mut events).await;
+        let e = self.follow(&docker, &pooled, &mut events).await;
         self.publish();
         SessionEnd::Lost(e)
     }
@@ -328,11 +329,17 @@ impl Watcher {
     /// Opens the client, negotiates the API version and reads the daemon's clock: the moment
     /// (in the daemon's clock, which may differ from ours on a tcp:// endpoint) the event
     /// subscription starts from, a little in the past to cover the listing that follows.
-    async fn connect(&mut self, endpoint: &str) -> Result<(Docker, Duration), WatchError> {
+    ///
+    /// Returns two clients for the same daemon and API version: one that opens a connection
+    /// per request (the event stream, the listings) and one that keeps its connections open
+    /// (the requests each event triggers; see [`pooled_client`]).
+    async fn connect(&mut self, endpoint: &str) -> Result<(Docker, Docker, Duration), WatchError> {
         let docker = client(endpoint).map_err(WatchError::Daemon)?;
         let docker = timed("/version", docker.negotiate_version())
             .await
             .map_err(WatchError::Daemon)?;
+        let pooled =
+            pooled_client(endpoint, &docker.client_version()).map_err(WatchError::Daemon)?;
         let info = timed("/info", docker.info())
             .await
             .map_err(WatchError::Daemon)?;
@@ -346,7 +353,7 @@ impl Watcher {
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default()
             });
-        Ok((docker, now.saturating_sub(EVENTS_LOOKBACK)))
+        Ok((docker, pooled, now.saturating_sub(EVENTS_LOOKBACK)))
     }
 
     /// Lists everything, replaces the state, publishes it and logs the sync once.
@@ -392,7 +399,17 @@ impl Watcher {
     }
 
     /// Applies events, sweeps and swarm polls until the stream or a request fails.
-    async fn follow(&mut self, docker: &Docker, events: &mut Events) -> WatchError {
+    ///
+    /// Events are applied and the swarm polled through `pooled` (kept-open connections:
+    /// see [`pooled_client`]); the sweep lists through `docker`, which opens a connection per
+    /// request, so that a connection that stalls (as a stuck event stream does) cannot hold
+    /// up the drift repair.
+    async fn follow(
+        &mut self,
+        docker: &Docker,
+        pooled: &Docker,
+        events: &mut Events,
+    ) -> WatchError {
         let sweep_every = self.opts.docker.sweep_interval;
         let mut sweep = ticker(sweep_every.unwrap_or(Duration::from_secs(3600)));
         sweep.tick().await;
@@ -408,15 +425,15 @@ impl Watcher {
                     Ok(())
                 }
                 ev = events.rx.recv() => match ev {
-                    Some(first) => self.apply_batch(docker, events, first).await,
+                    Some(first) => self.apply_batch(pooled, events, first).await,
                     None => Err(WatchError::ReaderStopped),
                 },
                 _ = sweep.tick(), if sweep_every.is_some() => {
                     self.sweep(docker, events).await
                 }
-                _ = poll.tick(), if swarm => self.poll_and_publish(docker, events).await,
+                _ = poll.tick(), if swarm => self.poll_and_publish(pooled, events).await,
                 _ = tokio::time::sleep(QUICK_POLL), if quick_until.is_some() => {
-                    self.poll_and_publish(docker, events).await
+                    self.poll_and_publish(pooled, events).await
                 }
             };
             if let Err(e) = step {

@@ -420,6 +420,24 @@ fn answers_once(sock: &UdpSocket, e: &Expect, wait: Duration) -> bool {
     }
 }
 
+/// Whether `sock` has a datagram to read within `wait` (ppoll: a high-resolution timeout).
+fn readable_within(sock: &UdpSocket, wait: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: one valid pollfd for a socket this function borrows, a valid timespec, no
+    // signal mask; ppoll writes only `pfd.revents`.
+    let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    n > 0 && pfd.revents != 0
+}
+
 fn rand_id() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0x4d00);
@@ -450,8 +468,12 @@ fn poll_resolvable(
             if left.is_zero() {
                 break;
             }
-            // SO_RCVTIMEO has microsecond resolution; zero would mean "block".
-            let _ = sock.set_read_timeout(Some(left.max(Duration::from_micros(1))));
+            // Not SO_RCVTIMEO: the kernel rounds it up to whole scheduler ticks (a 500 µs
+            // timeout waits 4-8 ms at HZ=250), which made the probe ask every ~8 ms and
+            // measure "resolvable" that coarsely. ppoll sleeps on a high-resolution timer.
+            if !readable_within(sock, left) {
+                break;
+            }
             match sock.recv(&mut buf) {
                 Ok(n) => {
                     let at = Instant::now();
