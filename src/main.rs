@@ -468,8 +468,12 @@ fn tune_heap() {
             };
             let mut args = std::env::args_os();
             let argv0 = args.next().unwrap_or_else(|| "dockns".into());
+            // The binary by its own path, not `/proc/self/exe`: the kernel names a process after
+            // the file it executes, and `pidof dockns`, `pkill dockns` and process monitors must
+            // keep finding it (through /proc/self/exe it would be called `exe`).
+            let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
             // Only returns if the exec failed (no /proc): then without the cache setting.
-            let _ = std::process::Command::new("/proc/self/exe")
+            let _ = std::process::Command::new(exe)
                 .arg0(argv0)
                 .args(args)
                 .env("GLIBC_TUNABLES", value)

@@ -172,6 +172,50 @@ fn sighup_reloads_under_load_without_dropping_a_query() {
     assert_eq!((lost, bad), (0, 0), "no query lost or wrong across reloads");
 }
 
+/// `dockns serve` re-executes itself once with glibc's malloc tunables (src/main.rs
+/// `tune_heap`): it must come back under its own name (operators find it with `pidof dockns`,
+/// `pkill dockns` and process monitors, which read /proc/PID/comm), with the same PID, and with
+/// the tunables in force; an operator's own `glibc.malloc.*` tunables are left as they are.
+#[test]
+fn heap_tuning_keeps_the_process_name_and_pid() {
+    let up = FakeUpstream::start(Behavior::Answer);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dockns.toml");
+    write(&file, &config(up.addr, "", false));
+    let environ = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', "\n"))
+            .unwrap_or_default()
+    };
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let p = start(&file);
+    let pid = p.child.id();
+    assert_eq!(
+        comm(pid).trim(),
+        "dockns",
+        "the process's name after the re-exec"
+    );
+    let env = environ(pid);
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("GLIBC_TUNABLES=") && l.contains("glibc.malloc.arena_max=1")),
+        "tuned heap in the environment of the process the child became:\n{env}"
+    );
+    drop(p);
+    let mut cmd = Command::new(kit::process::BIN);
+    cmd.args(["serve", "--config"])
+        .arg(&file)
+        .env("GLIBC_TUNABLES", "glibc.malloc.tcache_count=7");
+    let own = Dockns::spawn(cmd);
+    let env = environ(own.child.id());
+    assert!(
+        env.lines()
+            .any(|l| l == "GLIBC_TUNABLES=glibc.malloc.tcache_count=7"),
+        "the operator's tunables kept as given:\n{env}"
+    );
+    assert_eq!(comm(own.child.id()).trim(), "dockns");
+}
+
 #[test]
 fn sigterm_drains_tcp_and_exits_zero() {
     // The upstream answers after 400 ms: a forwarded TCP query is in flight at SIGTERM.
