@@ -129,27 +129,7 @@ fn start_upstream(lab: &Lab, img: &str, net: &str, subnet: &str, dir: &Path) -> 
 
 /// One UDP question; polls every 5 ms (re-sending) until a reply or `within`.
 fn poll_answer(server: SocketAddr, name: &str, within: Duration) -> Option<(Duration, Message)> {
-    let start = Instant::now();
-    let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(5)))
-        .unwrap();
-    let mut msg = Message::query();
-    msg.metadata.id = 0x1d2e;
-    msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let bytes = msg.to_vec().unwrap();
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < within {
-        let _ = sock.send_to(&bytes, server);
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            if let Ok(r) = Message::from_vec(&buf[..n]) {
-                if r.metadata.id == msg.metadata.id {
-                    return Some((start.elapsed(), r));
-                }
-            }
-        }
-    }
-    None
+    poll_answer_traced(server, name, within).0
 }
 
 /// Like [`poll_answer`], and says what happened before the reply: how many questions went out,

@@ -505,21 +505,26 @@ mod tests {
         }
     }
 
+    /// A local (not swarm) network `name` with id `id-<name>`, one gateway, no subnets.
+    fn net_info(name: &str, driver: &str, gateway: &str) -> NetInfo {
+        NetInfo {
+            network: Network {
+                name: name.into(),
+                id: format!("id-{name}"),
+                internal: false,
+                listen_addrs: vec![],
+                subnets: vec![],
+            },
+            driver: driver.into(),
+            gateways: vec![gateway.parse().unwrap()],
+            swarm: false,
+        }
+    }
+
     fn state() -> State {
         let mut st = State::default();
         for (name, driver, gw) in [("app", "bridge", "10.5.0.1"), ("mv", "macvlan", "10.6.0.1")] {
-            st.add_network(NetInfo {
-                network: Network {
-                    name: name.into(),
-                    id: format!("id-{name}"),
-                    internal: false,
-                    listen_addrs: vec![],
-                    subnets: vec![],
-                },
-                driver: driver.into(),
-                gateways: vec![gw.parse().unwrap()],
-                swarm: false,
-            });
+            st.add_network(net_info(name, driver, gw));
         }
         st.containers.insert(
             "c1".into(),
@@ -605,18 +610,8 @@ mod tests {
                     }
                     6 => {
                         let name = ["n1", "n2"][rnd(2) as usize];
-                        st.add_network(NetInfo {
-                            network: Network {
-                                name: name.into(),
-                                id: format!("id-{name}"),
-                                internal: false,
-                                listen_addrs: vec![],
-                                subnets: vec![],
-                            },
-                            driver: ["bridge", "macvlan"][rnd(2) as usize].into(),
-                            gateways: vec!["10.9.0.1".parse().unwrap()],
-                            swarm: false,
-                        });
+                        let driver = ["bridge", "macvlan"][rnd(2) as usize];
+                        st.add_network(net_info(name, driver, "10.9.0.1"));
                     }
                     7 => {
                         st.remove_network_id(["id-n1", "id-n2"][rnd(2) as usize]);

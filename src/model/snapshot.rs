@@ -3176,12 +3176,10 @@ mod tests {
         out
     }
 
-    /// The rule of the incremental rebuild: after any sequence of changes, `rebuild` (from the
-    /// previous snapshot, views patched, tables and client views reused) gives exactly what
-    /// `build` gives from scratch, for every client and every name.
-    #[test]
-    fn random_change_sequences_rebuild_exactly_what_build_gives() {
-        let settings_list = [
+    /// The two settings the seeded rebuild tests run under: a domain; a host view over two
+    /// networks that sees every qualified name, with Docker's resolver as the default upstream.
+    fn seeded_settings() -> [BuildSettings; 2] {
+        [
             BuildSettings {
                 domain: Some("docker".into()),
                 ..Default::default()
@@ -3192,7 +3190,15 @@ mod tests {
                 default_upstreams: vec!["127.0.0.11:53".parse().unwrap()],
                 ..Default::default()
             },
-        ];
+        ]
+    }
+
+    /// The rule of the incremental rebuild: after any sequence of changes, `rebuild` (from the
+    /// previous snapshot, views patched, tables and client views reused) gives exactly what
+    /// `build` gives from scratch, for every client and every name.
+    #[test]
+    fn random_change_sequences_rebuild_exactly_what_build_gives() {
+        let settings_list = seeded_settings();
         for seed in 1..=12u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let mut settings = settings_list[seed as usize % 2].clone();
@@ -3235,18 +3241,7 @@ mod tests {
     /// hand (a reader held it) so the next spare is not the one the previous was patched from.
     #[test]
     fn double_buffered_rebuilds_give_what_build_gives() {
-        let settings_list = [
-            BuildSettings {
-                domain: Some("docker".into()),
-                ..Default::default()
-            },
-            BuildSettings {
-                host_view: Some(vec!["alpha".into(), "internal".into()]),
-                host_sees_all_qualified: true,
-                default_upstreams: vec!["127.0.0.11:53".parse().unwrap()],
-                ..Default::default()
-            },
-        ];
+        let settings_list = seeded_settings();
         let host_map = |s: &Snapshot| match &s.host_view().names {
             ViewNames::Merged(m) => Some(Arc::as_ptr(m)),
             ViewNames::One(_) => None,
