@@ -185,15 +185,7 @@ fn poll_answer_traced(
 
 /// The container's log lines from `since` (RFC 3339) on: one start's worth.
 fn logs_since(c: &str, since: &str) -> String {
-    let o = std::process::Command::new(docker_bin())
-        .args(["logs", "--since", since, c])
-        .output()
-        .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    docker_logs(&["logs", "--since", since, c])
 }
 
 /// Asks until `name` is answered with `want` (the stand-in upstream may still be starting).
@@ -225,9 +217,15 @@ fn addrs(m: &Message) -> Vec<String> {
         .collect()
 }
 
+/// The container's whole log.
 fn logs(c: &str) -> String {
+    docker_logs(&["logs", c])
+}
+
+/// `docker ARGS` (a `logs` command): its stdout and stderr, where dockns's lines go.
+fn docker_logs(args: &[&str]) -> String {
     let o = std::process::Command::new(docker_bin())
-        .args(["logs", c])
+        .args(args)
         .output()
         .unwrap();
     format!(

@@ -3193,6 +3193,19 @@ mod tests {
         ]
     }
 
+    /// Seed `seed`'s start: its generator, one of the two settings, and a catalog with a
+    /// random subset of the test networks.
+    fn seeded_world(seed: u64, settings: &[BuildSettings; 2]) -> (Rng, BuildSettings, Catalog) {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut cat = Catalog::default();
+        for n in NETS {
+            if rng.chance(80) {
+                cat.networks.insert(n.into(), random_network(&mut rng, n));
+            }
+        }
+        (rng, settings[seed as usize % 2].clone(), cat)
+    }
+
     /// The rule of the incremental rebuild: after any sequence of changes, `rebuild` (from the
     /// previous snapshot, views patched, tables and client views reused) gives exactly what
     /// `build` gives from scratch, for every client and every name.
@@ -3200,14 +3213,7 @@ mod tests {
     fn random_change_sequences_rebuild_exactly_what_build_gives() {
         let settings_list = seeded_settings();
         for seed in 1..=12u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-            let mut settings = settings_list[seed as usize % 2].clone();
-            let mut cat = Catalog::default();
-            for n in NETS {
-                if rng.chance(80) {
-                    cat.networks.insert(n.into(), random_network(&mut rng, n));
-                }
-            }
+            let (mut rng, mut settings, mut cat) = seeded_world(seed, &settings_list);
             let mut prev_cat = cat.clone();
             let mut prev = Snapshot::build(&cat, settings.clone());
             for step in 0..30 {
@@ -3248,14 +3254,7 @@ mod tests {
         };
         let mut reused = 0;
         for seed in 1..=16u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-            let mut settings = settings_list[seed as usize % 2].clone();
-            let mut cat = Catalog::default();
-            for n in NETS {
-                if rng.chance(80) {
-                    cat.networks.insert(n.into(), random_network(&mut rng, n));
-                }
-            }
+            let (mut rng, mut settings, mut cat) = seeded_world(seed, &settings_list);
             let mut prev_cat = cat.clone();
             let mut prev = Snapshot::build(&cat, settings.clone());
             let mut spare: Option<Snapshot> = None;
