@@ -27,8 +27,10 @@ use std::sync::Arc;
 /// Everything known about the daemon, keyed for deterministic output.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    /// Served networks by name.
-    pub networks: HashMap<String, NetInfo>,
+    /// Served networks by name. Shared with what [`State::catalog`] derived from them, so that
+    /// telling whether they changed since is one pointer comparison while they have not
+    /// (changed only through [`State::add_network`] and [`State::remove_network_id`]).
+    pub networks: Arc<HashMap<String, NetInfo>>,
     /// Network ID → name, for served networks.
     pub net_ids: HashMap<String, String>,
     /// Names of networks seen but not served (so they are not inspected again and again).
@@ -52,7 +54,9 @@ impl State {
         self.net_ids
             .insert(ni.network.id.clone(), ni.network.name.clone());
         self.unserved.remove(&ni.network.name);
-        self.networks.insert(ni.network.name.clone(), ni);
+        if self.networks.get(&ni.network.name) != Some(&ni) {
+            Arc::make_mut(&mut self.networks).insert(ni.network.name.clone(), ni);
+        }
     }
 
     /// Stops serving the network with Docker ID `id` (and drops its swarm records); whether it
@@ -60,12 +64,13 @@ impl State {
     pub fn remove_network_id(&mut self, id: &str) -> bool {
         match self.net_ids.remove(id) {
             Some(name) => {
-                self.networks.remove(&name);
+                let networks = Arc::make_mut(&mut self.networks);
+                networks.remove(&name);
                 self.swarm.remove(&name);
                 // Tables that held hundreds of networks give their room back when most are
                 // gone (a hash map never shrinks by itself).
-                if self.networks.capacity() > 4 * self.networks.len().max(8) {
-                    self.networks.shrink_to_fit();
+                if networks.capacity() > 4 * networks.len().max(8) {
+                    networks.shrink_to_fit();
                     self.net_ids.shrink_to_fit();
                 }
                 true
@@ -132,7 +137,7 @@ impl State {
         // The served networks: the last ones while nothing they come from changed.
         let reused = prev
             .as_ref()
-            .is_some_and(|d| d.own == own && d.networks_in == self.networks);
+            .is_some_and(|d| d.own == own && same_map(&d.networks_in, &self.networks));
         let (networks, networks_in) = match &prev {
             Some(d) if reused => (d.networks.clone(), None),
             _ => (
@@ -207,6 +212,12 @@ impl State {
     }
 }
 
+/// Whether two network tables are the same: the same allocation (nothing changed them since
+/// one was cloned from the other), else compared by value.
+fn same_map(a: &Arc<HashMap<String, NetInfo>>, b: &Arc<HashMap<String, NetInfo>>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
 /// The catalog's containers from the last derivation `d`: the containers that changed since
 /// (a diff of the persistent maps) are filtered again, the others kept. With their count of
 /// containers that have DNS servers of their own, and what is left of `d`. `Err` (giving `d`
@@ -272,8 +283,8 @@ struct Derived {
     key: DeriveKey,
     /// Sidecar: this host's container addresses, by network.
     own: HashMap<String, Vec<IpAddr>>,
-    /// The state's networks it was derived from (compared by value: a few hundred at most).
-    networks_in: HashMap<String, NetInfo>,
+    /// The state's networks it was derived from (the same `Arc` while they did not change).
+    networks_in: Arc<HashMap<String, NetInfo>>,
     /// The catalog's networks.
     networks: NetworkMap,
     /// No swarm part was merged (the containers are the state's, DNS servers filtered).
