@@ -692,7 +692,7 @@ pub fn records_scoped(publisher: &Publisher, only: Option<&str>, scope: Scope) -
         let index = snap.networks().iter().position(|n| n.name == net.name);
         let mut names = Vec::new();
         let mut reverse = Vec::new();
-        for e in index.map_or(&[][..], |i| snap.network_entries(i)) {
+        for e in index.into_iter().flat_map(|i| snap.network_entries(i)) {
             if !e.ptr.is_empty() {
                 for ptr in decode_set(&e.ptr) {
                     reverse.push(ReverseDoc {

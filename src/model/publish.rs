@@ -306,16 +306,19 @@ fn publish(
     };
     snapshot.set_serial(next_serial(prev.serial(), unix_seconds()));
     snapshot.generation = shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
-    let (generation, entries) = (snapshot.generation, snapshot.entry_count());
+    let generation = snapshot.generation;
     let new = Arc::new(snapshot);
     shared.handle.store(new.clone());
     shared.catalog.store(merged);
-    tracing::debug!(
-        generation,
-        entries,
-        build_us = started.elapsed().as_micros() as u64,
-        "snapshot published"
-    );
+    // (Counting the entries reads every network's table: only when someone reads it.)
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug!(
+            generation,
+            entries = new.entry_count(),
+            build_us = started.elapsed().as_micros() as u64,
+            "snapshot published"
+        );
+    }
     log_network_changes(&prev, &new);
     drop(built_from);
     // The replaced snapshot becomes the spare only if the next compile can use it; else it

@@ -92,7 +92,7 @@ impl Default for BuildSettings {
 }
 
 /// Everything answerable for one owner name on one network.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct NameEntry {
     /// The name as text, for tools and logs.
     pub name: Box<str>,
@@ -112,6 +112,20 @@ pub struct NameEntry {
 }
 
 impl NameEntry {
+    /// A copy for the next compile of its table (its inputs did not change), rotation
+    /// included.
+    fn carried(&self) -> NameEntry {
+        NameEntry {
+            name: self.name.clone(),
+            a: self.a.clone(),
+            aaaa: self.aaaa.clone(),
+            ptr: self.ptr.clone(),
+            ptr_unencodable: self.ptr_unencodable,
+            qualified: self.qualified,
+            rotor: AtomicU32::new(self.rotor.load(Ordering::Relaxed)),
+        }
+    }
+
     /// The next rotation offset for a set of `count` records: successive calls start one record
     /// further, so successive clients start at different replicas.
     #[inline]
@@ -261,8 +275,14 @@ pub struct Snapshot {
 /// networks that change touched (see [`Snapshot::rebuild`]).
 #[derive(Debug, Default)]
 struct NetTable {
-    /// The compiled entries; the maps below index into it.
+    /// The compiled entries; the maps below index into it. A name keeps its index when the
+    /// table is recompiled (see [`table_of`]), so the merged maps of views need patching only
+    /// for the names that came or went; the slot of a name that went is a tombstone (empty
+    /// name, no records, in no map) until a new name takes it.
     entries: Vec<NameEntry>,
+    /// A fingerprint of the inputs each entry was compiled from (see [`acc_print`]): an entry
+    /// whose inputs are the same is carried over, not compiled again.
+    prints: Vec<u64>,
     /// Every key of the network (plain names, `name.network` and reverse names) → entry: the
     /// whole map of a view that shows only this network.
     all: FxHashMap<Arc<[u8]>, u32>,
@@ -431,11 +451,16 @@ fn dirty_networks<'c>(old: &'c Catalog, new: &'c Catalog) -> (FxHashSet<&'c str>
 }
 
 /// Compiles one network's table from its inputs.
-fn compile_network(network: &str, input: &NetInput<'_>, settings: &BuildSettings) -> NetTable {
+fn compile_network(
+    network: &str,
+    input: &NetInput<'_>,
+    settings: &BuildSettings,
+    old: Option<&NetTable>,
+) -> NetTable {
     let mut accs: BTreeMap<Vec<u8>, Acc> = BTreeMap::new();
     add_member_names(&mut accs, network, input);
     add_service_names(&mut accs, network, input);
-    let mut table = table_of(accs, network, settings);
+    let mut table = table_of(accs, network, settings, old);
     let mut members: Vec<Arc<str>> = Vec::with_capacity(input.members.len());
     for &(key, _, _) in &input.members {
         if members.last() != Some(key) {
@@ -597,31 +622,100 @@ fn add_service_names(accs: &mut BTreeMap<Vec<u8>, Acc>, network: &str, input: &N
     }
 }
 
-/// Compiles the gathered names into the network's lookup table.
-fn table_of(accs: BTreeMap<Vec<u8>, Acc>, network: &str, settings: &BuildSettings) -> NetTable {
-    let mut table = NetTable {
-        entries: Vec::with_capacity(accs.len()),
-        all: FxHashMap::with_capacity_and_hasher(accs.len(), Default::default()),
-        qualified: Box::default(),
-        ents: FxHashSet::default(),
-        ents_qualified: Box::default(),
-        members: Box::default(),
-    };
+/// Compiles the gathered names into the network's lookup table. With `old`, the network's
+/// previous table: each name that it had keeps its index, and its entry is carried over
+/// (rotation included) when its inputs are the same; new names take the slots of names that
+/// went, then new ones. A table with more tombstones than live names is compiled afresh.
+fn table_of(
+    accs: BTreeMap<Vec<u8>, Acc>,
+    network: &str,
+    settings: &BuildSettings,
+    old: Option<&NetTable>,
+) -> NetTable {
+    let old = old.filter(|o| {
+        let live = o.all.len();
+        o.entries.len() - live <= live.max(16)
+    });
+    let slots = old.map_or(0, |o| o.entries.len());
+    let mut entries: Vec<Option<NameEntry>> = Vec::with_capacity(slots.max(accs.len()));
+    entries.resize_with(slots, || None);
+    let mut prints: Vec<u64> = vec![0; slots];
+    let mut all: FxHashMap<Arc<[u8]>, u32> =
+        FxHashMap::with_capacity_and_hasher(accs.len(), Default::default());
     let mut qualified = Vec::new();
+    let mut added: Vec<(Vec<u8>, Acc, u64)> = Vec::new();
+    let seed = print_seed();
     for (key, acc) in accs {
-        let idx = table.entries.len() as u32;
-        table
-            .entries
-            .push(compile_entry(&acc, settings.ttl, settings.health_aware));
+        let print = acc_print(&seed, &acc);
+        let Some((okey, &idx)) = old.and_then(|o| o.all.get_key_value(&key[..])) else {
+            added.push((key, acc, print));
+            continue;
+        };
+        let o = old.map(|o| (&o.entries[idx as usize], o.prints[idx as usize]));
+        let entry = match o {
+            Some((e, p)) if p == print => e.carried(),
+            _ => compile_entry(&acc, settings.ttl, settings.health_aware),
+        };
+        entries[idx as usize] = Some(entry);
+        prints[idx as usize] = print;
+        if acc.qualified {
+            qualified.push(okey.clone());
+        }
+        all.insert(okey.clone(), idx);
+    }
+    let free: Vec<usize> = (0..slots).filter(|&i| entries[i].is_none()).collect();
+    let mut free = free.into_iter();
+    for (key, acc, print) in added {
+        let entry = compile_entry(&acc, settings.ttl, settings.health_aware);
+        let idx = match free.next() {
+            Some(i) => {
+                entries[i] = Some(entry);
+                prints[i] = print;
+                i
+            }
+            None => {
+                entries.push(Some(entry));
+                prints.push(print);
+                entries.len() - 1
+            }
+        };
         let key: Arc<[u8]> = Arc::from(key);
         if acc.qualified {
             qualified.push(key.clone());
         }
-        table.all.insert(key, idx);
+        all.insert(key, idx as u32);
     }
-    table.qualified = qualified.into_boxed_slice();
+    let mut table = NetTable {
+        entries: entries.into_iter().map(|e| e.unwrap_or_default()).collect(),
+        prints,
+        all,
+        qualified: qualified.into_boxed_slice(),
+        ents: FxHashSet::default(),
+        ents_qualified: Box::default(),
+        members: Box::default(),
+    };
     add_empty_non_terminals(&mut table, network);
     table
+}
+
+/// The keys of the fingerprints of one process (random, so that no container name can be
+/// chosen to collide with another's).
+fn print_seed() -> std::collections::hash_map::RandomState {
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    SEED.get_or_init(Default::default).clone()
+}
+
+/// The fingerprint of an entry's inputs: every field of its [`Acc`] (SipHash with this
+/// process's random keys).
+fn acc_print(seed: &std::collections::hash_map::RandomState, acc: &Acc) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = seed.build_hasher();
+    acc.text.hash(&mut h);
+    acc.members.hash(&mut h);
+    acc.ptr.hash(&mut h);
+    acc.qualified.hash(&mut h);
+    h.finish()
 }
 
 /// Fills a compiled table's empty non-terminals: every parent of a key that is not a key
@@ -675,6 +769,8 @@ fn compile_tables<'c>(
         snap.settings.ttl == settings.ttl && snap.settings.health_aware == settings.health_aware
     });
     let mut reused: Vec<Option<Arc<NetTable>>> = vec![None; net_names.len()];
+    // The previous tables of the networks recompiled (names keep their entries' indices).
+    let mut previous: Vec<Option<&NetTable>> = vec![None; net_names.len()];
     let mut changes = None;
     if let Some((snap, old_cat)) = reusable {
         let (dirty, changed) = dirty_networks(old_cat, catalog);
@@ -687,6 +783,7 @@ fn compile_tables<'c>(
             for name in &dirty {
                 if let Some(&ni) = net_index.get(*name) {
                     reused[ni as usize] = None;
+                    previous[ni as usize] = snap.nets.get(ni as usize).map(|t| &**t);
                 }
             }
         } else {
@@ -708,9 +805,10 @@ fn compile_tables<'c>(
     };
     let tables = reused
         .into_iter()
+        .zip(previous)
         .zip(net_names.iter().zip(&inputs))
-        .map(|(table, (name, input))| {
-            table.unwrap_or_else(|| Arc::new(compile_network(name, input, settings)))
+        .map(|((table, old), (name, input))| {
+            table.unwrap_or_else(|| Arc::new(compile_network(name, input, settings, old)))
         })
         .collect();
     (tables, changes)
@@ -889,6 +987,7 @@ impl Spare {
         vid: usize,
         spec: &[(u32, bool)],
         new: &[Arc<NetTable>],
+        diffs: &mut KeyDiffs,
     ) -> Option<Arc<MergedMap>> {
         if self.users.get(vid).copied().unwrap_or(0) == 0 {
             return None;
@@ -901,7 +1000,7 @@ impl Spare {
             .zip(&self.nets)
             .map(|(a, b)| !Arc::ptr_eq(a, b))
             .collect();
-        patch_merged_in_place(m, spec, new, &self.nets, &changed);
+        patch_merged_in_place(m, spec, new, &self.nets, &changed, diffs);
         Some(map)
     }
 }
@@ -1244,6 +1343,7 @@ fn patch_views(
 ) {
     type Set = FxHashSet<Arc<[u8]>>;
     let mut maps: FxHashMap<*const MergedMap, Arc<MergedMap>> = FxHashMap::default();
+    let mut diffs = KeyDiffs::default();
     let mut sets: FxHashMap<*const Set, Arc<Set>> = FxHashMap::default();
     for &vid in candidates {
         let vid = vid as usize;
@@ -1260,7 +1360,7 @@ fn patch_views(
                 .or_insert_with(|| {
                     spare
                         .as_deref_mut()
-                        .and_then(|s| s.patched_map(vid, &v.networks, i.nets))
+                        .and_then(|s| s.patched_map(vid, &v.networks, i.nets, &mut diffs))
                         .unwrap_or_else(|| {
                             let mut out = MergedMap::clone(m);
                             patch_merged_in_place(
@@ -1269,6 +1369,7 @@ fn patch_views(
                                 i.nets,
                                 &prev.nets,
                                 changed,
+                                &mut diffs,
                             );
                             Arc::new(out)
                         })
@@ -1378,6 +1479,45 @@ fn visible_in(table: &NetTable, key: &[u8], plain: bool) -> Option<u32> {
         .filter(|&idx| plain || table.entries[idx as usize].qualified)
 }
 
+/// The keys that differ between two tables of one network as a merged map sees them: names
+/// that came or went, and names whose entry moved to another index (a table compiled
+/// afresh) or changed its `qualified` flag. A name that kept its index needs no patch: the
+/// merged map points at the index, and the new table holds the new entry there. Computed
+/// once per pair of tables, however many views show the network.
+#[derive(Default)]
+struct KeyDiffs(FxHashMap<(*const NetTable, *const NetTable), Vec<Arc<[u8]>>>);
+
+impl KeyDiffs {
+    fn between(&mut self, before: &Arc<NetTable>, after: &Arc<NetTable>) -> &[Arc<[u8]>] {
+        self.0
+            .entry((Arc::as_ptr(before), Arc::as_ptr(after)))
+            .or_insert_with(|| {
+                let mut out: Vec<Arc<[u8]>> = Vec::new();
+                if Arc::ptr_eq(before, after) {
+                    return out;
+                }
+                for (k, &i) in &before.all {
+                    let same = after.all.get(k).is_some_and(|&j| {
+                        i == j
+                            && before.entries[i as usize].qualified
+                                == after.entries[j as usize].qualified
+                    });
+                    if !same {
+                        out.push(k.clone());
+                    }
+                }
+                out.extend(
+                    after
+                        .all
+                        .keys()
+                        .filter(|k| !before.all.contains_key(&k[..]))
+                        .cloned(),
+                );
+                out
+            })
+    }
+}
+
 /// Brings a merged map over `spec` from the `old` tables (those it was merged or last patched
 /// from) to the `new` ones, in place, given which networks `changed` between the two: only the
 /// keys of changed tables are looked at. Each such key goes to the first network in the spec
@@ -1388,6 +1528,7 @@ fn patch_merged_in_place(
     new: &[Arc<NetTable>],
     old: &[Arc<NetTable>],
     changed: &[bool],
+    diffs: &mut KeyDiffs,
 ) {
     // Each network's first position in the spec (a table of the networks, not a hash map:
     // the host view's spec holds every network).
@@ -1402,14 +1543,9 @@ fn patch_merged_in_place(
             continue;
         }
         let (before, after) = (&old[net as usize], &new[net as usize]);
-        let keys = |t: &Arc<NetTable>| -> Vec<Arc<[u8]>> {
-            if plain {
-                t.all.keys().cloned().collect()
-            } else {
-                t.qualified.to_vec()
-            }
-        };
-        for key in keys(before).into_iter().chain(keys(after)) {
+        // Only the keys whose entry reference or visibility changed (see `KeyDiffs`); the
+        // others map as they did.
+        for key in diffs.between(before, after).iter().cloned() {
             let owner = out.get(&key).map(|r| pos[r.net as usize]);
             match (visible_in(after, &key, plain), owner) {
                 // This network shows it and comes first (or owned it already): its entry.
@@ -1730,15 +1866,20 @@ impl Snapshot {
         &self.networks
     }
 
-    /// Number of compiled name entries.
+    /// Number of compiled name entries (one per name of each network).
     pub fn entry_count(&self) -> usize {
-        self.nets.iter().map(|t| t.entries.len()).sum()
+        self.nets.iter().map(|t| t.all.len()).sum()
     }
 
-    /// The compiled entries of one network, by network index (for the admin API and tools;
-    /// not used on the query path). Empty for an unknown index.
-    pub fn network_entries(&self, network: usize) -> &[NameEntry] {
-        self.nets.get(network).map_or(&[], |t| &t.entries)
+    /// The compiled entries of one network, by network index, in no particular order (for the
+    /// admin API and tools; not used on the query path). None for an unknown index.
+    pub fn network_entries(&self, network: usize) -> impl Iterator<Item = &NameEntry> {
+        self.nets
+            .get(network)
+            .into_iter()
+            .flat_map(|t| t.entries.iter())
+            // The slots of names that went (see `NetTable::entries`).
+            .filter(|e| !e.name.is_empty())
     }
 
     /// The entry a view answers `key` from, with the zone suffix stripped as [`Snapshot::resolve`]
@@ -2764,6 +2905,78 @@ mod tests {
             s.resolve(v, &key("y"), TYPE_A, CLASS_IN),
             Resolution::Forward
         ));
+    }
+
+    #[test]
+    fn a_recompiled_table_keeps_indices_and_carries_unchanged_entries() {
+        let cat0 = catalog();
+        let s0 = Snapshot::build(&cat0, BuildSettings::default());
+        let demo = |s: &Snapshot| s.net_index.get("demo").map(|&i| s.nets[i as usize].clone());
+        let idx = |s: &Snapshot, name: &str| demo(s).unwrap().all.get(&key(name)[..]).copied();
+        let api = |s: &Snapshot| match s.resolve(s.host_view(), &key("api"), TYPE_A, CLASS_IN) {
+            Resolution::Answer {
+                set,
+                entry: Some(e),
+            } => e.next_rotation(set.count()),
+            _ => panic!("api does not answer"),
+        };
+        assert_eq!(api(&s0), 0);
+        // A container comes: the network is recompiled, its other names keep their index, and
+        // `api` (same inputs) is carried over with its rotation.
+        let mut cat1 = cat0.clone();
+        cat1.containers.insert(
+            "web".into(),
+            Arc::new(ctr("web", "demo", "10.0.0.20", &[], Health::None)),
+        );
+        let s1 = Snapshot::rebuild(&cat1, BuildSettings::default(), &s0, &cat0);
+        assert!(!Arc::ptr_eq(&demo(&s0).unwrap(), &demo(&s1).unwrap()));
+        for name in [
+            "api",
+            "api-1",
+            "api-2",
+            "api-3.demo",
+            "11.0.0.10.in-addr.arpa",
+        ] {
+            assert!(idx(&s0, name).is_some(), "{name}");
+            assert_eq!(idx(&s0, name), idx(&s1, name), "{name}");
+        }
+        assert_eq!(api(&s1), 1, "rotation carried over");
+        let fresh1 = Snapshot::build(&cat1, BuildSettings::default());
+        assert!(a_of(&s1, s1.host_view(), "web").is_some());
+        assert_eq!(
+            a_of(&s1, s1.host_view(), "web"),
+            a_of(&fresh1, fresh1.host_view(), "web")
+        );
+        // It goes: its slot is a tombstone, seen by no lookup and no listing.
+        let s2 = Snapshot::rebuild(&cat0, BuildSettings::default(), &s1, &cat1);
+        assert_eq!(a_of(&s2, s2.host_view(), "web"), None);
+        let fresh = Snapshot::build(&cat0, BuildSettings::default());
+        assert_eq!(s2.entry_count(), fresh.entry_count());
+        let listed = |s: &Snapshot| {
+            let mut v: Vec<String> = s.network_entries(0).map(|e| e.name.to_string()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(listed(&s2), listed(&fresh));
+        assert!(demo(&s2).unwrap().entries.len() > demo(&s2).unwrap().all.len());
+        // Another comes and takes the free slots: the table does not grow.
+        let mut cat3 = cat0.clone();
+        cat3.containers.insert(
+            "db".into(),
+            Arc::new(ctr("db", "demo", "10.0.0.21", &[], Health::None)),
+        );
+        let s3 = Snapshot::rebuild(&cat3, BuildSettings::default(), &s2, &cat0);
+        let fresh3 = Snapshot::build(&cat3, BuildSettings::default());
+        assert!(a_of(&s3, s3.host_view(), "db").is_some());
+        assert_eq!(
+            a_of(&s3, s3.host_view(), "db"),
+            a_of(&fresh3, fresh3.host_view(), "db")
+        );
+        assert_eq!(
+            demo(&s3).unwrap().entries.len(),
+            demo(&s1).unwrap().entries.len()
+        );
+        assert_eq!(listed(&s3), listed(&fresh3));
     }
 
     #[test]

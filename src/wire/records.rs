@@ -11,7 +11,7 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 ///
 /// Each record starts with a compression pointer to offset 12 (the question name), so the bytes
 /// are valid in any response whose question is that name, whatever its letter case.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RecordSet {
     bytes: Box<[u8]>,
     count: u16,
