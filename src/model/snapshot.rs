@@ -229,6 +229,8 @@ pub const MAX_CLIENT_SERVERS: usize = 3;
 pub struct Snapshot {
     /// Per-network tables, by network index (shared with other snapshots when unchanged).
     nets: Vec<Arc<NetTable>>,
+    /// Network name → index into `nets` (shared while the catalog's networks are the same).
+    net_index: Arc<NetIndex>,
     /// The views and the maps that pick one per address (see [`Views`]).
     routing: Views,
     /// Shared with the previous snapshot while the catalog's networks are the same.
@@ -323,13 +325,17 @@ impl NetInput<'_> {
     }
 }
 
-/// Network name → index in the snapshot (the catalog's name order).
-fn network_index(catalog: &Catalog) -> FxHashMap<&str, u32> {
+/// Network name → index in the snapshot (the catalog's name order). Kept in the snapshot and
+/// shared by the next one while the catalog's networks are the same map.
+type NetIndex = FxHashMap<Arc<str>, u32>;
+
+/// The [`NetIndex`] of a catalog.
+fn network_index(catalog: &Catalog) -> NetIndex {
     catalog
         .networks
         .keys()
         .enumerate()
-        .map(|(i, n)| (n.as_str(), i as u32))
+        .map(|(i, n)| (Arc::from(n.as_str()), i as u32))
         .collect()
 }
 
@@ -337,7 +343,7 @@ fn network_index(catalog: &Catalog) -> FxHashMap<&str, u32> {
 /// networks whose `need` flag is set (the others stay empty).
 fn group_inputs<'c>(
     catalog: &'c Catalog,
-    net_index: &FxHashMap<&str, u32>,
+    net_index: &NetIndex,
     need: &[bool],
 ) -> Vec<NetInput<'c>> {
     let mut inputs: Vec<NetInput<'c>> = (0..net_index.len()).map(|_| NetInput::default()).collect();
@@ -446,27 +452,35 @@ fn compile_network(network: &str, input: &NetInput<'_>, settings: &BuildSettings
 /// over the catalog as in a fresh build.
 fn group_dirty_inputs<'c>(
     catalog: &'c Catalog,
-    net_index: &FxHashMap<&str, u32>,
+    net_index: &NetIndex,
     need: &[bool],
     prev: (&Snapshot, &Catalog),
     changes: &[Change<'c>],
 ) -> Vec<NetInput<'c>> {
     let (snap, old_cat) = prev;
-    let old_index: FxHashMap<&str, usize> = old_cat
-        .networks
-        .keys()
-        .enumerate()
-        .map(|(i, n)| (n.as_str(), i))
-        .collect();
     let mut fresh = vec![false; need.len()];
     let mut keys: Vec<Vec<&str>> = vec![Vec::new(); need.len()];
-    for (name, &ni) in net_index {
-        if !need[ni as usize] {
-            continue;
+    // Network `ni` had table `oi` in the previous snapshot (if any).
+    let mut take_old = |ni: usize, oi: Option<usize>| match oi.and_then(|oi| snap.nets.get(oi)) {
+        Some(t) => keys[ni].extend(t.members.iter().map(|k| &**k)),
+        None => fresh[ni] = true,
+    };
+    if old_cat.networks.ptr_eq(&catalog.networks) {
+        // The same networks: the same indices (no name is looked at).
+        for ni in (0..need.len()).filter(|&ni| need[ni]) {
+            take_old(ni, Some(ni));
         }
-        match old_index.get(name).and_then(|&oi| snap.nets.get(oi)) {
-            Some(t) => keys[ni as usize].extend(t.members.iter().map(|k| &**k)),
-            None => fresh[ni as usize] = true,
+    } else {
+        let old_index: FxHashMap<&str, usize> = old_cat
+            .networks
+            .keys()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        for (name, &ni) in net_index {
+            if need[ni as usize] {
+                take_old(ni as usize, old_index.get(&**name).copied());
+            }
         }
     }
     for (key, _, new) in changes {
@@ -654,7 +668,7 @@ fn compile_tables<'c>(
     catalog: &'c Catalog,
     settings: &BuildSettings,
     prev: Option<(&Snapshot, &'c Catalog)>,
-    net_index: &FxHashMap<&str, u32>,
+    net_index: &NetIndex,
 ) -> (Vec<Arc<NetTable>>, Option<Vec<Change<'c>>>) {
     let net_names: Vec<&String> = catalog.networks.keys().collect();
     let reusable = prev.filter(|(snap, _)| {
@@ -665,12 +679,25 @@ fn compile_tables<'c>(
     if let Some((snap, old_cat)) = reusable {
         let (dirty, changed) = dirty_networks(old_cat, catalog);
         changes = Some(changed);
-        for (oi, name) in old_cat.networks.keys().enumerate() {
-            if dirty.contains(name.as_str()) {
-                continue;
+        if old_cat.networks.ptr_eq(&catalog.networks) && snap.nets.len() == reused.len() {
+            // The same networks, the same indices: only the dirty ones are looked up by name.
+            for (slot, table) in reused.iter_mut().zip(&snap.nets) {
+                *slot = Some(table.clone());
             }
-            if let (Some(&ni), Some(table)) = (net_index.get(name.as_str()), snap.nets.get(oi)) {
-                reused[ni as usize] = Some(table.clone());
+            for name in &dirty {
+                if let Some(&ni) = net_index.get(*name) {
+                    reused[ni as usize] = None;
+                }
+            }
+        } else {
+            for (oi, name) in old_cat.networks.keys().enumerate() {
+                if dirty.contains(name.as_str()) {
+                    continue;
+                }
+                if let (Some(&ni), Some(table)) = (net_index.get(name.as_str()), snap.nets.get(oi))
+                {
+                    reused[ni as usize] = Some(table.clone());
+                }
             }
         }
     }
@@ -691,11 +718,7 @@ fn compile_tables<'c>(
 
 /// The networks the host (and any client the tables do not know) sees: `host_view`, or all
 /// of the `count` networks; plus, qualified only, the others when `host_sees_all_qualified`.
-fn host_spec(
-    settings: &BuildSettings,
-    net_index: &FxHashMap<&str, u32>,
-    count: usize,
-) -> Vec<(u32, bool)> {
+fn host_spec(settings: &BuildSettings, net_index: &NetIndex, count: usize) -> Vec<(u32, bool)> {
     let plain: Vec<u32> = match &settings.host_view {
         None => (0..count as u32).collect(),
         Some(list) => list
@@ -715,7 +738,7 @@ fn host_spec(
 }
 
 /// A container's addresses on served networks, in its order, each once.
-fn served_ips(container: &Container, net_index: &FxHashMap<&str, u32>) -> Vec<IpAddr> {
+fn served_ips(container: &Container, net_index: &NetIndex) -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = Vec::new();
     for ep in &container.endpoints {
         if !net_index.contains_key(ep.network.as_str()) {
@@ -741,7 +764,7 @@ fn container_view(
     builder: &mut ViewBuilder<'_>,
     key: &Arc<str>,
     container: &Container,
-    net_index: &FxHashMap<&str, u32>,
+    net_index: &NetIndex,
 ) -> Option<ViewId> {
     let spec: Vec<(u32, bool)> = container
         .endpoints
@@ -775,9 +798,13 @@ struct Views {
     /// Container addresses claimed by more than one container (the first in catalog order
     /// owns them): a change that touches one reassembles the client views afresh.
     contested: FxHashSet<IpAddr>,
-    /// Catalog keys of the containers with links (`--link`): those a recompiled network may
-    /// give a new link view.
-    linkers: FxHashSet<Arc<str>>,
+    /// Catalog keys of the containers with links (`--link`), with the networks where they
+    /// have them: those a recompiled network may give a new link view.
+    linkers: FxHashMap<Arc<str>, Box<[u32]>>,
+    /// The views that show each network (by network index), for the views `0..indexed`; the
+    /// views added since by incremental rebuilds are looked at one by one until there are
+    /// enough of them to index again (see [`ViewIndex`]).
+    index: ViewIndex,
     /// This assembly's own number (unique in the process).
     id: u64,
     /// The number of the fresh assembly ([`Views::build`]) these views were patched from, in
@@ -884,13 +911,22 @@ fn has_links(c: &Container) -> bool {
     c.endpoints.iter().any(|ep| !ep.links.is_empty())
 }
 
+/// The indices of the networks where a container has links (its endpoints with links).
+fn link_networks(c: &Container, net_index: &NetIndex) -> Box<[u32]> {
+    c.endpoints
+        .iter()
+        .filter(|ep| !ep.links.is_empty())
+        .filter_map(|ep| net_index.get(ep.network.as_str()).copied())
+        .collect()
+}
+
 /// Inputs of the views common to [`Views::build`] and [`Views::patch`].
 struct ViewInputs<'a> {
     catalog: &'a Catalog,
     settings: &'a BuildSettings,
     nets: &'a [Arc<NetTable>],
     networks: &'a [NetworkInfo],
-    net_index: &'a FxHashMap<&'a str, u32>,
+    net_index: &'a NetIndex,
 }
 
 impl Views {
@@ -928,8 +964,9 @@ impl Views {
             .containers
             .iter()
             .filter(|(_, c)| has_links(c))
-            .map(|(k, _)| k.clone())
+            .map(|(k, c)| (k.clone(), link_networks(c, i.net_index)))
             .collect();
+        let index = ViewIndex::build(&builder.views, i.nets.len());
         let mut users = vec![0u32; builder.views.len()];
         users[host_view as usize] += 1;
         for vid in client_views.values().chain(listener_views.values()) {
@@ -944,6 +981,7 @@ impl Views {
             users,
             contested,
             linkers,
+            index,
             id,
             lineage: id,
             patched_from: None,
@@ -989,19 +1027,26 @@ impl Views {
         // link aliases resolve anew (a target may have come or gone).
         let mut changes: Vec<Change<'_>> = changes.to_vec();
         if n_changed > 0 {
-            patch_views(i, prev, &changed, &mut views, &users, spare.as_mut());
+            let candidates = prev.routing.index.showing(&changed, views.len());
+            patch_views(
+                i,
+                prev,
+                &changed,
+                &candidates,
+                &mut views,
+                &users,
+                spare.as_mut(),
+            );
+            // (The linkers' networks are known: only those of a recompiled network are
+            // looked up.)
             let relinked: Vec<Change<'_>> = prev
                 .routing
                 .linkers
                 .iter()
-                .filter_map(|k| i.catalog.containers.get_key_value(k))
+                .filter(|(_, nets)| nets.iter().any(|&n| changed[n as usize]))
+                .filter_map(|(k, _)| i.catalog.containers.get_key_value(k))
                 .filter(|(k, c)| {
-                    c.endpoints.iter().any(|ep| {
-                        !ep.links.is_empty()
-                            && i.net_index
-                                .get(ep.network.as_str())
-                                .is_some_and(|&n| changed[n as usize])
-                    }) && prev_catalog
+                    prev_catalog
                         .containers
                         .get(*k)
                         .is_some_and(|old| Arc::ptr_eq(old, c))
@@ -1099,10 +1144,13 @@ impl Views {
         let mut linkers = prev.routing.linkers.clone();
         for (key, _, new) in &changes {
             match new {
-                Some(c) if has_links(c) => linkers.insert((*key).clone()),
+                Some(c) if has_links(c) => {
+                    linkers.insert((*key).clone(), link_networks(c, i.net_index))
+                }
                 _ => linkers.remove(*key),
             };
         }
+        let index = prev.routing.index.extended(&views, i.nets.len());
         Some(Views {
             views,
             host_view: prev.routing.host_view,
@@ -1111,10 +1159,71 @@ impl Views {
             users,
             contested: prev.routing.contested.clone(),
             linkers,
+            index,
             id: next_views_id(),
             lineage: prev.routing.lineage,
             patched_from: Some((prev.routing.id, ops)),
         })
+    }
+}
+
+/// The views that show each network, so that a rebuild after a change finds the views over
+/// the recompiled networks without looking at every view. Views are only ever added within a
+/// lineage (an unused one is emptied in place), so the index of views `0..indexed` stays
+/// true; the views added after it are listed as candidates for every change.
+#[derive(Debug, Clone, Default)]
+struct ViewIndex {
+    by_network: Arc<[Box<[ViewId]>]>,
+    indexed: usize,
+}
+
+/// How many views an incremental rebuild may add before the index is built again.
+const UNINDEXED_VIEWS: usize = 64;
+
+impl ViewIndex {
+    fn build(views: &[View], networks: usize) -> ViewIndex {
+        let mut by_network: Vec<Vec<ViewId>> = vec![Vec::new(); networks];
+        for (vid, v) in views.iter().enumerate() {
+            for &(n, _) in v.networks.iter() {
+                if let Some(list) = by_network.get_mut(n as usize) {
+                    if list.last() != Some(&(vid as ViewId)) {
+                        list.push(vid as ViewId);
+                    }
+                }
+            }
+        }
+        ViewIndex {
+            by_network: by_network.into_iter().map(Vec::into_boxed_slice).collect(),
+            indexed: views.len(),
+        }
+    }
+
+    /// This index for `views`, which extend the views it was built for: the same one while
+    /// few views were added since, else built again.
+    fn extended(&self, views: &[View], networks: usize) -> ViewIndex {
+        if views.len() - self.indexed.min(views.len()) > UNINDEXED_VIEWS
+            || self.by_network.len() != networks
+        {
+            ViewIndex::build(views, networks)
+        } else {
+            self.clone()
+        }
+    }
+
+    /// The views (of `0..count`) that may show a network flagged in `changed`, in order,
+    /// each once.
+    fn showing(&self, changed: &[bool], count: usize) -> Vec<ViewId> {
+        let mut out: Vec<ViewId> = changed
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c)
+            .filter_map(|(n, _)| self.by_network.get(n))
+            .flat_map(|list| list.iter().copied())
+            .chain((self.indexed.min(count)..count).map(|v| v as ViewId))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 }
 
@@ -1123,10 +1232,12 @@ impl Views {
 /// one nothing else holds, else a copy of the previous one), merged empty non-terminals kept
 /// when the recompiled networks' are the same, else recomputed. (Link aliases on a recompiled
 /// network are resolved again with their container, see [`Views::patch`].)
+#[allow(clippy::too_many_arguments)]
 fn patch_views(
     i: &ViewInputs<'_>,
     prev: &Snapshot,
     changed: &[bool],
+    candidates: &[ViewId],
     views: &mut [View],
     users: &[u32],
     mut spare: Option<&mut Spare>,
@@ -1134,12 +1245,12 @@ fn patch_views(
     type Set = FxHashSet<Arc<[u8]>>;
     let mut maps: FxHashMap<*const MergedMap, Arc<MergedMap>> = FxHashMap::default();
     let mut sets: FxHashMap<*const Set, Arc<Set>> = FxHashMap::default();
-    for (vid, (v, _)) in views
-        .iter_mut()
-        .zip(users)
-        .enumerate()
-        .filter(|(_, (_, u))| **u > 0)
-    {
+    for &vid in candidates {
+        let vid = vid as usize;
+        if users[vid] == 0 {
+            continue;
+        }
+        let v = &mut views[vid];
         if !v.networks.iter().any(|&(n, _)| changed[n as usize]) {
             continue;
         }
@@ -1278,12 +1389,16 @@ fn patch_merged_in_place(
     old: &[Arc<NetTable>],
     changed: &[bool],
 ) {
-    let mut pos: FxHashMap<u32, usize> = FxHashMap::default();
+    // Each network's first position in the spec (a table of the networks, not a hash map:
+    // the host view's spec holds every network).
+    let mut pos: Vec<usize> = vec![usize::MAX; new.len()];
     for (p, &(net, _)) in spec.iter().enumerate() {
-        pos.entry(net).or_insert(p);
+        if let Some(slot) = pos.get_mut(net as usize) {
+            *slot = (*slot).min(p);
+        }
     }
     for (p, &(net, plain)) in spec.iter().enumerate() {
-        if !changed[net as usize] || pos[&net] != p {
+        if !changed[net as usize] || pos[net as usize] != p {
             continue;
         }
         let (before, after) = (&old[net as usize], &new[net as usize]);
@@ -1295,7 +1410,7 @@ fn patch_merged_in_place(
             }
         };
         for key in keys(before).into_iter().chain(keys(after)) {
-            let owner = out.get(&key).map(|r| pos[&r.net]);
+            let owner = out.get(&key).map(|r| pos[r.net as usize]);
             match (visible_in(after, &key, plain), owner) {
                 // This network shows it and comes first (or owned it already): its entry.
                 (Some(idx), None) => {
@@ -1345,7 +1460,7 @@ fn zone_ns_addresses(catalog: &Catalog, settings: &BuildSettings) -> Vec<IpAddr>
 fn listener_views(
     builder: &mut ViewBuilder<'_>,
     catalog: &Catalog,
-    net_index: &FxHashMap<&str, u32>,
+    net_index: &NetIndex,
 ) -> FxHashMap<IpAddr, ViewId> {
     let mut listener_views = FxHashMap::default();
     for net in catalog.networks.values() {
@@ -1406,7 +1521,10 @@ impl Snapshot {
         prev: Option<(&Snapshot, &Catalog)>,
         spare: Option<Snapshot>,
     ) -> Snapshot {
-        let net_index = network_index(catalog);
+        let net_index: Arc<NetIndex> = match prev {
+            Some((snap, old)) if old.networks.ptr_eq(&catalog.networks) => snap.net_index.clone(),
+            _ => Arc::new(network_index(catalog)),
+        };
         // 1. Per-network tables.
         let (nets, changes) = compile_tables(catalog, &settings, prev, &net_index);
         // The networks, their name-server addresses and subnets: the previous snapshot's
@@ -1491,6 +1609,7 @@ impl Snapshot {
         );
         Snapshot {
             nets,
+            net_index,
             routing,
             networks,
             domain_key,
@@ -1876,7 +1995,7 @@ fn is_arpa(key: &[u8]) -> bool {
 /// keeps its identity across snapshots.
 fn compile_client_upstreams(
     catalog: &Catalog,
-    net_index: &FxHashMap<&str, u32>,
+    net_index: &NetIndex,
     prev: Option<&Snapshot>,
 ) -> FxHashMap<IpAddr, Arc<[SocketAddr]>> {
     let mut out = FxHashMap::default();
@@ -1920,11 +2039,7 @@ fn compile_client_upstreams(
 /// The servers of a container with DNS servers of its own, as its clients use them: the first
 /// [`MAX_CLIENT_SERVERS`], only those inside a served network's subnet when every network it
 /// is served on is internal. Empty: none usable.
-fn container_servers(
-    c: &Container,
-    catalog: &Catalog,
-    net_index: &FxHashMap<&str, u32>,
-) -> Vec<SocketAddr> {
+fn container_servers(c: &Container, catalog: &Catalog, net_index: &NetIndex) -> Vec<SocketAddr> {
     let served: Vec<&super::Network> = c
         .endpoints
         .iter()
@@ -1966,7 +2081,7 @@ fn intern(interned: &mut FxHashSet<Arc<[SocketAddr]>>, list: Vec<SocketAddr>) ->
 fn patch_client_upstreams(
     prev: &Snapshot,
     catalog: &Catalog,
-    net_index: &FxHashMap<&str, u32>,
+    net_index: &NetIndex,
     changes: &[Change<'_>],
 ) -> FxHashMap<IpAddr, Arc<[SocketAddr]>> {
     let touched = changes.iter().any(|(_, a, b)| {
@@ -2172,7 +2287,7 @@ fn compile_entry(acc: &Acc, ttl: u32, health_aware: bool) -> NameEntry {
 /// link's network adds nothing (Docker then does not answer the alias either).
 fn link_overlay(
     container: &Container,
-    net_index: &FxHashMap<&str, u32>,
+    net_index: &NetIndex,
     nets: &[Arc<NetTable>],
 ) -> FxHashMap<Arc<[u8]>, EntryRef> {
     let mut map: FxHashMap<Arc<[u8]>, EntryRef> = FxHashMap::default();
