@@ -18,7 +18,8 @@
 //!   CPU time of the non-UDP threads (`/proc/PID/task/TID/schedstat`) from just before it to
 //!   just before the next one, minus the idle rate. An event waits for the previous one to be
 //!   resolvable, so a slow dockns gets fewer events. Queries/s B ÷ A (median of the rounds'
-//!   ratios) is the drop in answers.
+//!   ratios) is the drop in answers. The mean per event is also split by thread name (the
+//!   tokio threads `dockns` against the compile's `dockns-publish`; idle rate not subtracted).
 //!
 //! Prints one table (and JSON with `--json`, on stdout, the table then going to stderr).
 //! Run: `cargo bench --bench docker_scale` (`-- --json` for JSON); needs dnsperf
@@ -148,6 +149,10 @@ fn main() {
     let mut results: Vec<EventResult> = Vec::new();
     // Phase B's non-UDP CPU over every event window, minus the idle rate, summed.
     let mut b_other_net = 0f64;
+    // The same (idle rate not subtracted) split by thread name: the tokio threads (`dockns`:
+    // event stream, inspections, state, hand-over) and the others (`dockns-publish`: the
+    // compile), to tell the two halves of an event's cost apart.
+    let mut b_by_name: std::collections::BTreeMap<String, u64> = Default::default();
     for r in 0..rounds {
         say(format!(
             "round {}/{rounds}, phase A: dnsperf for {dur} s, no events",
@@ -185,6 +190,11 @@ fn main() {
         });
         let b2 = cpu.sample();
         b_other_net += b1.other_since(&b0).0 as f64 - idle_rate * b1.secs_since(&b0);
+        for (tid, name) in cpu.threads() {
+            if let (Some(&then), Some(&now)) = (b0.other.get(&tid), b1.other.get(&tid)) {
+                *b_by_name.entry(name).or_default() += now.saturating_sub(then);
+            }
+        }
         let per_answer =
             |udp: u64, l: &Load| (l.completed > 0).then(|| udp as f64 / 1e3 / l.completed as f64);
         rounds_out.push(Round {
@@ -231,6 +241,10 @@ fn main() {
     // Every event window's CPU minus the idle rate, per event: a mean that no window
     // boundary can shift.
     let b_mean = (!results.is_empty()).then(|| ms(b_other_net / results.len() as f64));
+    let by_name: Vec<(String, f64)> = b_by_name
+        .iter()
+        .map(|(name, ns)| (name.clone(), ms(*ns as f64 / results.len().max(1) as f64)))
+        .collect();
     let exited: usize = results.iter().map(|r| r.exited_threads).sum();
     // Queries/s: each B against the A just before it (the machine's load drifts), median.
     let ratios: Vec<u64> = rounds_out
@@ -352,8 +366,8 @@ fn main() {
     line(format!(
         "queries/s B ÷ A, median of the rounds: {ratio:.3} (target ≥ 0.90: {}); medians A {qps_a:.0}, \
          B {qps_b:.0}; response codes: {}; events: {} sent, {failed} not resolvable within \
-         {timeout_ms} ms; mean CPU per event over phase B: {} ms; non-UDP threads without events: \
-         {:.1} µs/s under load (subtracted), {:.1} µs/s with no load{}",
+         {timeout_ms} ms; mean CPU per event over phase B: {} ms ({}); non-UDP threads without \
+         events: {:.1} µs/s under load (subtracted), {:.1} µs/s with no load{}",
         verdict(ratio >= 0.9),
         if odd.is_empty() {
             "all NOERROR".to_string()
@@ -362,6 +376,11 @@ fn main() {
         },
         results.len(),
         fmt_ms(b_mean),
+        by_name
+            .iter()
+            .map(|(name, v)| format!("{name} threads {v:.3}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         idle_rate / 1e3,
         quiet_rate / 1e3,
         if exited > 0 {
@@ -397,6 +416,8 @@ fn main() {
         "resolvable_ms": {"median": lat_med, "p90": q(&lat, 0.9),
                           "with_connect_median": lat_conn, "start_only_median": lat_start},
         "cpu_per_event_ms": {"median": cpu_med, "p90": qi(&cpu_all, 0.9), "mean": b_mean,
+                             "mean_by_thread_name": by_name.iter().cloned()
+                                 .collect::<std::collections::BTreeMap<String, f64>>(),
                              "to_resolvable_median": qi(&cpu_res, 0.5),
                              "to_resolvable_p90": qi(&cpu_res, 0.9),
                              "with_connect_median": cpu_conn, "start_only_median": cpu_start},

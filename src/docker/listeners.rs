@@ -24,6 +24,9 @@ pub struct ListenerSync {
     bound: BTreeSet<SocketAddr>,
     failed: BTreeSet<SocketAddr>,
     warned: BTreeSet<SocketAddr>,
+    /// Something besides the networks changed what [`apply`](Self::apply) would do (failures
+    /// forgotten, listeners adopted) since it last ran.
+    stale: bool,
 }
 
 impl ListenerSync {
@@ -35,6 +38,7 @@ impl ListenerSync {
             bound: BTreeSet::new(),
             failed: BTreeSet::new(),
             warned: BTreeSet::new(),
+            stale: true,
         }
     }
 
@@ -43,6 +47,14 @@ impl ListenerSync {
     /// detection). Each failing address is still only logged once.
     pub fn retry_failed(&mut self) {
         self.failed.clear();
+        self.stale = true;
+    }
+
+    /// Whether [`apply`](Self::apply) may do something for a catalog whose networks are the
+    /// ones it was last applied with: it does only after [`retry_failed`](Self::retry_failed)
+    /// or [`adopt`](Self::adopt) (a failed address is not tried again until then).
+    pub fn stale(&self) -> bool {
+        self.stale
     }
 
     /// Whether some wanted address could not be bound.
@@ -53,6 +65,7 @@ impl ListenerSync {
     /// Binds every network listen address of `catalog` not yet bound and unbinds the ones no
     /// network lists any more.
     pub fn apply(&mut self, catalog: &Catalog) {
+        self.stale = false;
         let wanted: BTreeSet<SocketAddr> = catalog
             .networks
             .values()
@@ -92,6 +105,7 @@ impl ListenerSync {
     /// the others.
     pub fn adopt(&mut self, addrs: &[SocketAddr]) {
         self.bound.extend(addrs.iter().copied());
+        self.stale = true;
     }
 
     /// The addresses currently bound by this source.
@@ -104,6 +118,7 @@ impl ListenerSync {
         for addr in std::mem::take(&mut self.bound) {
             self.set.remove(addr);
         }
+        self.stale = true;
     }
 }
 

@@ -53,7 +53,8 @@ impl Watcher {
 
     /// Whether a container was created without `--name`, as its daemon recorded it (daemons
     /// before API 1.44 only; later ones answer every container by name). A small local file
-    /// read, once per inspection.
+    /// read: once per container in a full listing; after an event only for a container not
+    /// known yet, renamed, whose name changed or that a sweep found different (see [`Watcher::reinspect`]).
     fn is_anonymous(&self, id: &str) -> bool {
         let Some(dir) = &self.state_dir else {
             return false;
@@ -185,6 +186,11 @@ impl Watcher {
         ev: &EventMessage,
         inspect: bool,
     ) -> Result<(), WatchError> {
+        if self.state_dir.is_some() && is_rename(ev) {
+            if let Some(id) = ev.actor.as_ref().and_then(|a| a.id.as_deref()) {
+                self.reread.insert(id.to_string());
+            }
+        }
         match inspect || inspected_by(ev).is_none() {
             true => self.apply(docker, ev).await,
             false => Ok(()),
@@ -311,12 +317,20 @@ impl Watcher {
             self.inspect_network(docker, &nid).await?;
         }
         let id = info.id.clone().unwrap_or_else(|| id.to_string());
+        let reread = self.reread.remove(id.as_str());
         match convert::container(&info, &self.state.networks) {
             Some(mut c) => {
-                c.anonymous = self.is_anonymous(&id);
+                // The daemon sets the flag when it creates the container and clears it on a
+                // rename, nothing else: a container known under the same name, and not renamed
+                // meanwhile (and back), keeps the flag it was read with, without a file read.
+                let old = self.state.containers.get(id.as_str());
+                c.anonymous = match old {
+                    Some(old) if old.name == c.name && !reread => old.anonymous,
+                    _ => self.is_anonymous(&id),
+                };
                 // An unchanged container keeps its `Arc`: the next compile does not even
                 // compare it (a health probe or a restart that changes nothing is free).
-                match self.state.containers.get(id.as_str()) {
+                match old {
                     Some(old) if **old == c => {}
                     _ => {
                         self.state.containers.insert(id.into(), Arc::new(c));
@@ -329,6 +343,12 @@ impl Watcher {
         }
         Ok(())
     }
+}
+
+/// Whether an event is a container's rename.
+fn is_rename(ev: &EventMessage) -> bool {
+    ev.typ == Some(EventMessageTypeEnum::CONTAINER)
+        && ev.action.as_deref().is_some_and(|a| a.trim() == "rename")
 }
 
 /// The container an event makes the watcher inspect again (its current state replaces what

@@ -56,7 +56,7 @@ use bollard::models::EventMessage;
 use bollard::query_parameters::{EventsOptions, InspectNetworkOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -171,6 +171,7 @@ impl DockerWatcher {
             up: None,
             state_dir: None,
             anonymous_notice: false,
+            reread: HashSet::new(),
             peer_docs: BTreeMap::new(),
             peers: Told::default(),
             peer_server: PeerServer::default(),
@@ -249,6 +250,10 @@ pub(super) struct Watcher {
     pub(super) state_dir: Option<std::path::PathBuf>,
     /// Whether the "cannot tell anonymous containers" notice was logged already.
     pub(super) anonymous_notice: bool,
+    /// Containers whose anonymous flag is read again at their next inspection (with
+    /// `state_dir` only): renamed since they were last inspected (a rename is what clears the
+    /// flag), or found different by a sweep (see `sync`'s `reinspect`).
+    pub(super) reread: HashSet<String>,
     /// Swarm: the last document of each peer dockns, by its address (see `peers`).
     pub(super) peer_docs: BTreeMap<IpAddr, PeerDoc>,
     /// Swarm: those documents combined.
@@ -372,6 +377,7 @@ impl Watcher {
             .filter(|id| !fresh.containers.contains_key(*id))
             .count();
         self.state = fresh;
+        self.reread.clear();
         self.listeners.retry_failed();
         self.publish();
         // Synced means answerable: wait (without blocking a worker) for the compile.
@@ -482,12 +488,12 @@ impl Watcher {
                 since_publish = Instant::now();
             }
             let ev = item?;
-            let kind = ev.typ.map(|t| t.to_string()).unwrap_or_default();
+            let kind = ev.typ.as_ref().map_or("", |t| t.as_ref());
             let inspect = needed.get(i).copied().unwrap_or(true);
             events
                 .unless_ended(self.apply_event(docker, &ev, inspect))
                 .await?;
-            self.metrics.docker.event_applied(&kind);
+            self.metrics.docker.event_applied(kind);
             self.status.events.fetch_add(1, Ordering::Relaxed);
         }
         self.poll_and_publish(docker, events).await
@@ -510,6 +516,9 @@ impl Watcher {
     /// shares the state's containers (no copy), the comparison with the last one reads only
     /// the containers whose `Arc` differs, and the compile runs on the publisher's thread:
     /// this returns without waiting for it (the change is visible as soon as it is compiled).
+    /// The listeners are compared with the networks only when those changed (the catalog's
+    /// network map is the last one's, shared, while none did) or failed addresses are to be
+    /// tried again ([`ListenerSync::stale`]): a container event does not walk the networks.
     fn publish(&mut self) {
         let local = if self.opts.sidecar {
             local_addresses()
@@ -523,7 +532,13 @@ impl Watcher {
         if self.last.as_deref() == Some(&catalog) {
             return;
         }
-        self.listeners.apply(&catalog);
+        let same_networks = self
+            .last
+            .as_ref()
+            .is_some_and(|last| last.networks.ptr_eq(&catalog.networks));
+        if !same_networks || self.listeners.stale() {
+            self.listeners.apply(&catalog);
+        }
         let catalog = Arc::new(catalog);
         self.ticket = self.publisher.submit_source(DOCKER_SOURCE, catalog.clone());
         self.last = Some(catalog);
@@ -577,6 +592,9 @@ impl Watcher {
                 .map(|id| id.to_string()),
         );
         let before = self.state.containers.clone();
+        if self.state_dir.is_some() {
+            self.reread.extend(ids.iter().cloned());
+        }
         for id in &ids {
             events.unless_ended(self.reinspect(docker, id)).await?;
         }
