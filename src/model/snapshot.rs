@@ -294,8 +294,9 @@ struct NetTable {
     /// The part of `ents` visible where only the qualified names are.
     ents_qualified: Box<[Arc<[u8]>]>,
     /// The catalog keys of the containers attached to the network, in catalog order: where a
-    /// rebuild finds this network's members without walking every container.
-    members: Box<[Arc<str>]>,
+    /// rebuild finds this network's members without walking every container (nor looking
+    /// them up: the containers that did not change since are these).
+    members: Box<[(Arc<str>, Arc<Container>)]>,
 }
 
 /// Where a view's key points: an entry of one network's table.
@@ -328,7 +329,7 @@ struct Acc {
 /// catalog order, and the services on it. Two equal inputs compile to the same table.
 #[derive(Default)]
 struct NetInput<'c> {
-    members: Vec<(&'c Arc<str>, &'c Container, &'c Endpoint)>,
+    members: Vec<(&'c Arc<str>, &'c Arc<Container>, &'c Endpoint)>,
     services: Vec<&'c ServiceRecord>,
 }
 
@@ -371,7 +372,7 @@ fn group_inputs<'c>(
         for ep in &container.endpoints {
             if let Some(&ni) = net_index.get(ep.network.as_str()) {
                 if need[ni as usize] {
-                    inputs[ni as usize].members.push((key, &**container, ep));
+                    inputs[ni as usize].members.push((key, container, ep));
                 }
             }
         }
@@ -461,10 +462,10 @@ fn compile_network(
     add_member_names(&mut accs, network, input);
     add_service_names(&mut accs, network, input);
     let mut table = table_of(accs, network, settings, old);
-    let mut members: Vec<Arc<str>> = Vec::with_capacity(input.members.len());
-    for &(key, _, _) in &input.members {
-        if members.last() != Some(key) {
-            members.push(key.clone());
+    let mut members: Vec<(Arc<str>, Arc<Container>)> = Vec::with_capacity(input.members.len());
+    for &(key, container, _) in &input.members {
+        if members.last().map(|(k, _)| k) != Some(key) {
+            members.push((key.clone(), container.clone()));
         }
     }
     table.members = members.into_boxed_slice();
@@ -472,22 +473,30 @@ fn compile_network(
 }
 
 /// [`group_inputs`] for a rebuild: the members of a network that had a table are that table's
-/// members and the changed containers now attached to it, looked up by key (work proportional
-/// to those networks, not to every container); networks new since `prev` are found by a walk
-/// over the catalog as in a fresh build.
+/// members that did not change and the changed containers now attached to it (work
+/// proportional to those networks, not to every container, and no lookup by key); networks
+/// new since `prev` are found by a walk over the catalog as in a fresh build.
 fn group_dirty_inputs<'c>(
     catalog: &'c Catalog,
     net_index: &NetIndex,
     need: &[bool],
-    prev: (&Snapshot, &Catalog),
+    prev: (&'c Snapshot, &'c Catalog),
     changes: &[Change<'c>],
 ) -> Vec<NetInput<'c>> {
     let (snap, old_cat) = prev;
     let mut fresh = vec![false; need.len()];
-    let mut keys: Vec<Vec<&str>> = vec![Vec::new(); need.len()];
-    // Network `ni` had table `oi` in the previous snapshot (if any).
+    let changed: FxHashSet<&str> = changes.iter().map(|(k, _, _)| &***k).collect();
+    type Member<'c> = (&'c Arc<str>, &'c Arc<Container>);
+    let mut keys: Vec<Vec<Member<'c>>> = vec![Vec::new(); need.len()];
+    // Network `ni` had table `oi` in the previous snapshot (if any): its members that did not
+    // change are the same containers in the new catalog.
     let mut take_old = |ni: usize, oi: Option<usize>| match oi.and_then(|oi| snap.nets.get(oi)) {
-        Some(t) => keys[ni].extend(t.members.iter().map(|k| &**k)),
+        Some(t) => keys[ni].extend(
+            t.members
+                .iter()
+                .filter(|(k, _)| !changed.contains(&**k))
+                .map(|(k, c)| (k, c)),
+        ),
         None => fresh[ni] = true,
     };
     if old_cat.networks.ptr_eq(&catalog.networks) {
@@ -508,10 +517,11 @@ fn group_dirty_inputs<'c>(
             }
         }
     }
-    for (key, _, new) in changes {
-        for ep in new.map(|c| &c.endpoints[..]).unwrap_or_default() {
+    for &(key, _, new) in changes {
+        let Some(new) = new else { continue };
+        for ep in &new.endpoints {
             if let Some(&ni) = net_index.get(ep.network.as_str()) {
-                keys[ni as usize].push(key);
+                keys[ni as usize].push((key, new));
             }
         }
     }
@@ -524,15 +534,13 @@ fn group_dirty_inputs<'c>(
         if !need[ni] || fresh[ni] {
             continue;
         }
-        list.sort_unstable();
-        list.dedup();
-        for key in list.iter() {
-            let Some((key, container)) = catalog.containers.get_key_value(*key) else {
-                continue;
-            };
+        // In catalog (key) order, each container once.
+        list.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        list.dedup_by(|a, b| a.0 == b.0);
+        for &(key, container) in list.iter() {
             for ep in &container.endpoints {
                 if net_index.get(ep.network.as_str()) == Some(&(ni as u32)) {
-                    inputs[ni].members.push((key, &**container, ep));
+                    inputs[ni].members.push((key, container, ep));
                 }
             }
         }
@@ -764,13 +772,30 @@ fn compile_tables<'c>(
     prev: Option<(&Snapshot, &'c Catalog)>,
     net_index: &NetIndex,
 ) -> (Vec<Arc<NetTable>>, Option<Vec<Change<'c>>>) {
-    let net_names: Vec<&String> = catalog.networks.keys().collect();
+    let count = net_index.len();
     let reusable = prev.filter(|(snap, _)| {
         snap.settings.ttl == settings.ttl && snap.settings.health_aware == settings.health_aware
     });
-    let mut reused: Vec<Option<Arc<NetTable>>> = vec![None; net_names.len()];
+    // The networks' names by index: the previous snapshot's list while the networks are the
+    // same (only the recompiled ones are read), else the catalog's.
+    let same_list = prev
+        .filter(|(snap, old)| {
+            old.networks.ptr_eq(&catalog.networks) && snap.networks.len() == count
+        })
+        .map(|(snap, _)| &snap.networks[..]);
+    let net_names: Vec<&str> = match same_list {
+        Some(_) => Vec::new(),
+        None => catalog.networks.keys().map(String::as_str).collect(),
+    };
+    let name_of = |ni: usize| -> &str {
+        match same_list {
+            Some(list) => &list[ni].name,
+            None => net_names[ni],
+        }
+    };
+    let mut reused: Vec<Option<Arc<NetTable>>> = vec![None; count];
     // The previous tables of the networks recompiled (names keep their entries' indices).
-    let mut previous: Vec<Option<&NetTable>> = vec![None; net_names.len()];
+    let mut previous: Vec<Option<&NetTable>> = vec![None; count];
     let mut changes = None;
     if let Some((snap, old_cat)) = reusable {
         let (dirty, changed) = dirty_networks(old_cat, catalog);
@@ -806,9 +831,10 @@ fn compile_tables<'c>(
     let tables = reused
         .into_iter()
         .zip(previous)
-        .zip(net_names.iter().zip(&inputs))
-        .map(|((table, old), (name, input))| {
-            table.unwrap_or_else(|| Arc::new(compile_network(name, input, settings, old)))
+        .zip(&inputs)
+        .enumerate()
+        .map(|(ni, ((table, old), input))| {
+            table.unwrap_or_else(|| Arc::new(compile_network(name_of(ni), input, settings, old)))
         })
         .collect();
     (tables, changes)
@@ -1197,11 +1223,24 @@ impl Views {
                 ops.push((ip, None));
             }
         }
-        let mut by_spec: FxHashMap<Arc<[(u32, bool)]>, ViewId> =
-            FxHashMap::with_capacity_and_hasher(views.len(), Default::default());
-        for (vid, v) in views.iter().enumerate() {
-            if users[vid] > 0 && v.owner.is_none() {
-                by_spec.entry(v.networks.clone()).or_insert(vid as ViewId);
+        // The views a changed container may share: a container's view shows exactly its
+        // networks, so only views over those networks are candidates (found through the
+        // index, not by looking at every view).
+        let mut wanted = vec![false; i.nets.len()];
+        for ep in changes
+            .iter()
+            .filter_map(|c| c.2)
+            .flat_map(|c| &c.endpoints)
+        {
+            if let Some(&n) = i.net_index.get(ep.network.as_str()) {
+                wanted[n as usize] = true;
+            }
+        }
+        let mut by_spec: FxHashMap<Arc<[(u32, bool)]>, ViewId> = FxHashMap::default();
+        for vid in prev.routing.index.showing(&wanted, views.len()) {
+            let v = &views[vid as usize];
+            if users[vid as usize] > 0 && v.owner.is_none() {
+                by_spec.entry(v.networks.clone()).or_insert(vid);
             }
         }
         let mut builder = ViewBuilder {
