@@ -320,7 +320,8 @@ enum ViewNames {
 #[derive(Default)]
 struct Acc {
     text: String,
-    members: Vec<(bool, Vec<IpAddr>)>,
+    /// (Whether serving, addresses): the addresses of one endpoint are shared by its names.
+    members: Vec<(bool, std::rc::Rc<[IpAddr]>)>,
     ptr: Option<String>,
     qualified: bool,
 }
@@ -559,7 +560,7 @@ fn group_dirty_inputs<'c>(
 fn add_member_names(accs: &mut BTreeMap<Vec<u8>, Acc>, network: &str, input: &NetInput<'_>) {
     for &(_, container, ep) in &input.members {
         let serving = container.health.is_serving();
-        let addrs: Vec<IpAddr> = ep
+        let addrs: std::rc::Rc<[IpAddr]> = ep
             .ipv4
             .iter()
             .map(|a| IpAddr::V4(*a))
@@ -589,7 +590,7 @@ fn add_member_names(accs: &mut BTreeMap<Vec<u8>, Acc>, network: &str, input: &Ne
         let Some(primary) = ptr_name(container, ep) else {
             continue;
         };
-        for ip in &addrs {
+        for ip in addrs.iter() {
             let rev = reverse_name(*ip);
             if let Some(rkey) = normalize_name(&rev) {
                 let racc = accs.entry(rkey).or_default();
@@ -623,7 +624,7 @@ fn add_service_names(accs: &mut BTreeMap<Vec<u8>, Acc>, network: &str, input: &N
                 if acc.text.is_empty() {
                     acc.text = text.to_ascii_lowercase();
                 }
-                acc.members.push((true, addrs.clone()));
+                acc.members.push((true, addrs.as_slice().into()));
                 acc.qualified |= qualified;
             }
         }
@@ -2410,7 +2411,7 @@ fn compile_entry(acc: &Acc, ttl: u32, health_aware: bool) -> NameEntry {
         if health_aware && any_serving && !serving {
             continue;
         }
-        for ip in list {
+        for ip in list.iter() {
             if !addrs.contains(ip) {
                 addrs.push(*ip);
             }
