@@ -9,9 +9,11 @@
 
 #![warn(missing_docs)]
 
-// Bottom: DNS bytes, addresses, batched datagram I/O, per-worker query counters.
+// Bottom: DNS bytes, addresses, batched datagram I/O, per-worker query counters, table
+// housekeeping.
 pub mod addr;
 pub mod mmsg;
+pub mod room;
 pub mod stats;
 pub mod wire;
 

@@ -13,6 +13,7 @@
 //! every worker let go of the socket, so its counters can be retired.
 
 use super::udp::{Served, Slot, UdpDeps, UdpWorker};
+use crate::room::Room;
 use crate::stats::{Stats, WorkerStats};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -80,6 +81,7 @@ impl UdpEngine {
                 poll,
                 control: control.clone(),
                 slots: HashMap::new(),
+                room: Room::default(),
                 ready: VecDeque::new(),
                 udp: UdpWorker::new(deps.clone(), stats.worker()),
             };
@@ -149,6 +151,8 @@ struct EngineThread {
     control: Arc<Control>,
     /// Listener id → its socket in this worker, and whether it is in `ready`.
     slots: HashMap<usize, (Slot, bool)>,
+    /// When `slots` gives its room back (hundreds of listeners removed as Docker networks go).
+    room: Room,
     /// Sockets that may still hold datagrams (epoll is edge-triggered: a socket stays here
     /// until a read finds it empty).
     ready: VecDeque<usize>,
@@ -242,6 +246,7 @@ impl EngineThread {
                     ) {
                         Ok(()) => {
                             self.slots.insert(id, (slot, false));
+                            self.room.grew(self.slots.len());
                             // Datagrams may have arrived before the registration.
                             self.mark_ready(id);
                         }
@@ -254,9 +259,7 @@ impl EngineThread {
                         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                     }
                     self.ready.retain(|r| *r != id);
-                    // Hundreds of listeners removed (Docker networks gone) give the table's
-                    // room back: a hash map never shrinks by itself.
-                    if self.slots.capacity() > 4 * self.slots.len().max(8) {
+                    if self.room.shrink_now(self.slots.len()) {
                         self.slots.shrink_to_fit();
                         self.ready.shrink_to_fit();
                     }

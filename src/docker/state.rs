@@ -19,6 +19,7 @@ use super::peers::Told;
 use super::swarm::{self, ClusterInfo, SwarmView};
 use super::watch::WatchOptions;
 use crate::model::{Catalog, Container, ContainerMap, NetworkMap};
+use crate::room::Room;
 use imbl::ordmap::DiffItem;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -46,23 +47,9 @@ pub struct State {
     pub manager: bool,
     /// What [`State::catalog`] derived last (see there).
     derived: DerivedCache,
-    /// The most networks served since the tables last shrank (see
-    /// [`State::remove_network_id`]).
-    networks_peak: Peak,
+    /// When the network tables give their room back (see [`State::remove_network_id`]).
+    networks_room: Room,
 }
-
-/// A high-water mark kept for housekeeping: not part of the state's value (two states compare
-/// equal whatever it holds).
-#[derive(Clone, Copy, Debug, Default)]
-struct Peak(usize);
-
-impl PartialEq for Peak {
-    fn eq(&self, _: &Peak) -> bool {
-        true
-    }
-}
-
-impl Eq for Peak {}
 
 impl State {
     /// Serves a network (replacing what was known of it).
@@ -70,10 +57,10 @@ impl State {
         self.net_ids
             .insert(ni.network.id.clone(), ni.network.name.clone());
         self.unserved.remove(&ni.network.name);
-        self.networks_peak.0 = self.networks_peak.0.max(self.networks.len() + 1);
         if self.networks.get(&ni.network.name) != Some(&ni) {
             Arc::make_mut(&mut self.networks).insert(ni.network.name.clone(), ni);
         }
+        self.networks_room.grew(self.networks.len());
     }
 
     /// Stops serving the network with Docker ID `id` (and drops its swarm records); whether it
@@ -85,14 +72,10 @@ impl State {
                 networks.remove(&name);
                 self.swarm.remove(&name);
                 // Tables that held hundreds of networks give their room back when most are
-                // gone (a hash map never shrinks by itself): each time half of the most
-                // they held went, so their room stays under four times what is left. Judged
-                // against the peak count, not `capacity()`: removals leave tombstones that
-                // lower what it reports.
-                if networks.len().max(8) * 2 < self.networks_peak.0 {
+                // gone (see `room`).
+                if self.networks_room.shrink_now(networks.len()) {
                     networks.shrink_to_fit();
                     self.net_ids.shrink_to_fit();
-                    self.networks_peak.0 = networks.len();
                 }
                 true
             }
