@@ -973,6 +973,9 @@ struct Spare {
     owned: FxHashMap<*const MergedMap, Arc<MergedMap>>,
     client_views: Option<FxHashMap<IpAddr, ViewId>>,
     id: u64,
+    /// Which of its tables differ from the new ones (by network index), once the first map is
+    /// patched: the same for every view.
+    changed: Option<Vec<bool>>,
 }
 
 impl Spare {
@@ -1004,6 +1007,7 @@ impl Spare {
             owned,
             client_views: Some(routing.client_views),
             id: routing.id,
+            changed: None,
         })
     }
 
@@ -1022,12 +1026,14 @@ impl Spare {
         let ptr = (*self.maps.get(vid)?)?;
         let mut map = self.owned.remove(&ptr)?;
         let m = Arc::get_mut(&mut map)?;
-        let changed: Vec<bool> = new
-            .iter()
-            .zip(&self.nets)
-            .map(|(a, b)| !Arc::ptr_eq(a, b))
-            .collect();
-        patch_merged_in_place(m, spec, new, &self.nets, &changed, diffs);
+        let nets = &self.nets;
+        let changed = self.changed.get_or_insert_with(|| {
+            new.iter()
+                .zip(nets)
+                .map(|(a, b)| !Arc::ptr_eq(a, b))
+                .collect()
+        });
+        patch_merged_in_place(m, spec, new, nets, changed, diffs);
         Some(map)
     }
 }
